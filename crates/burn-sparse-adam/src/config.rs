@@ -1,0 +1,112 @@
+//! [`SparseAdamConfig`]: the hyperparameters of `torch.optim.SparseAdam`, as a Burn `Config`.
+
+use burn::config::Config;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::optimizer::SparseAdamOptimizer;
+use crate::sparse_adam::SparseAdam;
+
+/// Configuration of [`SparseAdam`], PyTorch's `torch.optim.SparseAdam`.
+///
+/// The learning rate is not part of the config: as everywhere in Burn, it is the step's
+/// (`Optimizer::step(lr, …)`), so a learning-rate scheduler drives it.
+///
+/// Hyperparameters are `f64`, as PyTorch's are Python floats: the step's scalars
+/// (`1 − β`, the bias-corrected step size) are computed in double precision and rounded to
+/// the tensor's precision once, which is what keeps this crate's float32 numbers next to
+/// PyTorch's.
+///
+/// # Example
+///
+/// ```
+/// use burn_sparse_adam::SparseAdamConfig;
+///
+/// let config = SparseAdamConfig::new().with_beta_2(0.98);
+/// assert!(config.validate().is_ok());
+///
+/// let bad = SparseAdamConfig::new().with_epsilon(0.0);
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid epsilon value: 0 (SparseAdamConfig.epsilon must be finite and > 0)"
+/// );
+/// ```
+#[derive(Config, Debug, PartialEq)]
+pub struct SparseAdamConfig {
+    /// Decay rate of the first moment, PyTorch's `betas[0]`. Must lie in `[0, 1)`.
+    /// Default: `0.9`.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// Decay rate of the second moment, PyTorch's `betas[1]`. Must lie in `[0, 1)`.
+    /// Default: `0.999`.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// Added to `sqrt(v)` *before* the bias correction of the step size ("epsilon hat"),
+    /// unlike Burn's `Adam`, which scales it. Must be finite and `> 0`. Default: `1e-8`.
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Ascend the objective instead of descending it: the gradient is negated before it
+    /// enters the moments. Default: `false`.
+    #[config(default = false)]
+    pub maximize: bool,
+}
+
+impl SparseAdamConfig {
+    /// Checks the hyperparameters as PyTorch's constructor does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEpsilon`] when `epsilon` is not finite or `<= 0`;
+    /// [`Error::InvalidBeta`] when a beta is outside `[0, 1)` (NaN included).
+    pub fn validate(&self) -> crate::Result<()> {
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(crate::Error::InvalidEpsilon {
+                value: self.epsilon,
+            });
+        }
+        for (index, field, value) in [(0, "beta_1", self.beta_1), (1, "beta_2", self.beta_2)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(crate::Error::InvalidBeta {
+                    field,
+                    index,
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the [`SparseAdam`] update rule (a Burn `SimpleOptimizer`), after validation.
+    ///
+    /// # Errors
+    ///
+    /// As [`SparseAdamConfig::validate`].
+    pub fn try_build(&self) -> crate::Result<SparseAdam> {
+        self.validate()?;
+        Ok(SparseAdam::new_unchecked(self.clone()))
+    }
+
+    /// Builds the optimizer for module `M` on backend `B`, after validation.
+    ///
+    /// The optimizer serves the whole model: the rows of every
+    /// [`SparseEmbedding`](crate::SparseEmbedding) take the sparse path, every other
+    /// parameter the dense one.
+    ///
+    /// # Errors
+    ///
+    /// As [`SparseAdamConfig::validate`].
+    pub fn try_init<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+    ) -> crate::Result<SparseAdamOptimizer<M, B>> {
+        Ok(SparseAdamOptimizer::new(self.try_build()?))
+    }
+
+    /// Builds the optimizer for module `M` on backend `B`.
+    ///
+    /// # Panics
+    ///
+    /// When the config is invalid, with the message of [`SparseAdamConfig::try_init`]'s error.
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> SparseAdamOptimizer<M, B> {
+        self.try_init().unwrap_or_else(|err| panic!("{err}"))
+    }
+}

@@ -1,0 +1,394 @@
+//! [`SparseEmbedding`]: a drop-in for `burn::nn::Embedding` whose gradient is the rows a
+//! batch looked up.
+
+use std::fmt;
+
+use burn::config::Config;
+use burn::module::{
+    AutodiffModule, Content, Devices, DisplaySettings, HasAutodiffModule, Initializer, Module,
+    ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param,
+};
+use burn::nn::EmbeddingRecord;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::module::embedding;
+use burn::tensor::{Int, Tensor};
+
+use crate::row_grads::{index_tensor, scope, RowGradTape};
+
+/// Configuration of a [`SparseEmbedding`]: `burn::nn::EmbeddingConfig` plus PyTorch's
+/// `padding_idx`.
+#[derive(Config, Debug)]
+pub struct SparseEmbeddingConfig {
+    /// The number of rows of the table.
+    pub n_embedding: usize,
+    /// The width of each row.
+    pub d_model: usize,
+    /// How the table is initialized. Default: `N(0, 1)`, as Burn's and PyTorch's embeddings.
+    #[config(default = "Initializer::Normal{mean:0.0, std:1.0}")]
+    pub initializer: Initializer,
+    /// PyTorch's `padding_idx`: lookups of this row return it but give it no gradient, and
+    /// it starts at zero. Default: none.
+    #[config(default = "None")]
+    pub padding_idx: Option<usize>,
+}
+
+impl SparseEmbeddingConfig {
+    /// Creates the table on `device`, checking `padding_idx`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PaddingIdxOutOfRange`] when `padding_idx >= n_embedding`.
+    pub fn try_init<B: Backend>(&self, device: &B::Device) -> crate::Result<SparseEmbedding<B>> {
+        if let Some(padding_idx) = self.padding_idx.filter(|&p| p >= self.n_embedding) {
+            return Err(crate::Error::PaddingIdxOutOfRange {
+                padding_idx,
+                n_embedding: self.n_embedding,
+            });
+        }
+        let weight = self
+            .initializer
+            .init([self.n_embedding, self.d_model], device);
+        let d_model = self.d_model;
+        let weight = match self.padding_idx {
+            // As PyTorch's `reset_parameters`: the padding row starts at zero. A mapper of
+            // the initialization keeps Burn's lazy initialization lazy.
+            Some(p) => weight.init_mapper(move |w: Tensor<B, 2>| {
+                let zero_row = Tensor::zeros([1, d_model], &w.device());
+                w.slice_assign([p..p + 1, 0..d_model], zero_row)
+            }),
+            None => weight,
+        };
+        Ok(SparseEmbedding {
+            weight,
+            padding_idx: self.padding_idx,
+            tape: RowGradTape::default(),
+        })
+    }
+
+    /// Creates the table on `device`.
+    ///
+    /// # Panics
+    ///
+    /// Where [`SparseEmbeddingConfig::try_init`] returns an error, with its message.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SparseEmbedding<B> {
+        self.try_init(device).unwrap_or_else(|err| panic!("{err}"))
+    }
+}
+
+/// An embedding table whose lookups, under autodiff, produce a *row gradient*: the sorted
+/// unique rows looked up and a `[k, d]` block of their gradients, duplicates summed. No
+/// tensor of the table's size is made for the gradient, and nothing of the table's size is
+/// read back to the host.
+///
+/// It is a drop-in for `burn::nn::Embedding`: the same forward (`[batch, seq]` indices →
+/// `[batch, seq, d_model]`), the same weight layout and the same record type, so a stock
+/// `Embedding`'s record (or file) loads into it, and its record into a stock `Embedding`.
+///
+/// Its row gradients reach [`SparseAdam`](crate::SparseAdamConfig) through
+/// [`collect_grads`](crate::collect_grads), used where `GradientsParams::from_grads` was.
+/// Without autodiff (inference, validation through `valid()`) a lookup is plain and records
+/// nothing. See [the row-gradient module](crate::row_grads) for how the rows travel.
+///
+/// # Example
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::nn::EmbeddingConfig;
+/// use burn::module::Module;
+/// use burn::tensor::{Int, Tensor};
+/// use burn_sparse_adam::SparseEmbeddingConfig;
+///
+/// let device = Default::default();
+/// let stock = EmbeddingConfig::new(10, 4).init::<NdArray>(&device);
+/// let _ = stock.weight.val(); // Burn initializes lazily: fix the values before cloning
+/// let sparse = SparseEmbeddingConfig::new(10, 4)
+///     .init::<NdArray>(&device)
+///     .load_record(stock.clone().into_record());
+///
+/// let indices = Tensor::<NdArray, 2, Int>::from_data([[1, 9, 1]], &device);
+/// let same = sparse.forward(indices.clone()).equal(stock.forward(indices)).all();
+/// assert!(same.into_scalar());
+///
+/// // An index out of range is an error naming it, before anything happens.
+/// let bad = Tensor::<NdArray, 2, Int>::from_data([[1, 10]], &device);
+/// assert_eq!(
+///     sparse.try_forward(bad).unwrap_err().to_string(),
+///     "index out of range in self: index 10 is not in 0..10 (the table has 10 rows)"
+/// );
+/// ```
+pub struct SparseEmbedding<B: Backend> {
+    /// The table, `[n_embedding, d_model]`.
+    pub weight: Param<Tensor<B, 2>>,
+    padding_idx: Option<usize>,
+    tape: RowGradTape<B>,
+}
+
+impl<B: Backend> SparseEmbedding<B> {
+    /// Looks up `indices` (`[batch, seq]`), giving `[batch, seq, d_model]`.
+    ///
+    /// # Panics
+    ///
+    /// Where [`SparseEmbedding::try_forward`] returns an error, with its message.
+    pub fn forward(&self, indices: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.try_forward(indices)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Looks up `indices` (`[batch, seq]`), giving `[batch, seq, d_model]`.
+    ///
+    /// Under autodiff the output is computed from a `[k, d]` copy of the `k` distinct rows
+    /// looked up (plus the padding row, when looked up), and that copy's gradient becomes
+    /// the table's row gradient. Lookups of `padding_idx` return its row and add no
+    /// gradient. Indices are read to the host: they are batch-sized, the table is not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfRange`] for an index `< 0` or `>= n_embedding`, before anything is
+    /// recorded.
+    pub fn try_forward(&self, indices: Tensor<B, 2, Int>) -> crate::Result<Tensor<B, 3>> {
+        let [n_embedding, d_model] = self.weight.dims();
+        let [batch, seq] = indices.dims();
+        let host: Vec<i64> = indices
+            .to_data()
+            .convert::<i64>()
+            .into_vec()
+            .expect("an Int tensor converts to i64");
+        if let Some(&index) = host
+            .iter()
+            .find(|&&i| i < 0 || i as usize >= n_embedding)
+        {
+            return Err(crate::Error::IndexOutOfRange { index, n_embedding });
+        }
+        let weight = self.weight.val();
+        if !weight.is_require_grad() {
+            return Ok(embedding(weight, indices));
+        }
+
+        let device = weight.device();
+        if host.is_empty() {
+            self.tape.record(Vec::new(), None);
+            return Ok(Tensor::zeros([batch, seq, d_model], &device));
+        }
+        let lookup = Lookup::plan(&host, self.padding_idx);
+        // A leaf of its own, outside the table's autodiff graph: its gradient is `[k, d]`.
+        let leaf = weight
+            .set_require_grad(false)
+            .select(0, index_tensor(&lookup.leaf_rows, &device))
+            .require_grad();
+        let output = leaf
+            .clone()
+            .select(0, index_tensor(&lookup.positions, &device))
+            .reshape([batch, seq, d_model]);
+        self.tape.record(lookup.rows, Some(leaf));
+        Ok(output)
+    }
+
+    /// PyTorch's `padding_idx`, if any.
+    pub fn padding_idx(&self) -> Option<usize> {
+        self.padding_idx
+    }
+
+    /// Drops the row gradients recorded or collected since the optimizer's last step:
+    /// PyTorch's `zero_grad()` for this table. Burn's gradients are consumed by each step,
+    /// so a training loop only needs this after it decides to skip a step.
+    pub fn clear_row_grads(&self) {
+        self.tape.clear();
+    }
+}
+
+/// How a batch of indices maps onto its leaf.
+struct Lookup {
+    /// The distinct rows looked up, sorted, padding excluded: the rows that get a gradient.
+    rows: Vec<i64>,
+    /// The table rows copied into the leaf: `rows`, then the padding row if looked up.
+    leaf_rows: Vec<i64>,
+    /// For each index, its row in the leaf.
+    positions: Vec<i64>,
+}
+
+impl Lookup {
+    fn plan(indices: &[i64], padding_idx: Option<usize>) -> Self {
+        let padding = padding_idx.map(|p| p as i64);
+        let mut rows: Vec<i64> = indices
+            .iter()
+            .copied()
+            .filter(|&i| Some(i) != padding)
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let k = rows.len() as i64;
+        let mut leaf_rows = rows.clone();
+        let positions = indices
+            .iter()
+            .map(|i| match rows.binary_search(i) {
+                Ok(position) => position as i64,
+                Err(_) => k, // the padding row, after the touched ones
+            })
+            .collect();
+        if let Some(p) = padding.filter(|p| indices.contains(p)) {
+            leaf_rows.push(p);
+        }
+        Self {
+            rows,
+            leaf_rows,
+            positions,
+        }
+    }
+}
+
+const CONTAINER: &str = "Struct:SparseEmbedding";
+
+impl<B: Backend> Module<B> for SparseEmbedding<B> {
+    /// The record of `burn::nn::Embedding`, so records and files move freely between both.
+    type Record = EmbeddingRecord<B>;
+
+    fn collect_devices(&self, devices: Devices<B>) -> Devices<B> {
+        self.weight.collect_devices(devices)
+    }
+
+    fn fork(self, device: &B::Device) -> Self {
+        Self {
+            weight: self.weight.fork(device),
+            ..self
+        }
+    }
+
+    fn to_device(self, device: &B::Device) -> Self {
+        Self {
+            weight: self.weight.to_device(device),
+            ..self
+        }
+    }
+
+    fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
+        visitor.enter_module("weight", CONTAINER);
+        {
+            let _scope = scope::enter(self.weight.id, &self.tape);
+            self.weight.visit(visitor);
+        }
+        visitor.exit_module("weight", CONTAINER);
+    }
+
+    fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
+        mapper.enter_module("weight", CONTAINER);
+        let weight = {
+            let _scope = scope::enter(self.weight.id, &self.tape);
+            Module::map(self.weight, mapper)
+        };
+        mapper.exit_module("weight", CONTAINER);
+        Self { weight, ..self }
+    }
+
+    fn load_record(self, record: Self::Record) -> Self {
+        Self {
+            weight: self.weight.load_record(record.weight),
+            ..self
+        }
+    }
+
+    fn into_record(self) -> Self::Record {
+        EmbeddingRecord {
+            weight: self.weight.into_record(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> AutodiffModule<B> for SparseEmbedding<B> {
+    type InnerModule = SparseEmbedding<B::InnerBackend>;
+
+    fn valid(&self) -> Self::InnerModule {
+        SparseEmbedding {
+            weight: self.weight.valid(),
+            padding_idx: self.padding_idx,
+            tape: RowGradTape::default(),
+        }
+    }
+
+    fn from_inner(module: Self::InnerModule) -> Self {
+        SparseEmbedding {
+            weight: Param::from_inner(module.weight),
+            padding_idx: module.padding_idx,
+            tape: RowGradTape::default(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> HasAutodiffModule<B> for SparseEmbedding<B::InnerBackend> {
+    type TrainModule = SparseEmbedding<B>;
+}
+
+impl<B: Backend> Clone for SparseEmbedding<B> {
+    /// Clones share their row gradients, as the copies of a model that Burn's training
+    /// loops pass around must.
+    fn clone(&self) -> Self {
+        Self {
+            weight: self.weight.clone(),
+            padding_idx: self.padding_idx,
+            tape: self.tape.clone(),
+        }
+    }
+}
+
+impl<B: Backend> fmt::Debug for SparseEmbedding<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SparseEmbedding")
+            .field("weight", &self.weight)
+            .field("padding_idx", &self.padding_idx)
+            .field("row_grads", &self.tape)
+            .finish()
+    }
+}
+
+impl<B: Backend> ModuleDisplayDefault for SparseEmbedding<B> {
+    fn content(&self, content: Content) -> Option<Content> {
+        content.set_top_level_type("SparseEmbedding").optional()
+    }
+
+    fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+}
+
+impl<B: Backend> ModuleDisplay for SparseEmbedding<B> {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let [n_embedding, d_model] = self.weight.dims();
+        content
+            .add("n_embedding", &n_embedding)
+            .add("d_model", &d_model)
+            .add_debug_attribute("padding_idx", &self.padding_idx)
+            .optional()
+    }
+}
+
+impl<B: Backend> fmt::Display for SparseEmbedding<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.format(DisplaySettings::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_puts_padding_after_the_touched_rows() {
+        let plan = Lookup::plan(&[4, 0, 2, 4, 0], Some(0));
+        assert_eq!(plan.rows, vec![2, 4]);
+        assert_eq!(plan.leaf_rows, vec![2, 4, 0]);
+        assert_eq!(plan.positions, vec![1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn plan_of_only_padding_touches_nothing() {
+        let plan = Lookup::plan(&[3, 3], Some(3));
+        assert!(plan.rows.is_empty());
+        assert_eq!(plan.leaf_rows, vec![3]);
+        assert_eq!(plan.positions, vec![0, 0]);
+    }
+}

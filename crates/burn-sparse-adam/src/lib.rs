@@ -1,0 +1,61 @@
+//! PyTorch's [`torch.optim.SparseAdam`] for [Burn]: an Adam whose step touches only the
+//! rows of an embedding table that a batch looked up, with PyTorch's numerics.
+//!
+//! - [`SparseAdamConfig`] → [`SparseAdamOptimizer`], a Burn `Optimizer` for a whole model:
+//!   manual loops and burn-train's `Learner` alike.
+//! - [`SparseEmbedding`], a drop-in for `burn::nn::Embedding` whose gradient is the rows a
+//!   batch looked up (a `[k, d]` block), never a table-sized tensor.
+//! - [`collect_grads`], the one line that replaces `GradientsParams::from_grads` so that
+//!   those row gradients reach the optimizer.
+//!
+//! Parameters with ordinary dense gradients (stock Burn modules) are optimized too: a row
+//! whose gradient is all zero counts as untouched, PyTorch's documented model for a dense
+//! gradient handed to SparseAdam.
+//!
+//! # Example: a manual training loop
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::optim::Optimizer;
+//! use burn::tensor::{Int, Tensor};
+//! use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbeddingConfig};
+//!
+//! type B = Autodiff<NdArray>;
+//! let device = Default::default();
+//! let mut table = SparseEmbeddingConfig::new(100_000, 16).init::<B>(&device);
+//! let mut optim = SparseAdamConfig::new().init();
+//! let before = table.weight.val().slice([50..51, 0..16]).into_data();
+//!
+//! for _ in 0..3 {
+//!     let batch = Tensor::<B, 2, Int>::from_data([[1, 42, 42, 7]], &device);
+//!     let loss = table.forward(batch).powi_scalar(2).sum();
+//!     let grads = collect_grads(loss.backward(), &table);
+//!     table = optim.step(1e-2, table, grads);
+//! }
+//! // Row 50 was never looked up: it is bit-identical to what it was.
+//! assert_eq!(table.weight.val().slice([50..51, 0..16]).into_data(), before);
+//! ```
+//!
+//! [`torch.optim.SparseAdam`]: https://pytorch.org/docs/stable/generated/torch.optim.SparseAdam.html
+//! [Burn]: https://burn.dev
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod embedding;
+pub mod error;
+pub mod optimizer;
+pub mod row_grads;
+pub mod sparse_adam;
+pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod update;
+
+pub use config::SparseAdamConfig;
+pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
+pub use error::{Error, Result};
+pub use optimizer::{SparseAdamOptimizer, SparseAdamRecord};
+pub use row_grads::{collect_grads, RowGrad};
+pub use sparse_adam::SparseAdam;
+pub use state::SparseAdamState;

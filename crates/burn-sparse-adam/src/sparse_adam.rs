@@ -1,0 +1,177 @@
+//! [`SparseAdam`]: the update rule for one parameter, on its two paths.
+//!
+//! - The **dense path** ([`SparseAdam::step_dense`], and Burn's `SimpleOptimizer::step`)
+//!   takes a gradient shaped like the parameter, as stock Burn modules produce. A row (a
+//!   slice along dim 0; an element of a 1-d parameter) is touched when any entry of its
+//!   gradient is non-zero: the masking model of PyTorch's documentation, where a dense
+//!   gradient reaches SparseAdam as `grad.to_sparse(sparse_dim=1)`. It runs on the device,
+//!   reading nothing back.
+//! - The **row path** ([`SparseAdam::step_rows`]) takes a [`RowGrad`]: it gathers the
+//!   touched rows, updates them, and adds the deltas back; its cost follows the number of
+//!   touched rows, not the table. A looked-up row is touched even when its gradient sums to
+//!   exactly zero, as with PyTorch's sparse layout.
+//!
+//! Both call [`sparse_adam_delta`], and both count a step for the parameter, even when no
+//! row is touched (an all-zero dense gradient, an empty row gradient), as PyTorch does.
+
+use burn::optim::{LearningRate, SimpleOptimizer};
+use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Tensor};
+
+use crate::config::SparseAdamConfig;
+use crate::error::{Error, Result};
+use crate::row_grads::RowGrad;
+use crate::state::SparseAdamState;
+use crate::update::{sparse_adam_delta, StepScalars};
+
+/// The SparseAdam update rule (PyTorch's `torch.optim.SparseAdam`) for one parameter at a
+/// time: a Burn [`SimpleOptimizer`] for dense gradients, plus the row path.
+///
+/// Most users want the whole-model optimizer that
+/// [`SparseAdamConfig::init`] builds; this type is the rule it applies, and can also be
+/// wrapped in Burn's own `OptimizerAdaptor` (dense gradients only).
+///
+/// # Example
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::optim::SimpleOptimizer;
+/// use burn::tensor::Tensor;
+/// use burn_sparse_adam::SparseAdamConfig;
+///
+/// let device = Default::default();
+/// let rule = SparseAdamConfig::new().try_build().unwrap();
+/// let param = Tensor::<NdArray, 2>::from_data([[1.0, 1.0], [2.0, 2.0]], &device);
+/// // Row 1's gradient is all zero: that row is not touched.
+/// let grad = Tensor::<NdArray, 2>::from_data([[0.5, -0.5], [0.0, 0.0]], &device);
+/// let (param, state) = rule.step(0.1, param, grad, None);
+/// let values = param.into_data().to_vec::<f32>().unwrap();
+/// assert!((values[0] - 0.9).abs() < 1e-6 && (values[1] - 1.1).abs() < 1e-6);
+/// assert_eq!(&values[2..], &[2.0, 2.0]);
+/// assert_eq!(state.unwrap().step, 1);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparseAdam {
+    config: SparseAdamConfig,
+}
+
+impl SparseAdam {
+    /// The rule of a config already validated.
+    pub(crate) fn new_unchecked(config: SparseAdamConfig) -> Self {
+        Self { config }
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &SparseAdamConfig {
+        &self.config
+    }
+
+    /// One dense-path step of one parameter (see the [module docs](self)).
+    ///
+    /// `grad` has the parameter's shape. Returns the new parameter and state; the state's
+    /// step count advances even when no row is touched. The caller validates `lr`.
+    pub fn step_dense<B: Backend, const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<SparseAdamState<B, D>>,
+    ) -> (Tensor<B, D>, SparseAdamState<B, D>) {
+        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        state.step += 1;
+        let scalars = StepScalars::new(&self.config, lr, state.step);
+        let touched = touched_rows(&grad);
+        let delta = sparse_adam_delta(
+            grad,
+            state.exp_avg.clone(),
+            state.exp_avg_sq.clone(),
+            &scalars,
+        );
+        // `mask_where` keeps untouched rows bit for bit, whatever the delta computed there.
+        let masked_add = |old: Tensor<B, D>, delta: Tensor<B, D>| {
+            old.clone().mask_where(touched.clone(), old + delta)
+        };
+        state.exp_avg = masked_add(state.exp_avg, delta.exp_avg);
+        state.exp_avg_sq = masked_add(state.exp_avg_sq, delta.exp_avg_sq);
+        (masked_add(param, delta.param), state)
+    }
+
+    /// One row-path step of one `[n, d]` parameter (see the [module docs](self)).
+    ///
+    /// `grad`'s rows must lie in `0..n` and its width be `d` (the whole-model optimizer
+    /// checks this before any step). Rows not in `grad` keep their parameter and moments
+    /// bit for bit. The caller validates `lr`.
+    pub fn step_rows<B: Backend>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<B, 2>,
+        grad: &RowGrad<B>,
+        state: Option<SparseAdamState<B, 2>>,
+    ) -> (Tensor<B, 2>, SparseAdamState<B, 2>) {
+        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        state.step += 1;
+        let Some(values) = grad.values() else {
+            return (param, state);
+        };
+        let scalars = StepScalars::new(&self.config, lr, state.step);
+        let rows = grad.indices(&param.device());
+        let gather = |t: &Tensor<B, 2>| t.clone().select(0, rows.clone());
+        let delta = sparse_adam_delta(
+            values.clone(),
+            gather(&state.exp_avg),
+            gather(&state.exp_avg_sq),
+            &scalars,
+        );
+        // Indices are unique, so the additive scatter is exactly PyTorch's
+        // `tensor.add_(sparse_delta)`.
+        let add_rows =
+            |t: Tensor<B, 2>, d: Tensor<B, 2>| t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add);
+        state.exp_avg = add_rows(state.exp_avg, delta.exp_avg);
+        state.exp_avg_sq = add_rows(state.exp_avg_sq, delta.exp_avg_sq);
+        (add_rows(param, delta.param), state)
+    }
+}
+
+/// Checks a step's learning rate as PyTorch does (`0 < lr`), finite too.
+pub(crate) fn validate_lr(lr: LearningRate) -> Result<()> {
+    if lr.is_finite() && lr > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidLearningRate { value: lr })
+    }
+}
+
+/// The rows of `grad` with a non-zero entry, broadcast to `grad`'s shape.
+fn touched_rows<B: Backend, const D: usize>(grad: &Tensor<B, D>) -> Tensor<B, D, Bool> {
+    let mut touched = grad.clone().not_equal_elem(0.0);
+    for dim in 1..D {
+        touched = touched.any_dim(dim);
+    }
+    touched.expand(grad.shape())
+}
+
+impl<B: Backend> SimpleOptimizer<B> for SparseAdam {
+    type State<const D: usize> = SparseAdamState<B, D>;
+
+    /// The dense path, for Burn's `OptimizerAdaptor`.
+    ///
+    /// # Panics
+    ///
+    /// On a learning rate that is not finite and `> 0`, before changing anything.
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        if let Err(err) = validate_lr(lr) {
+            panic!("{err}");
+        }
+        let (tensor, state) = self.step_dense(lr, tensor, grad, state);
+        (tensor, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}
