@@ -153,10 +153,7 @@ impl<B: Backend> SparseEmbedding<B> {
             .convert::<i64>()
             .into_vec()
             .expect("an Int tensor converts to i64");
-        if let Some(&index) = host
-            .iter()
-            .find(|&&i| i < 0 || i as usize >= n_embedding)
-        {
+        if let Some(&index) = host.iter().find(|&&i| i < 0 || i as usize >= n_embedding) {
             return Err(crate::Error::IndexOutOfRange { index, n_embedding });
         }
         let weight = self.weight.val();

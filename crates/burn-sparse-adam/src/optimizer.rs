@@ -96,8 +96,13 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> SparseAdamOptimizer<M, B> {
     /// # Panics
     ///
     /// When `D` is not the parameter's rank.
-    pub fn state<const D: usize>(&self, id: ParamId) -> Option<SparseAdamState<B::InnerBackend, D>> {
-        self.states.get(&id).map(|record| record.clone().into_state())
+    pub fn state<const D: usize>(
+        &self,
+        id: ParamId,
+    ) -> Option<SparseAdamState<B::InnerBackend, D>> {
+        self.states
+            .get(&id)
+            .map(|record| record.clone().into_state())
     }
 
     /// One optimizer step, or an error that leaves everything unchanged.
@@ -247,13 +252,12 @@ impl<B: AutodiffBackend> Checker<'_, B> {
                 _ => Ok(()),
             };
         };
-        let kind = grad_kind(&shape, &grad_shape, tape.is_some()).ok_or_else(|| {
-            Error::GradientShape {
+        let kind =
+            grad_kind(&shape, &grad_shape, tape.is_some()).ok_or_else(|| Error::GradientShape {
                 param: id,
                 expected: shape.to_vec(),
                 found: grad_shape.to_vec(),
-            }
-        })?;
+            })?;
         if let (GradKind::Rows, Some(tape)) = (kind, tape) {
             let [n, d] = as_rows(&shape);
             for rows in tape.peek_collected() {

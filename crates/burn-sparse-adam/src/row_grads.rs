@@ -110,7 +110,10 @@ impl<B: Backend> RowGrad<B> {
     }
 
     /// Converts the values to another backend through `f` (e.g. autodiff → inner).
-    pub(crate) fn map_values<B2: Backend>(self, f: impl FnOnce(Tensor<B, 2>) -> Tensor<B2, 2>) -> RowGrad<B2> {
+    pub(crate) fn map_values<B2: Backend>(
+        self,
+        f: impl FnOnce(Tensor<B, 2>) -> Tensor<B2, 2>,
+    ) -> RowGrad<B2> {
         RowGrad {
             rows: self.rows,
             values: self.values.map(f),
@@ -149,11 +152,19 @@ impl<B: Backend> RowGrad<B> {
             return dense;
         };
         let shape = dense.shape();
-        let [n, d] = [shape.as_slice()[0], shape.num_elements() / shape.as_slice()[0].max(1)];
+        let [n, d] = [
+            shape.as_slice()[0],
+            shape.num_elements() / shape.as_slice()[0].max(1),
+        ];
         let device = dense.device();
         dense
             .reshape([n, d])
-            .select_assign(0, index_tensor(&self.rows, &device), values, IndexingUpdateOp::Add)
+            .select_assign(
+                0,
+                index_tensor(&self.rows, &device),
+                values,
+                IndexingUpdateOp::Add,
+            )
             .reshape(shape)
     }
 }
@@ -170,7 +181,11 @@ pub(crate) fn unique_sorted(indices: &[i64]) -> (Vec<i64>, Vec<i64>) {
     unique.dedup();
     let inverse = indices
         .iter()
-        .map(|i| unique.binary_search(i).expect("every index is among the unique ones") as i64)
+        .map(|i| {
+            unique
+                .binary_search(i)
+                .expect("every index is among the unique ones") as i64
+        })
         .collect();
     (unique, inverse)
 }
@@ -232,7 +247,9 @@ impl<B: Backend> RowGradTape<B> {
     fn lock(&self) -> MutexGuard<'_, TapeState<B>> {
         // A panic while the lock was held cannot leave the lists half-written (each change is
         // a single push or take), so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a lookup of `rows` (sorted, unique) held by `leaf`.

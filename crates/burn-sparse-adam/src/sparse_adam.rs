@@ -123,8 +123,9 @@ impl SparseAdam {
         );
         // Indices are unique, so the additive scatter is exactly PyTorch's
         // `tensor.add_(sparse_delta)`.
-        let add_rows =
-            |t: Tensor<B, 2>, d: Tensor<B, 2>| t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add);
+        let add_rows = |t: Tensor<B, 2>, d: Tensor<B, 2>| {
+            t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add)
+        };
         state.exp_avg = add_rows(state.exp_avg, delta.exp_avg);
         state.exp_avg_sq = add_rows(state.exp_avg_sq, delta.exp_avg_sq);
         (add_rows(param, delta.param), state)

@@ -174,7 +174,10 @@ pub fn sparse_adam_delta<T: Elementwise>(
     scalars: &StepScalars,
 ) -> RowDelta<T> {
     let grad = if scalars.maximize { grad.neg() } else { grad };
-    let exp_avg_delta = grad.clone().sub(exp_avg.clone()).scale(scalars.one_minus_beta_1);
+    let exp_avg_delta = grad
+        .clone()
+        .sub(exp_avg.clone())
+        .scale(scalars.one_minus_beta_1);
     let exp_avg_sq_delta = grad
         .clone()
         .mul(grad)

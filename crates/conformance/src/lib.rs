@@ -144,7 +144,9 @@ pub enum FixtureError {
 impl fmt::Display for FixtureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FixtureError::Load { path, reason } => write!(f, "cannot load {}: {reason}", path.display()),
+            FixtureError::Load { path, reason } => {
+                write!(f, "cannot load {}: {reason}", path.display())
+            }
             FixtureError::Invalid(why) => write!(f, "invalid fixture: {why}"),
             FixtureError::Unsupported(why) => write!(f, "not supported: {why}"),
         }
@@ -192,7 +194,11 @@ impl Fixture {
         let invalid = |why: String| Err(FixtureError::Invalid(why));
         for (t, table) in self.tables.iter().enumerate() {
             if table.init.len() != table.rows * table.dim {
-                return invalid(format!("table {t}: init has {} values, not rows·dim = {}", table.init.len(), table.rows * table.dim));
+                return invalid(format!(
+                    "table {t}: init has {} values, not rows·dim = {}",
+                    table.init.len(),
+                    table.rows * table.dim
+                ));
             }
         }
         for (s, step) in self.steps.iter().enumerate() {
@@ -201,20 +207,39 @@ impl Fixture {
                     return invalid(format!("step {}: no table {}", s + 1, lookup.table));
                 };
                 if lookup.upstream.len() != lookup.indices.len() * table.dim {
-                    return invalid(format!("step {}: table {}: upstream has {} values, not len(indices)·dim = {}", s + 1, lookup.table, lookup.upstream.len(), lookup.indices.len() * table.dim));
+                    return invalid(format!(
+                        "step {}: table {}: upstream has {} values, not len(indices)·dim = {}",
+                        s + 1,
+                        lookup.table,
+                        lookup.upstream.len(),
+                        lookup.indices.len() * table.dim
+                    ));
                 }
             }
         }
         for expected in &self.expected {
             if expected.after_step == 0 || expected.after_step > self.steps.len() {
-                return invalid(format!("expected after step {} of {}", expected.after_step, self.steps.len()));
+                return invalid(format!(
+                    "expected after step {} of {}",
+                    expected.after_step,
+                    self.steps.len()
+                ));
             }
             if expected.tables.len() != self.tables.len() {
-                return invalid(format!("expected after step {} lists {} tables, not {}", expected.after_step, expected.tables.len(), self.tables.len()));
+                return invalid(format!(
+                    "expected after step {} lists {} tables, not {}",
+                    expected.after_step,
+                    expected.tables.len(),
+                    self.tables.len()
+                ));
             }
         }
         if self.final_state.len() != self.tables.len() {
-            return invalid(format!("final_state lists {} tables, not {}", self.final_state.len(), self.tables.len()));
+            return invalid(format!(
+                "final_state lists {} tables, not {}",
+                self.final_state.len(),
+                self.tables.len()
+            ));
         }
         Ok(())
     }
@@ -255,21 +280,37 @@ pub struct Report {
 impl Report {
     /// Whether every comparison passed.
     pub fn passed(&self) -> bool {
-        self.mismatches.is_empty() && self.values > 0 && self.worst.as_ref().is_none_or(|w| w.score <= 1.0)
+        self.mismatches.is_empty()
+            && self.values > 0
+            && self.worst.as_ref().is_none_or(|w| w.score <= 1.0)
     }
 
     fn compare(&mut self, place: impl Fn(usize) -> String, ours: &[f32], torch: &[f32]) {
         if ours.len() != torch.len() {
-            self.mismatches.push(format!("{}: {} values, PyTorch has {}", place(0), ours.len(), torch.len()));
+            self.mismatches.push(format!(
+                "{}: {} values, PyTorch has {}",
+                place(0),
+                ours.len(),
+                torch.len()
+            ));
             return;
         }
         for (i, (&o, &t)) in ours.iter().zip(torch).enumerate() {
             let (o, t) = (o as f64, t as f64);
-            let score = if o == t { 0.0 } else { (o - t).abs() / (ATOL + RTOL * t.abs()) };
+            let score = if o == t {
+                0.0
+            } else {
+                (o - t).abs() / (ATOL + RTOL * t.abs())
+            };
             let score = if score.is_nan() { f64::INFINITY } else { score };
             self.values += 1;
             if self.worst.as_ref().is_none_or(|w| score > w.score) {
-                self.worst = Some(Worst { score, place: place(i), ours: o, torch: t });
+                self.worst = Some(Worst {
+                    score,
+                    place: place(i),
+                    ours: o,
+                    torch: t,
+                });
             }
         }
     }
@@ -278,7 +319,11 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.worst {
-            Some(w) => write!(f, "worst {:.3} of tolerance at {} (ours {:e}, torch {:e}) over {} values", w.score, w.place, w.ours, w.torch, self.values)?,
+            Some(w) => write!(
+                f,
+                "worst {:.3} of tolerance at {} (ours {:e}, torch {:e}) over {} values",
+                w.score, w.place, w.ours, w.torch, self.values
+            )?,
             None => write!(f, "no values compared")?,
         }
         for m in &self.mismatches {
@@ -293,7 +338,10 @@ impl fmt::Display for Report {
 /// # Errors
 ///
 /// [`FixtureError`] when the fixture is inconsistent or asks for an unknown mode.
-pub fn replay<B: AutodiffBackend>(fixture: &Fixture, device: &B::Device) -> Result<Report, FixtureError> {
+pub fn replay<B: AutodiffBackend>(
+    fixture: &Fixture,
+    device: &B::Device,
+) -> Result<Report, FixtureError> {
     fixture.validate()?;
     match fixture.mode()? {
         Mode::Lookup => Ok(replay_with::<B, SparseEmbedding<B>>(fixture, device)),
@@ -302,7 +350,9 @@ pub fn replay<B: AutodiffBackend>(fixture: &Fixture, device: &B::Device) -> Resu
 }
 
 /// A table under test: a module whose record is `burn::nn::Embedding`'s.
-trait Table<B: AutodiffBackend>: Module<B, Record = EmbeddingRecord<B>> + burn::module::AutodiffModule<B> {
+trait Table<B: AutodiffBackend>:
+    Module<B, Record = EmbeddingRecord<B>> + burn::module::AutodiffModule<B>
+{
     const MODE: Mode;
     fn create(fixture: &Fixture, table: &FixtureTable, device: &B::Device) -> Self;
     fn lookup(&self, indices: Tensor<B, 2, Int>) -> Tensor<B, 3>;
@@ -349,13 +399,22 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
         .tables
         .iter()
         .map(|spec| {
-            let init = Tensor::from_data(TensorData::new(spec.init.clone(), [spec.rows, spec.dim]), device);
+            let init = Tensor::from_data(
+                TensorData::new(spec.init.clone(), [spec.rows, spec.dim]),
+                device,
+            );
             let table = T::create(fixture, spec, device);
-            table.load_record(EmbeddingRecord { weight: Param::from_tensor(init) })
+            table.load_record(EmbeddingRecord {
+                weight: Param::from_tensor(init),
+            })
         })
         .collect();
     let mut optim: SparseAdamOptimizer<Vec<T>, B> = fixture.optimizer_config().init();
-    let mut report = Report { worst: None, values: 0, mismatches: Vec::new() };
+    let mut report = Report {
+        worst: None,
+        values: 0,
+        mismatches: Vec::new(),
+    };
 
     for (s, step) in fixture.steps.iter().enumerate() {
         let mut loss: Option<Tensor<B, 1>> = None;
@@ -375,14 +434,26 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
         tables = match optim.try_step(step.lr, tables, grads) {
             Ok(tables) => tables,
             Err(err) => {
-                report.mismatches.push(format!("step {}: the optimizer refused it: {err}", s + 1));
+                report
+                    .mismatches
+                    .push(format!("step {}: the optimizer refused it: {err}", s + 1));
                 return report;
             }
         };
         for expected in fixture.expected.iter().filter(|e| e.after_step == s + 1) {
             for (t, (table, torch)) in tables.iter().zip(&expected.tables).enumerate() {
                 let ours = values(table.weight().val());
-                report.compare(|i| format!("table {t} weight[{}] after step {}", index_2d(i, fixture.tables[t].dim), s + 1), &ours, torch);
+                report.compare(
+                    |i| {
+                        format!(
+                            "table {t} weight[{}] after step {}",
+                            index_2d(i, fixture.tables[t].dim),
+                            s + 1
+                        )
+                    },
+                    &ours,
+                    torch,
+                );
             }
         }
     }
@@ -391,15 +462,32 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
         let ours = optim.state::<2>(table.weight().id);
         match (ours, torch) {
             (None, None) => {}
-            (Some(ours), None) => report.mismatches.push(format!("table {t}: we have a state after {} steps, PyTorch has none", ours.step)),
-            (None, Some(torch)) => report.mismatches.push(format!("table {t}: PyTorch has a state after {} steps, we have none", torch.step)),
+            (Some(ours), None) => report.mismatches.push(format!(
+                "table {t}: we have a state after {} steps, PyTorch has none",
+                ours.step
+            )),
+            (None, Some(torch)) => report.mismatches.push(format!(
+                "table {t}: PyTorch has a state after {} steps, we have none",
+                torch.step
+            )),
             (Some(ours), Some(torch)) => {
                 if ours.step != torch.step {
-                    report.mismatches.push(format!("table {t}: {} steps taken, PyTorch took {}", ours.step, torch.step));
+                    report.mismatches.push(format!(
+                        "table {t}: {} steps taken, PyTorch took {}",
+                        ours.step, torch.step
+                    ));
                 }
                 let dim = fixture.tables[t].dim;
-                report.compare(|i| format!("table {t} exp_avg[{}]", index_2d(i, dim)), &values(ours.exp_avg), &torch.exp_avg);
-                report.compare(|i| format!("table {t} exp_avg_sq[{}]", index_2d(i, dim)), &values(ours.exp_avg_sq), &torch.exp_avg_sq);
+                report.compare(
+                    |i| format!("table {t} exp_avg[{}]", index_2d(i, dim)),
+                    &values(ours.exp_avg),
+                    &torch.exp_avg,
+                );
+                report.compare(
+                    |i| format!("table {t} exp_avg_sq[{}]", index_2d(i, dim)),
+                    &values(ours.exp_avg_sq),
+                    &torch.exp_avg_sq,
+                );
             }
         }
     }
@@ -440,13 +528,18 @@ fn loss_term<B: AutodiffBackend, T: Table<B>>(
             }
         }
     }
-    let indices = Tensor::<B, 2, Int>::from_data(TensorData::new(lookup.indices.clone(), [1, n]), device);
+    let indices =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(lookup.indices.clone(), [1, n]), device);
     let upstream = Tensor::<B, 3>::from_data(TensorData::new(upstream, [1, n, dim]), device);
     (table.lookup(indices) * upstream).sum()
 }
 
 fn values<B: burn::tensor::backend::Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().into_vec().expect("float data")
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("float data")
 }
 
 fn index_2d(i: usize, dim: usize) -> String {
@@ -459,7 +552,8 @@ fn index_2d(i: usize, dim: usize) -> String {
 ///
 /// When the directory cannot be read, naming it.
 pub fn fixture_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read fixture directory {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read fixture directory {}: {e}", dir.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))

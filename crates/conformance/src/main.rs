@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn_sparse_adam::testing::{NdArrayAutodiff, TestBackend, WgpuAutodiff};
-use sparse_adam_conformance::{default_fixture_dir, fixture_files, replay, Fixture, FixtureError, Report};
+use sparse_adam_conformance::{
+    default_fixture_dir, fixture_files, replay, Fixture, FixtureError, Report,
+};
 
 struct Args {
     fixtures: PathBuf,
@@ -15,7 +17,11 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { fixtures: default_fixture_dir(), backends: TestBackend::ALL.to_vec(), explicit_backend: false };
+    let mut args = Args {
+        fixtures: default_fixture_dir(),
+        backends: TestBackend::ALL.to_vec(),
+        explicit_backend: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -52,7 +58,10 @@ fn main() -> ExitCode {
     };
     let files = match fixture_files(&args.fixtures) {
         Ok(files) if files.is_empty() => {
-            eprintln!("conformance: no *.json fixture in {}", args.fixtures.display());
+            eprintln!(
+                "conformance: no *.json fixture in {}",
+                args.fixtures.display()
+            );
             return ExitCode::from(2);
         }
         Ok(files) => files,
@@ -66,7 +75,11 @@ fn main() -> ExitCode {
     for backend in &args.backends {
         if let Err(why) = backend.probe() {
             if args.explicit_backend {
-                println!("FAIL  {:<24} {:<8} backend unavailable: {why}", "*", backend.name());
+                println!(
+                    "FAIL  {:<24} {:<8} backend unavailable: {why}",
+                    "*",
+                    backend.name()
+                );
                 failed += files.len();
             } else {
                 println!("SKIP  {:<24} {:<8} {why}", "*", backend.name());
@@ -75,7 +88,10 @@ fn main() -> ExitCode {
             continue;
         }
         for file in &files {
-            let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let outcome = Fixture::load(file).and_then(|fixture| run(&fixture, *backend));
             match outcome {
                 Ok(report) if report.passed() => {
@@ -93,7 +109,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!("conformance: {passed} passed, {failed} failed, {skipped} skipped ({} fixtures from {})", files.len(), args.fixtures.display());
+    println!(
+        "conformance: {passed} passed, {failed} failed, {skipped} skipped ({} fixtures from {})",
+        files.len(),
+        args.fixtures.display()
+    );
     if failed == 0 && passed > 0 {
         ExitCode::SUCCESS
     } else {

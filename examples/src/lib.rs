@@ -1,0 +1,1 @@
+//! Examples of burn-sparse-adam (see `examples/`).

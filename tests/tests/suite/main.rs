@@ -1,0 +1,3 @@
+//! The integration suite: one test binary (one link of Burn), one module per topic.
+
+mod conformance;
