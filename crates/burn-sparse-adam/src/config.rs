@@ -3,6 +3,7 @@
 use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
 
 use crate::optimizer::SparseAdamOptimizer;
 use crate::sparse_adam::SparseAdam;
@@ -49,6 +50,28 @@ pub struct SparseAdamConfig {
     /// enters the moments. Default: `false`.
     #[config(default = false)]
     pub maximize: bool,
+    /// What a step does with a gradient holding NaN or ±inf. Default:
+    /// [`NonFinite::Propagate`], PyTorch's behaviour.
+    #[config(default = "NonFinite::Propagate")]
+    pub non_finite: NonFinite,
+}
+
+/// What a step does with a parameter whose gradient holds NaN or ±inf.
+///
+/// Detecting it costs one small reduction per parameter on the device and a one-value read
+/// back; nothing table-sized leaves the device. `Propagate` does not look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NonFinite {
+    /// Use the gradient as it is, as PyTorch does: the NaN or inf reaches the moments and
+    /// the parameter of the touched rows.
+    #[default]
+    Propagate,
+    /// Skip that parameter's step: its values, moments and step count stay as they were,
+    /// and its row gradients are dropped. Other parameters step as usual.
+    Skip,
+    /// Reject the whole step with [`Error::NonFiniteGradient`](crate::Error::NonFiniteGradient)
+    /// before anything changes.
+    Error,
 }
 
 impl SparseAdamConfig {
@@ -95,10 +118,11 @@ impl SparseAdamConfig {
     /// # Errors
     ///
     /// As [`SparseAdamConfig::validate`].
-    pub fn try_init<B: AutodiffBackend, M: AutodiffModule<B>>(
+    pub fn try_init<B: AutodiffBackend, M: AutodiffModule<B> + 'static>(
         &self,
     ) -> crate::Result<SparseAdamOptimizer<M, B>> {
-        Ok(SparseAdamOptimizer::new(self.try_build()?))
+        self.validate()?;
+        Ok(SparseAdamOptimizer::new(self.clone()))
     }
 
     /// Builds the optimizer for module `M` on backend `B`.
@@ -106,7 +130,9 @@ impl SparseAdamConfig {
     /// # Panics
     ///
     /// When the config is invalid, with the message of [`SparseAdamConfig::try_init`]'s error.
-    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> SparseAdamOptimizer<M, B> {
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B> + 'static>(
+        &self,
+    ) -> SparseAdamOptimizer<M, B> {
         self.try_init().unwrap_or_else(|err| panic!("{err}"))
     }
 }

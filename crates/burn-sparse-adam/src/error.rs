@@ -83,6 +83,81 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// A saved optimizer state has another rank than its parameter.
+    #[error("optimizer state of parameter {param} has rank {found}, but the parameter has rank {expected}")]
+    StateRank {
+        /// The parameter.
+        param: ParamId,
+        /// The parameter's rank.
+        expected: usize,
+        /// The state's rank.
+        found: usize,
+    },
+
+    /// A loaded record holds the state of a parameter that the model does not have.
+    #[error(
+        "the optimizer record holds a state for parameter {param}, which the model does not have (load the model's record before stepping: it restores the ids the optimizer record refers to)"
+    )]
+    RecordParamNotInModel {
+        /// The parameter of the record.
+        param: ParamId,
+    },
+
+    /// A parameter group names a parameter that the model does not have.
+    #[error(
+        "parameter group {group:?} names parameter {param}, which the model does not have (loading a module record replaces its parameter ids: create groups after loading)"
+    )]
+    GroupParamNotInModel {
+        /// The group.
+        group: String,
+        /// The parameter.
+        param: ParamId,
+    },
+
+    /// A record's parameter groups differ from the optimizer's.
+    #[error("the optimizer record's parameter groups differ from this optimizer's: {detail}")]
+    RecordGroupsMismatch {
+        /// The first difference.
+        detail: String,
+    },
+
+    /// A parameter was added to a second group (PyTorch: "some parameters appear in more
+    /// than one parameter group").
+    #[error(
+        "parameter {param} is already in group {group:?}; it cannot also be in group {other:?}"
+    )]
+    ParamInTwoGroups {
+        /// The parameter.
+        param: ParamId,
+        /// The group it is in.
+        group: String,
+        /// The group it was added to.
+        other: String,
+    },
+
+    /// Two groups with one name.
+    #[error("a parameter group named {group:?} already exists")]
+    DuplicateGroupName {
+        /// The name.
+        group: String,
+    },
+
+    /// A group's hyperparameter is invalid.
+    #[error("in parameter group {group:?}: {source}")]
+    InGroup {
+        /// The group.
+        group: String,
+        /// What is wrong with it.
+        source: Box<Error>,
+    },
+
+    /// A gradient holds NaN or ±inf and the config's `non_finite` is `Error`.
+    #[error("the gradient of parameter {param} holds non-finite values (NaN or ±inf); nothing was changed (SparseAdamConfig.non_finite = Error)")]
+    NonFiniteGradient {
+        /// The parameter.
+        param: ParamId,
+    },
+
     /// A `SparseEmbedding` was looked up under autodiff, but its row gradients never reached
     /// the optimizer: the `GradientsParams` were built with Burn's
     /// `GradientsParams::from_grads` instead of [`crate::collect_grads`].

@@ -44,7 +44,10 @@
 pub mod config;
 pub mod embedding;
 pub mod error;
+pub mod groups;
+pub mod hooks;
 pub mod optimizer;
+pub mod record;
 pub mod row_grads;
 pub mod sparse_adam;
 pub mod state;
@@ -52,10 +55,13 @@ pub mod state;
 pub mod testing;
 pub mod update;
 
-pub use config::SparseAdamConfig;
+pub use config::{NonFinite, SparseAdamConfig};
 pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
 pub use error::{Error, Result};
-pub use optimizer::{SparseAdamOptimizer, SparseAdamRecord};
+pub use groups::{GroupLr, ParamGroup};
+pub use hooks::{HookHandle, ParamStep, StepInfo, StepPath};
+pub use optimizer::SparseAdamOptimizer;
+pub use record::SparseAdamRecord;
 pub use row_grads::{collect_grads, RowGrad};
 pub use sparse_adam::SparseAdam;
 pub use state::SparseAdamState;

@@ -3,32 +3,36 @@
 //! It walks the model like Burn's `OptimizerAdaptor` and gives each parameter that has a
 //! gradient one [`SparseAdam`] step: the row path for a
 //! [`SparseEmbedding`](crate::SparseEmbedding) whose row gradients were collected by
-//! [`collect_grads`](crate::collect_grads), the dense path for every other gradient.
+//! [`collect_grads`](crate::collect_grads), the dense path for every other gradient. On top
+//! of Burn's optimizer surface it has PyTorch's: parameter groups, step hooks and record
+//! hooks.
 //!
-//! A step is checked in full before anything changes: the learning rate, every gradient's
-//! shape, every row gradient's rows and width, every saved state's shape. A rejected step
-//! leaves the model, the optimizer state and the collected row gradients as they were.
+//! A step runs in two passes. The first *plans* it and changes nothing: it checks the
+//! learning rates, every gradient's shape, every row gradient's rows and width, every saved
+//! state's rank and shape, the groups, a freshly loaded record against the model, and (when
+//! the config asks) whether gradients are finite. Any problem is an [`Error`] and leaves the
+//! model, the states and the collected row gradients as they were. The second pass applies
+//! the plan.
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
-
-use hashbrown::HashMap;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::GradAdaptor;
 use burn::optim::record::{AdaptorRecord, AdaptorRecordV1};
 use burn::optim::{GradientsParams, LearningRate, MultiGradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Device, Shape, Tensor};
+use burn::tensor::{Device, ElementConversion, Shape, Tensor};
+use hashbrown::HashMap;
 
+use crate::config::{NonFinite, SparseAdamConfig};
 use crate::error::{Error, Result};
+use crate::groups::{ParamGroup, ParamGroups};
+use crate::hooks::{Hook, HookHandle, Hooks, ParamStep, StepInfo, StepPath};
+use crate::record::{ParamStates, SparseAdamRecord};
 use crate::row_grads::{marker_shape, scope, RowGrad};
 use crate::sparse_adam::{validate_lr, SparseAdam};
 use crate::state::SparseAdamState;
-
-/// The saved state of a [`SparseAdamOptimizer`]: one [`SparseAdamState`] per parameter that
-/// has taken a step, keyed by parameter id. It is the record type of Burn's own
-/// `OptimizerAdaptor`, so a record saved by `OptimizerAdaptor<SparseAdam, _, _>` loads here.
-pub type SparseAdamRecord<B> = HashMap<ParamId, AdaptorRecord<SparseAdam, B>>;
 
 /// SparseAdam over a whole model: built by
 /// [`SparseAdamConfig::init`](crate::SparseAdamConfig::init), used like any Burn
@@ -62,33 +66,61 @@ pub type SparseAdamRecord<B> = HashMap<ParamId, AdaptorRecord<SparseAdam, B>>;
 /// );
 /// ```
 pub struct SparseAdamOptimizer<M, B: AutodiffBackend> {
-    rule: SparseAdam,
-    states: SparseAdamRecord<B>,
+    config: SparseAdamConfig,
+    groups: ParamGroups,
+    states: ParamStates<B>,
+    hooks: Hooks<M, B>,
+    /// A record was loaded and has not yet been checked against a model.
+    verify_record: bool,
     module: PhantomData<fn() -> M>,
 }
 
 impl<M, B: AutodiffBackend> Clone for SparseAdamOptimizer<M, B> {
     fn clone(&self) -> Self {
         Self {
-            rule: self.rule.clone(),
+            config: self.config.clone(),
+            groups: self.groups.clone(),
             states: self.states.clone(),
+            hooks: self.hooks.clone(),
+            verify_record: self.verify_record,
             module: PhantomData,
         }
     }
 }
 
-impl<M: AutodiffModule<B>, B: AutodiffBackend> SparseAdamOptimizer<M, B> {
-    pub(crate) fn new(rule: SparseAdam) -> Self {
+impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, B> {
+    /// The optimizer of a validated config.
+    pub(crate) fn new(config: SparseAdamConfig) -> Self {
         Self {
-            rule,
+            config,
+            groups: ParamGroups::default(),
             states: HashMap::new(),
+            hooks: Hooks::default(),
+            verify_record: false,
             module: PhantomData,
         }
     }
 
-    /// The update rule, with its hyperparameters.
-    pub fn rule(&self) -> &SparseAdam {
-        &self.rule
+    /// The hyperparameters of parameters in no group.
+    pub fn config(&self) -> &SparseAdamConfig {
+        &self.config
+    }
+
+    /// The parameter groups, in the order they were added.
+    pub fn param_groups(&self) -> &[ParamGroup] {
+        self.groups.as_slice()
+    }
+
+    /// Adds a parameter group (PyTorch's `add_param_group`); allowed at any time, also
+    /// during training. The state of parameters that already stepped is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ParamInTwoGroups`] naming the parameter and both groups,
+    /// [`Error::DuplicateGroupName`], or [`Error::InGroup`] for an invalid hyperparameter.
+    /// Nothing changes on error.
+    pub fn add_param_group(&mut self, group: ParamGroup) -> Result<()> {
+        self.groups.add(group, &self.config)
     }
 
     /// The state of parameter `id`, if it has taken a step.
@@ -105,13 +137,104 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> SparseAdamOptimizer<M, B> {
             .map(|record| record.clone().into_state())
     }
 
+    /// Registers `hook`, called before each step with the step's [`StepInfo`] (PyTorch's
+    /// `register_step_pre_hook`).
+    pub fn register_step_pre_hook(
+        &self,
+        hook: impl Fn(&StepInfo) + Send + Sync + 'static,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::StepPre(std::sync::Arc::new(hook)), false)
+    }
+
+    /// Registers `hook`, called after each step (PyTorch's `register_step_post_hook`).
+    pub fn register_step_post_hook(
+        &self,
+        hook: impl Fn(&StepInfo) + Send + Sync + 'static,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::StepPost(std::sync::Arc::new(hook)), false)
+    }
+
+    /// Registers `hook`, called with the optimizer before [`Optimizer::to_record`] builds
+    /// the record (PyTorch's `register_state_dict_pre_hook`). `prepend` puts it first.
+    pub fn register_to_record_pre_hook(
+        &self,
+        hook: impl Fn(&Self) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::ToRecordPre(std::sync::Arc::new(hook)), prepend)
+    }
+
+    /// Registers `hook`, which receives the record [`Optimizer::to_record`] built and returns
+    /// the record to give out, possibly transformed (PyTorch's
+    /// `register_state_dict_post_hook`). `prepend` puts it first.
+    pub fn register_to_record_post_hook(
+        &self,
+        hook: impl Fn(SparseAdamRecord<B>) -> SparseAdamRecord<B> + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::ToRecordPost(std::sync::Arc::new(hook)), prepend)
+    }
+
+    /// Registers `hook`, which receives a record about to be loaded and returns the record
+    /// to load, possibly transformed (PyTorch's `register_load_state_dict_pre_hook`).
+    /// `prepend` puts it first.
+    pub fn register_load_record_pre_hook(
+        &self,
+        hook: impl Fn(SparseAdamRecord<B>) -> SparseAdamRecord<B> + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::LoadRecordPre(std::sync::Arc::new(hook)), prepend)
+    }
+
+    /// Registers `hook`, called with the optimizer after a record was loaded (PyTorch's
+    /// `register_load_state_dict_post_hook`). `prepend` puts it first.
+    pub fn register_load_record_post_hook(
+        &self,
+        hook: impl Fn(&Self) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::LoadRecordPost(std::sync::Arc::new(hook)), prepend)
+    }
+
+    /// Loads a record (PyTorch's `load_state_dict`), or changes nothing.
+    ///
+    /// An optimizer without groups takes the record's groups; one with groups requires the
+    /// record to have the same groups over the same parameters, and then takes their saved
+    /// hyperparameters, as PyTorch does. The states are checked against the model at the
+    /// next step (a record that does not fit the model is an error there).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RecordGroupsMismatch`] naming the first difference, or an invalid group.
+    pub fn try_load_record(&mut self, record: SparseAdamRecord<B>) -> Result<()> {
+        let record = self.hooks.load_record_pre(record);
+        if !self.groups.as_slice().is_empty() {
+            self.groups
+                .same_structure(&record.groups)
+                .map_err(|detail| Error::RecordGroupsMismatch { detail })?;
+        }
+        self.groups = ParamGroups::from_groups(record.groups, &self.config)?;
+        self.states = record.states;
+        self.verify_record = true;
+        self.hooks.load_record_post(self);
+        Ok(())
+    }
+
     /// One optimizer step, or an error that leaves everything unchanged.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidLearningRate`], [`Error::GradientShape`], [`Error::IndexOutOfRange`]
-    /// (a row gradient beyond its table), [`Error::StateShape`] (a loaded record that does
-    /// not fit the model), [`Error::RowGradientsNotCollected`].
+    /// (a row gradient beyond its table), [`Error::StateShape`] and [`Error::StateRank`] (a
+    /// state that does not fit its parameter), [`Error::RecordParamNotInModel`],
+    /// [`Error::GroupParamNotInModel`], [`Error::NonFiniteGradient`],
+    /// [`Error::RowGradientsNotCollected`].
     pub fn try_step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> Result<M> {
         self.step_checked(lr, module, grads.into())
     }
@@ -134,25 +257,46 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> SparseAdamOptimizer<M, B> {
 
     fn step_checked(&mut self, lr: LearningRate, module: M, mut grads: GradAdaptor) -> Result<M> {
         validate_lr(lr)?;
-        let mut checker = Checker::<B> {
+        let mut planner = Planner::<B> {
             grads: &grads,
+            config: &self.config,
+            groups: &self.groups,
             states: &self.states,
+            lr,
+            verify_all_states: self.verify_record,
+            gather_info: self.hooks.has_step_hooks(),
+            plans: HashMap::new(),
+            order: Vec::new(),
+            seen: HashSet::new(),
             error: None,
         };
-        module.visit(&mut checker);
-        if let Some(err) = checker.error {
-            return Err(err);
+        module.visit(&mut planner);
+        let plan = planner.finish()?;
+
+        let info = plan.info(lr, &self.states);
+        if let Some(info) = &info {
+            self.hooks.step_pre(info);
         }
-        Ok(module.map(&mut Stepper::<B> {
-            rule: &self.rule,
+        let mut stepper = Stepper::<B> {
+            plans: plan.plans,
             states: &mut self.states,
             grads: &mut grads,
-            lr,
-        }))
+        };
+        let module = module.map(&mut stepper);
+        self.verify_record = false;
+        if let Some(mut info) = info {
+            for param in &mut info.params {
+                param.step = self.states.get(&param.param).map_or(0, state_step);
+            }
+            self.hooks.step_post(&info);
+        }
+        Ok(module)
     }
 }
 
-impl<M: AutodiffModule<B>, B: AutodiffBackend> Optimizer<M, B> for SparseAdamOptimizer<M, B> {
+impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> Optimizer<M, B>
+    for SparseAdamOptimizer<M, B>
+{
     type Record = SparseAdamRecord<B>;
 
     /// # Panics
@@ -173,16 +317,26 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> Optimizer<M, B> for SparseAdamOpt
     }
 
     fn to_record(&self) -> Self::Record {
-        self.states.clone()
+        self.hooks.to_record_pre(self);
+        let record = SparseAdamRecord {
+            states: self.states.clone(),
+            groups: self.groups.as_slice().to_vec(),
+        };
+        self.hooks.to_record_post(record)
     }
 
+    /// # Panics
+    ///
+    /// Where [`SparseAdamOptimizer::try_load_record`] returns an error, with its message.
     fn load_record(mut self, record: Self::Record) -> Self {
-        self.states = record;
+        self.try_load_record(record)
+            .unwrap_or_else(|err| panic!("{err}"));
         self
     }
 }
 
 /// How a parameter's gradient arrived.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum GradKind {
     /// A gradient shaped like the parameter.
     Dense,
@@ -207,139 +361,338 @@ fn as_rows(shape: &Shape) -> [usize; 2] {
     [n, shape.num_elements() / n.max(1)]
 }
 
-/// The shape of the gradient of `id` in `grads`, without taking it.
-fn peek_grad_shape<B: Backend, const D: usize>(grads: &GradAdaptor, id: ParamId) -> Option<Shape> {
+/// Every gradient of `id` in `grads` (one per device), without taking them.
+fn peek_grads<B: Backend, const D: usize>(grads: &GradAdaptor, id: ParamId) -> Vec<Tensor<B, D>> {
     match grads {
-        GradAdaptor::Single(grads) => grads.get::<B, D>(id).map(|g| g.shape()),
+        GradAdaptor::Single(grads) => grads.get::<B, D>(id).into_iter().collect(),
         GradAdaptor::Multi(multi) => multi
             .grads
             .iter()
-            .find_map(|(grads, _)| grads.get::<B, D>(id).map(|g| g.shape())),
+            .filter_map(|(grads, _)| grads.get::<B, D>(id))
+            .collect(),
     }
 }
 
-fn record_rank<B: AutodiffBackend>(record: &AdaptorRecord<SparseAdam, B>) -> usize {
-    let AdaptorRecord::V1(record) = record;
-    match record {
-        AdaptorRecordV1::Rank0(_) => 0,
-        AdaptorRecordV1::Rank1(_) => 1,
-        AdaptorRecordV1::Rank2(_) => 2,
-        AdaptorRecordV1::Rank3(_) => 3,
-        AdaptorRecordV1::Rank4(_) => 4,
-        AdaptorRecordV1::Rank5(_) => 5,
-        AdaptorRecordV1::Rank6(_) => 6,
-        AdaptorRecordV1::Rank7(_) => 7,
-        AdaptorRecordV1::Rank8(_) => 8,
+/// Applies `f` to a saved state whatever its rank.
+macro_rules! with_state {
+    ($record:expr, |$s:ident| $body:expr) => {{
+        let AdaptorRecord::V1(record) = $record;
+        match record {
+            AdaptorRecordV1::Rank0($s) => $body,
+            AdaptorRecordV1::Rank1($s) => $body,
+            AdaptorRecordV1::Rank2($s) => $body,
+            AdaptorRecordV1::Rank3($s) => $body,
+            AdaptorRecordV1::Rank4($s) => $body,
+            AdaptorRecordV1::Rank5($s) => $body,
+            AdaptorRecordV1::Rank6($s) => $body,
+            AdaptorRecordV1::Rank7($s) => $body,
+            AdaptorRecordV1::Rank8($s) => $body,
+        }
+    }};
+}
+
+fn state_step<B: AutodiffBackend>(record: &AdaptorRecord<SparseAdam, B>) -> usize {
+    with_state!(record, |s| s.step)
+}
+
+fn state_shape<B: AutodiffBackend>(record: &AdaptorRecord<SparseAdam, B>) -> Vec<usize> {
+    with_state!(record, |s| s.shape())
+}
+
+/// What the step does to one parameter.
+enum Update<B: Backend> {
+    Dense,
+    Rows(RowGrad<B>),
+    Skip,
+}
+
+/// The plan of one parameter's step.
+struct ParamPlan<B: Backend> {
+    rule: SparseAdam,
+    lr: LearningRate,
+    group: Option<String>,
+    update: Update<B>,
+    touched_rows: usize,
+}
+
+/// The plans of a step, in the model's order.
+struct StepPlan<B: Backend> {
+    plans: HashMap<ParamId, ParamPlan<B>>,
+    order: Vec<ParamId>,
+    gather_info: bool,
+}
+
+impl<B: Backend> StepPlan<B> {
+    /// What step hooks see, if any hook is registered.
+    fn info<AB: AutodiffBackend>(
+        &self,
+        lr: LearningRate,
+        states: &ParamStates<AB>,
+    ) -> Option<StepInfo> {
+        self.gather_info.then(|| StepInfo {
+            lr,
+            params: self
+                .order
+                .iter()
+                .map(|id| {
+                    let plan = &self.plans[id];
+                    ParamStep {
+                        param: *id,
+                        group: plan.group.clone(),
+                        lr: plan.lr,
+                        step: states.get(id).map_or(0, state_step),
+                        touched_rows: plan.touched_rows,
+                        path: match plan.update {
+                            Update::Dense => StepPath::Dense,
+                            Update::Rows(_) => StepPath::Rows,
+                            Update::Skip => StepPath::SkippedNonFinite,
+                        },
+                    }
+                })
+                .collect(),
+        })
     }
 }
 
-/// The first pass of a step: finds every reason to reject it, changing nothing.
-struct Checker<'a, B: AutodiffBackend> {
+/// The first pass of a step: checks everything and plans each parameter, changing nothing.
+struct Planner<'a, B: AutodiffBackend> {
     grads: &'a GradAdaptor,
-    states: &'a SparseAdamRecord<B>,
+    config: &'a SparseAdamConfig,
+    groups: &'a ParamGroups,
+    states: &'a ParamStates<B>,
+    lr: LearningRate,
+    verify_all_states: bool,
+    gather_info: bool,
+    plans: HashMap<ParamId, ParamPlan<B::InnerBackend>>,
+    order: Vec<ParamId>,
+    seen: HashSet<ParamId>,
     error: Option<Error>,
 }
 
-impl<B: AutodiffBackend> Checker<'_, B> {
-    fn check<const D: usize>(&self, id: ParamId, param: &Tensor<B, D>) -> Result<()> {
+impl<B: AutodiffBackend> Planner<'_, B> {
+    fn finish(self) -> Result<StepPlan<B::InnerBackend>> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        for group in self.groups.as_slice() {
+            if let Some(&param) = group.params().iter().find(|p| !self.seen.contains(p)) {
+                return Err(Error::GroupParamNotInModel {
+                    group: group.name().to_string(),
+                    param,
+                });
+            }
+        }
+        if self.verify_all_states {
+            if let Some(&param) = self.states.keys().find(|p| !self.seen.contains(p)) {
+                return Err(Error::RecordParamNotInModel { param });
+            }
+        }
+        Ok(StepPlan {
+            plans: self.plans,
+            order: self.order,
+            gather_info: self.gather_info,
+        })
+    }
+
+    fn check_state<const D: usize>(&self, id: ParamId, shape: &Shape) -> Result<()> {
+        let Some(record) = self.states.get(&id) else {
+            return Ok(());
+        };
+        let found = state_shape(record);
+        if found.len() != D {
+            return Err(Error::StateRank {
+                param: id,
+                expected: D,
+                found: found.len(),
+            });
+        }
+        if found != shape.to_vec() {
+            return Err(Error::StateShape {
+                param: id,
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    fn plan<const D: usize>(
+        &self,
+        id: ParamId,
+        param: &Tensor<B, D>,
+    ) -> Result<Option<ParamPlan<B::InnerBackend>>> {
         let shape = param.shape();
         let tape = scope::tape::<B>(id);
-        let Some(grad_shape) = peek_grad_shape::<B::InnerBackend, D>(self.grads, id) else {
+        let grads = peek_grads::<B::InnerBackend, D>(self.grads, id);
+        if self.verify_all_states {
+            self.check_state::<D>(id, &shape)?;
+        }
+        let Some(first) = grads.first() else {
             return match tape {
                 Some(tape) if tape.has_pending() && tape.peek_collected().is_empty() => {
                     Err(Error::RowGradientsNotCollected { param: id })
                 }
-                _ => Ok(()),
+                _ => Ok(None),
             };
         };
-        let kind =
-            grad_kind(&shape, &grad_shape, tape.is_some()).ok_or_else(|| Error::GradientShape {
+        let kind = grad_kind(&shape, &first.shape(), tape.is_some()).ok_or_else(|| {
+            Error::GradientShape {
                 param: id,
                 expected: shape.to_vec(),
-                found: grad_shape.to_vec(),
-            })?;
-        if let (GradKind::Rows, Some(tape)) = (kind, tape) {
-            let [n, d] = as_rows(&shape);
-            for rows in tape.peek_collected() {
-                if let Some(width) = rows.width().filter(|&w| w != d) {
-                    return Err(Error::GradientShape {
-                        param: id,
-                        expected: shape.to_vec(),
-                        found: vec![rows.rows().len(), width],
-                    });
-                }
-                if let Some(&row) = rows.rows().last().filter(|&&r| r as usize >= n) {
-                    return Err(Error::IndexOutOfRange {
-                        index: row,
-                        n_embedding: n,
-                    });
-                }
+                found: first.shape().to_vec(),
             }
-        }
-        if let Some(record) = self.states.get(&id) {
-            let found = if record_rank(record) == D {
-                record.clone().into_state::<D>().shape()
-            } else {
-                vec![0; record_rank(record)]
-            };
-            if found != shape.to_vec() {
-                return Err(Error::StateShape {
-                    param: id,
-                    expected: shape.to_vec(),
-                    found,
-                });
+        })?;
+        self.check_state::<D>(id, &shape)?;
+
+        let group = self.groups.of(id);
+        let config = group.map_or_else(|| self.config.clone(), |g| g.config(self.config));
+        let lr = group.map_or(self.lr, |g| g.lr().resolve(self.lr));
+        validate_lr(lr).map_err(|err| match group {
+            Some(g) => Error::InGroup {
+                group: g.name().to_string(),
+                source: Box::new(err),
+            },
+            None => err,
+        })?;
+
+        let (update, finite, touched_rows) = match (kind, tape) {
+            (GradKind::Rows, Some(tape)) => {
+                let [n, d] = as_rows(&shape);
+                let inner: Vec<RowGrad<B::InnerBackend>> = tape
+                    .peek_collected()
+                    .into_iter()
+                    .map(|rows| rows.map_values(Tensor::inner))
+                    .collect();
+                for rows in &inner {
+                    if let Some(width) = rows.width().filter(|&w| w != d) {
+                        return Err(Error::GradientShape {
+                            param: id,
+                            expected: shape.to_vec(),
+                            found: vec![rows.rows().len(), width],
+                        });
+                    }
+                    if let Some(&row) = rows.rows().last().filter(|&&r| r as usize >= n) {
+                        return Err(Error::IndexOutOfRange {
+                            index: row,
+                            n_embedding: n,
+                        });
+                    }
+                }
+                let rows = RowGrad::sum(inner, &param.device());
+                let finite = match self.config.non_finite {
+                    NonFinite::Propagate => true,
+                    _ => rows.values().is_none_or(|v| all_finite(v.clone())),
+                };
+                let touched = rows.rows().len();
+                (Update::Rows(rows), finite, touched)
             }
-        }
-        Ok(())
+            _ => {
+                let finite = match self.config.non_finite {
+                    NonFinite::Propagate => true,
+                    _ => grads.iter().all(|g| all_finite(g.clone())),
+                };
+                let touched = if self.gather_info {
+                    count_touched_rows(grads)
+                } else {
+                    0
+                };
+                (Update::Dense, finite, touched)
+            }
+        };
+        let update = match (finite, self.config.non_finite) {
+            (true, _) | (false, NonFinite::Propagate) => update,
+            (false, NonFinite::Skip) => Update::Skip,
+            (false, NonFinite::Error) => return Err(Error::NonFiniteGradient { param: id }),
+        };
+        Ok(Some(ParamPlan {
+            rule: SparseAdam::new_unchecked(config),
+            lr,
+            group: group.map(|g| g.name().to_string()),
+            update,
+            touched_rows,
+        }))
     }
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Checker<'_, B> {
+/// Whether every value is finite: one reduction on the device, one value read back.
+fn all_finite<B: Backend, const D: usize>(t: Tensor<B, D>) -> bool {
+    t.is_finite().all().into_scalar().elem::<bool>()
+}
+
+/// How many rows of the summed dense gradient have a non-zero entry (one value read back).
+fn count_touched_rows<B: Backend, const D: usize>(grads: Vec<Tensor<B, D>>) -> usize {
+    let Some(first) = grads.first() else { return 0 };
+    let device = first.device();
+    let sum = grads
+        .into_iter()
+        .map(|g| g.to_device(&device))
+        .reduce(|a, b| a + b)
+        .expect("at least one gradient");
+    let [n, d] = as_rows(&sum.shape());
+    sum.reshape([n, d])
+        .not_equal_elem(0.0)
+        .any_dim(1)
+        .int()
+        .sum()
+        .into_scalar()
+        .elem::<i64>() as usize
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Planner<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.error.is_none() {
-            self.error = self.check(param.id, &param.val()).err();
+        self.seen.insert(param.id);
+        if self.error.is_some() {
+            return;
+        }
+        match self.plan(param.id, &param.val()) {
+            Ok(Some(plan)) => {
+                self.order.push(param.id);
+                self.plans.insert(param.id, plan);
+            }
+            Ok(None) => {}
+            Err(err) => self.error = Some(err),
         }
     }
 }
 
-/// The second pass of a step: applies it, parameter by parameter.
+/// The second pass of a step: applies the plan, parameter by parameter.
 struct Stepper<'a, B: AutodiffBackend> {
-    rule: &'a SparseAdam,
-    states: &'a mut SparseAdamRecord<B>,
+    plans: HashMap<ParamId, ParamPlan<B::InnerBackend>>,
+    states: &'a mut ParamStates<B>,
     grads: &'a mut GradAdaptor,
-    lr: LearningRate,
 }
 
 impl<B: AutodiffBackend> Stepper<'_, B> {
     fn step<const D: usize>(
         &mut self,
         id: ParamId,
+        plan: ParamPlan<B::InnerBackend>,
         param: Tensor<B::InnerBackend, D>,
         grad: Tensor<B::InnerBackend, D>,
         device: &Device<B::InnerBackend>,
     ) -> Tensor<B::InnerBackend, D> {
+        let ParamPlan {
+            rule, lr, update, ..
+        } = plan;
+        let rows = match update {
+            Update::Skip => return param,
+            Update::Dense => None,
+            Update::Rows(rows) => Some(rows),
+        };
         let state = self
             .states
             .remove(&id)
             .map(|record| record.into_state::<D>().to_device(device));
-        let shape = param.shape();
-        let tape = scope::tape::<B>(id);
-        let (param, state) = match (grad_kind(&shape, &grad.shape(), tape.is_some()), tape) {
-            (Some(GradKind::Rows), Some(tape)) => {
-                let rows = tape
-                    .take_collected()
-                    .into_iter()
-                    .map(|rows| rows.map_values(Tensor::inner))
-                    .collect();
-                let rows = RowGrad::sum(rows, device);
+        let (param, state) = match rows {
+            Some(rows) => {
+                let shape = param.shape();
                 let [n, d] = as_rows(&shape);
+                let rows = rows.to_device(device);
                 let state = state.map(|s| reshape_state(s, Shape::new([n, d])));
-                let (param, state) =
-                    self.rule
-                        .step_rows(self.lr, param.reshape([n, d]), &rows, state);
+                let (param, state) = rule.step_rows(lr, param.reshape([n, d]), &rows, state);
                 (param.reshape(shape.clone()), reshape_state(state, shape))
             }
-            _ => self.rule.step_dense(self.lr, param, grad, state),
+            None => rule.step_dense(lr, param, grad, state),
         };
         self.states.insert(id, AdaptorRecord::from_state(state));
         param
@@ -360,9 +713,17 @@ fn reshape_state<B: Backend, const D: usize, const D2: usize>(
 impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some((grad, device)) = self.grads.remove::<B::InnerBackend, D>(id) else {
+        let Some(plan) = self.plans.remove(&id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
+        let (grad, device) = self
+            .grads
+            .remove::<B::InnerBackend, D>(id)
+            .expect("the plan only covers parameters with a gradient");
+        if let Some(tape) = scope::tape::<B>(id) {
+            // The collected rows are in the plan, summed; the step consumes them.
+            drop(tape.take_collected());
+        }
         let is_require_grad = tensor.is_require_grad();
         // As Burn's adaptor does: the parameter follows its gradient's device (multi-device
         // training picks one device per parameter).
@@ -371,7 +732,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
         } else {
             tensor
         };
-        let stepped = self.step(id, tensor.inner(), grad, &device);
+        let stepped = self.step(id, plan, tensor.inner(), grad, &device);
         let mut tensor = Tensor::from_inner(stepped);
         if is_require_grad {
             tensor = tensor.require_grad();

@@ -351,7 +351,7 @@ pub fn replay<B: AutodiffBackend>(
 
 /// A table under test: a module whose record is `burn::nn::Embedding`'s.
 trait Table<B: AutodiffBackend>:
-    Module<B, Record = EmbeddingRecord<B>> + burn::module::AutodiffModule<B>
+    Module<B, Record = EmbeddingRecord<B>> + burn::module::AutodiffModule<B> + 'static
 {
     const MODE: Mode;
     fn create(fixture: &Fixture, table: &FixtureTable, device: &B::Device) -> Self;
