@@ -418,10 +418,14 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
 
     for (s, step) in fixture.steps.iter().enumerate() {
         let mut loss: Option<Tensor<B, 1>> = None;
+        let mut looked_up = false;
         for lookup in &step.lookups {
+            looked_up = true;
             let table = &tables[lookup.table];
             let dim = fixture.tables[lookup.table].dim;
-            let term = loss_term(table, lookup, dim, fixture.padding_idx, device);
+            let Some(term) = loss_term(table, lookup, dim, fixture.padding_idx, device) else {
+                continue;
+            };
             loss = Some(match loss {
                 Some(loss) => loss + term,
                 None => term,
@@ -429,6 +433,13 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
         }
         let grads = match loss {
             Some(loss) => T::grads(loss.backward(), &tables),
+            // Only empty lookups: the loss is a constant, from which Burn cannot run a
+            // backward pass, but the tables still got their (empty) gradients, which the
+            // backward pass of any tracked scalar lets `collect_grads` pick up.
+            None if looked_up => {
+                let constant = Tensor::<B, 1>::zeros([1], device).require_grad();
+                T::grads(constant.backward(), &tables)
+            }
             None => GradientsParams::new(),
         };
         tables = match optim.try_step(step.lr, tables, grads) {
@@ -494,14 +505,15 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
     report
 }
 
-/// `sum(table(indices) · upstream)`.
+/// `sum(table(indices) · upstream)`, or `None` for an empty lookup of a lookup-mode table
+/// (a constant zero, whose empty gradient the table recorded).
 fn loss_term<B: AutodiffBackend, T: Table<B>>(
     table: &T,
     lookup: &FixtureLookup,
     dim: usize,
     padding_idx: Option<usize>,
     device: &B::Device,
-) -> Tensor<B, 1> {
+) -> Option<Tensor<B, 1>> {
     let n = lookup.indices.len();
     if n == 0 {
         // PyTorch's loss term of an empty lookup is an empty sum: zero, yet a gradient (an
@@ -511,9 +523,9 @@ fn loss_term<B: AutodiffBackend, T: Table<B>>(
         return match T::MODE {
             Mode::Lookup => {
                 let _ = table.lookup(Tensor::<B, 2, Int>::empty([1, 0], device));
-                Tensor::zeros([1], device)
+                None
             }
-            Mode::Dense => table.weight().val().sum().mul_scalar(0.0),
+            Mode::Dense => Some(table.weight().val().sum().mul_scalar(0.0)),
         };
     }
     let mut upstream = lookup.upstream.clone();
@@ -531,7 +543,7 @@ fn loss_term<B: AutodiffBackend, T: Table<B>>(
     let indices =
         Tensor::<B, 2, Int>::from_data(TensorData::new(lookup.indices.clone(), [1, n]), device);
     let upstream = Tensor::<B, 3>::from_data(TensorData::new(upstream, [1, n, dim]), device);
-    (table.lookup(indices) * upstream).sum()
+    Some((table.lookup(indices) * upstream).sum())
 }
 
 fn values<B: burn::tensor::backend::Backend>(tensor: Tensor<B, 2>) -> Vec<f32> {
