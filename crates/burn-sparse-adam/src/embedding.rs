@@ -185,6 +185,18 @@ impl<B: Backend> SparseEmbedding<B> {
         self.padding_idx
     }
 
+    /// How many lookups under autodiff wait for [`collect_grads`](crate::collect_grads)
+    /// (their gradients are still in the backward pass's `Gradients`).
+    pub fn pending_lookups(&self) -> usize {
+        self.tape.counts().0
+    }
+
+    /// How many collected row gradients (one per `collect_grads` call that found lookups of
+    /// this table) wait for the optimizer's next step.
+    pub fn collected_row_grads(&self) -> usize {
+        self.tape.counts().1
+    }
+
     /// Drops the row gradients recorded or collected since the optimizer's last step:
     /// PyTorch's `zero_grad()` for this table. Burn's gradients are consumed by each step,
     /// so a training loop only needs this after it decides to skip a step.

@@ -172,3 +172,38 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// A step the optimizer refused: why, and the model and gradients it was given, unchanged,
+/// so that nothing is lost (Burn's `Optimizer::step` takes both by value).
+pub struct Rejected<M, G> {
+    /// Why the step was refused.
+    pub error: Error,
+    /// The model, as it was.
+    pub module: M,
+    /// The gradients, as they were.
+    pub grads: G,
+}
+
+impl<M, G> core::fmt::Debug for Rejected<M, G> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Rejected").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<M, G> core::fmt::Display for Rejected<M, G> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<M, G> std::error::Error for Rejected<M, G> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<M, G> From<Rejected<M, G>> for Error {
+    fn from(rejected: Rejected<M, G>) -> Self {
+        rejected.error
+    }
+}

@@ -244,12 +244,23 @@ impl ParamGroups {
         for i in 0..self.groups.len().max(other.len()) {
             match (self.groups.get(i), other.get(i)) {
                 (Some(a), Some(b)) if a.name == b.name && a.params == b.params => {}
-                (Some(a), Some(b)) => {
+                (Some(a), Some(b)) if a.name != b.name => {
                     return Err(format!(
                         "group {i} is {} here but {} in the record",
                         describe(a),
                         describe(b)
                     ))
+                }
+                (Some(a), Some(b)) => {
+                    let detail = match (
+                        a.params.iter().find(|p| !b.params.contains(p)),
+                        b.params.iter().find(|p| !a.params.contains(p)),
+                    ) {
+                        (Some(p), _) => format!("parameter {p} is in it here but not in the record"),
+                        (None, Some(p)) => format!("parameter {p} is in it in the record but not here"),
+                        (None, None) => "its parameters are in another order".to_string(),
+                    };
+                    return Err(format!("group {i}, {:?}, differs: {detail}", a.name));
                 }
                 (Some(a), None) => {
                     return Err(format!("group {i}, {}, is not in the record", describe(a)))

@@ -57,7 +57,7 @@ pub mod update;
 
 pub use config::{NonFinite, SparseAdamConfig};
 pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
-pub use error::{Error, Result};
+pub use error::{Error, Rejected, Result};
 pub use groups::{GroupLr, ParamGroup};
 pub use hooks::{HookHandle, ParamStep, StepInfo, StepPath};
 pub use optimizer::SparseAdamOptimizer;

@@ -26,7 +26,7 @@ use burn::tensor::{Device, ElementConversion, Shape, Tensor};
 use hashbrown::HashMap;
 
 use crate::config::{NonFinite, SparseAdamConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Rejected, Result};
 use crate::groups::{ParamGroup, ParamGroups};
 use crate::hooks::{Hook, HookHandle, Hooks, ParamStep, StepInfo, StepPath};
 use crate::record::{ParamStates, SparseAdamRecord};
@@ -226,7 +226,8 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
         Ok(())
     }
 
-    /// One optimizer step, or an error that leaves everything unchanged.
+    /// One optimizer step, or an error that leaves everything unchanged and hands the model
+    /// and the gradients back (in [`Rejected`]), so that nothing is lost.
     ///
     /// # Errors
     ///
@@ -235,8 +236,17 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
     /// state that does not fit its parameter), [`Error::RecordParamNotInModel`],
     /// [`Error::GroupParamNotInModel`], [`Error::NonFiniteGradient`],
     /// [`Error::RowGradientsNotCollected`].
-    pub fn try_step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> Result<M> {
+    pub fn try_step(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        grads: GradientsParams,
+    ) -> core::result::Result<M, Rejected<M, GradientsParams>> {
         self.step_checked(lr, module, grads.into())
+            .map_err(|(error, module, grads)| match grads {
+                GradAdaptor::Single(grads) => Rejected { error, module, grads },
+                GradAdaptor::Multi(_) => unreachable!("given single-device gradients"),
+            })
     }
 
     /// [`SparseAdamOptimizer::try_step`] for gradients from several devices: each
@@ -251,12 +261,25 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
         lr: LearningRate,
         module: M,
         grads: MultiGradientsParams,
-    ) -> Result<M> {
+    ) -> core::result::Result<M, Rejected<M, MultiGradientsParams>> {
         self.step_checked(lr, module, grads.into())
+            .map_err(|(error, module, grads)| match grads {
+                GradAdaptor::Multi(grads) => Rejected { error, module, grads },
+                GradAdaptor::Single(_) => unreachable!("given multi-device gradients"),
+            })
     }
 
-    fn step_checked(&mut self, lr: LearningRate, module: M, mut grads: GradAdaptor) -> Result<M> {
-        validate_lr(lr)?;
+    /// A step, or why not with everything given back.
+    #[allow(clippy::result_large_err)]
+    fn step_checked(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        mut grads: GradAdaptor,
+    ) -> core::result::Result<M, (Error, M, GradAdaptor)> {
+        if let Err(err) = validate_lr(lr) {
+            return Err((err, module, grads));
+        }
         let mut planner = Planner::<B> {
             grads: &grads,
             config: &self.config,
@@ -271,7 +294,10 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
             error: None,
         };
         module.visit(&mut planner);
-        let plan = planner.finish()?;
+        let plan = match planner.finish() {
+            Ok(plan) => plan,
+            Err(err) => return Err((err, module, grads)),
+        };
 
         let info = plan.info(lr, &self.states);
         if let Some(info) = &info {
@@ -305,7 +331,7 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> Optimizer<M, B>
     /// changing anything.
     fn step(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> M {
         self.try_step(lr, module, grads)
-            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_else(|rejected| panic!("{}", rejected.error))
     }
 
     /// # Panics
@@ -313,7 +339,7 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> Optimizer<M, B>
     /// As [`Optimizer::step`].
     fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
         self.try_step_multi(lr, module, grads)
-            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_else(|rejected| panic!("{}", rejected.error))
     }
 
     fn to_record(&self) -> Self::Record {
@@ -558,8 +584,14 @@ impl<B: AutodiffBackend> Planner<'_, B> {
         let (update, finite, touched_rows) = match (kind, tape) {
             (GradKind::Rows, Some(tape)) => {
                 let [n, d] = as_rows(&shape);
-                let inner: Vec<RowGrad<B::InnerBackend>> = tape
-                    .peek_collected()
+                let mut collected = tape.peek_collected();
+                if collected.len() > 1 {
+                    // The markers count the backward passes these gradients cover; older row
+                    // gradients belong to gradients that were dropped without a step.
+                    let passes: usize = grads.iter().map(|m| marker_passes(m.clone())).sum();
+                    collected.drain(..collected.len().saturating_sub(passes));
+                }
+                let inner: Vec<RowGrad<B::InnerBackend>> = collected
                     .into_iter()
                     .map(|rows| rows.map_values(Tensor::inner))
                     .collect();
@@ -612,6 +644,14 @@ impl<B: AutodiffBackend> Planner<'_, B> {
             touched_rows,
         }))
     }
+}
+
+/// How many backward passes a marker covers: each `collect_grads` writes ones, and
+/// accumulating or merging gradients adds them up (one value read back).
+fn marker_passes<B: Backend, const D: usize>(marker: Tensor<B, D>) -> usize {
+    let n = marker.shape().num_elements();
+    let first = marker.reshape([n]).slice(0..1).into_scalar().elem::<f32>();
+    first.round().max(0.0) as usize
 }
 
 /// Whether every value is finite: one reduction on the device, one value read back.
@@ -721,7 +761,8 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
             .remove::<B::InnerBackend, D>(id)
             .expect("the plan only covers parameters with a gradient");
         if let Some(tape) = scope::tape::<B>(id) {
-            // The collected rows are in the plan, summed; the step consumes them.
+            // The rows of these gradients are in the plan, summed; older ones are stale. The
+            // step consumes them all.
             drop(tape.take_collected());
         }
         let is_require_grad = tensor.is_require_grad();

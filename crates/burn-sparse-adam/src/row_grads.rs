@@ -15,9 +15,13 @@
 //!    small *marker* in the `GradientsParams` under the weight's id, so that Burn's plumbing
 //!    carries "this table has a gradient" (accumulating markers, moving them between
 //!    devices) like any other gradient;
-//! 3. the optimizer, finding a marker for a table, applies every row gradient collected on
-//!    its tape since its last step, summed (several backward passes before one step add up,
-//!    as in PyTorch), and clears them.
+//! 3. the optimizer, finding a marker for a table, applies the row gradients of the
+//!    backward passes that marker covers, summed, and clears the tape. Each collection
+//!    writes a marker of ones and Burn's plumbing adds markers, so a marker's value counts
+//!    its backward passes: several passes before one step add up (as in PyTorch), and the
+//!    row gradients of a `GradientsParams` that was dropped without a step (say, the partial
+//!    accumulation burn-train discards at the end of an epoch) are older than that count and
+//!    are dropped, exactly as the dense gradients in it are.
 //!
 //! The tape of a table is reached while a visitor or mapper visits that table's weight:
 //! `SparseEmbedding::visit`/`map` open a [`scope`] for the duration of that one call. No
@@ -266,6 +270,13 @@ impl<B: Backend> RowGradTape<B> {
         !self.lock().pending.is_empty()
     }
 
+    /// How many lookups wait for `collect_grads`, and how many collected row gradients wait
+    /// for the optimizer.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.pending.len(), state.collected.len())
+    }
+
     /// The collected row gradients, without taking them.
     pub(crate) fn peek_collected(&self) -> Vec<RowGrad<B>> {
         self.lock().collected.clone()
@@ -389,8 +400,9 @@ pub(crate) mod scope {
 /// [`SparseEmbedding`](crate::SparseEmbedding) of `module`, the gradients of the lookups
 /// this thread made since its last collection are summed into one row gradient, kept by the
 /// table until the optimizer's next step, and announced in the result by a marker under the
-/// weight's id. The marker is a `[1, d + 1]` tensor (a shape no table gradient can have), so
-/// Burn's `GradientsAccumulator` and multi-device merging carry it like any gradient.
+/// weight's id. The marker is a `[1, d + 1]` tensor of ones (a shape no table gradient can
+/// have), so Burn's `GradientsAccumulator` and multi-device merging carry it like any
+/// gradient, and its value counts the backward passes it covers.
 ///
 /// If the weight also received a dense gradient (say, a penalty on `weight.val()`), the rows
 /// are added into it and the table takes the dense path for that step.

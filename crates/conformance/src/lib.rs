@@ -357,6 +357,8 @@ trait Table<B: AutodiffBackend>:
     fn create(fixture: &Fixture, table: &FixtureTable, device: &B::Device) -> Self;
     fn lookup(&self, indices: Tensor<B, 2, Int>) -> Tensor<B, 3>;
     fn weight(&self) -> &Param<Tensor<B, 2>>;
+    /// The model is the `Vec` itself (a Burn module), not a slice.
+    #[allow(clippy::ptr_arg)]
     fn grads(grads: B::Gradients, tables: &Vec<Self>) -> GradientsParams;
 }
 
