@@ -1,3 +1,12 @@
 //! The integration suite: one test binary (one link of Burn), one module per topic.
 
 mod conformance;
+mod errors;
+mod groups;
+mod hooks;
+mod learner;
+mod properties;
+mod robustness;
+mod sparse_path;
+mod state;
+mod stress;
