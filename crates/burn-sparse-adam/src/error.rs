@@ -186,7 +186,9 @@ pub struct Rejected<M, G> {
 
 impl<M, G> core::fmt::Debug for Rejected<M, G> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Rejected").field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 

@@ -153,6 +153,26 @@ impl ParamGroup {
         self.lr
     }
 
+    /// The group's `beta_1`, if it overrides the config's.
+    pub fn beta_1(&self) -> Option<f64> {
+        self.beta_1
+    }
+
+    /// The group's `beta_2`, if it overrides the config's.
+    pub fn beta_2(&self) -> Option<f64> {
+        self.beta_2
+    }
+
+    /// The group's `epsilon`, if it overrides the config's.
+    pub fn epsilon(&self) -> Option<f64> {
+        self.epsilon
+    }
+
+    /// The group's `maximize`, if it overrides the config's.
+    pub fn maximize(&self) -> Option<bool> {
+        self.maximize
+    }
+
     /// The hyperparameters of this group: `base` with the group's overrides.
     pub fn config(&self, base: &SparseAdamConfig) -> SparseAdamConfig {
         SparseAdamConfig {
@@ -240,7 +260,10 @@ impl ParamGroups {
     /// Whether `other` has the same groups over the same parameters, in the same order
     /// (hyperparameters aside); the first difference otherwise.
     pub(crate) fn same_structure(&self, other: &[ParamGroup]) -> core::result::Result<(), String> {
-        let describe = |g: &ParamGroup| format!("{:?} ({} parameters)", g.name, g.params.len());
+        let describe = |g: &ParamGroup| match g.params.len() {
+            1 => format!("{:?} (1 parameter)", g.name),
+            n => format!("{:?} ({n} parameters)", g.name),
+        };
         for i in 0..self.groups.len().max(other.len()) {
             match (self.groups.get(i), other.get(i)) {
                 (Some(a), Some(b)) if a.name == b.name && a.params == b.params => {}
@@ -256,8 +279,12 @@ impl ParamGroups {
                         a.params.iter().find(|p| !b.params.contains(p)),
                         b.params.iter().find(|p| !a.params.contains(p)),
                     ) {
-                        (Some(p), _) => format!("parameter {p} is in it here but not in the record"),
-                        (None, Some(p)) => format!("parameter {p} is in it in the record but not here"),
+                        (Some(p), _) => {
+                            format!("parameter {p} is in it here but not in the record")
+                        }
+                        (None, Some(p)) => {
+                            format!("parameter {p} is in it in the record but not here")
+                        }
                         (None, None) => "its parameters are in another order".to_string(),
                     };
                     return Err(format!("group {i}, {:?}, differs: {detail}", a.name));

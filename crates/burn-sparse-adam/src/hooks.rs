@@ -37,9 +37,9 @@ pub struct ParamStep {
     /// Its step count when the hook runs: before the step for pre-hooks, after it for
     /// post-hooks.
     pub step: usize,
-    /// How many rows the step touches. Known for row gradients; for dense gradients it
-    /// costs a one-value read-back per parameter, which is only paid while a step hook is
-    /// registered.
+    /// How many rows the step touches (0 when it is skipped). Known for row gradients; for
+    /// dense gradients it costs a one-value read-back per parameter, which is only paid
+    /// while a step hook is registered.
     pub touched_rows: usize,
     /// How it steps.
     pub path: StepPath,

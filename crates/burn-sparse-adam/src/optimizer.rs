@@ -244,7 +244,11 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
     ) -> core::result::Result<M, Rejected<M, GradientsParams>> {
         self.step_checked(lr, module, grads.into())
             .map_err(|(error, module, grads)| match grads {
-                GradAdaptor::Single(grads) => Rejected { error, module, grads },
+                GradAdaptor::Single(grads) => Rejected {
+                    error,
+                    module,
+                    grads,
+                },
                 GradAdaptor::Multi(_) => unreachable!("given single-device gradients"),
             })
     }
@@ -264,7 +268,11 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
     ) -> core::result::Result<M, Rejected<M, MultiGradientsParams>> {
         self.step_checked(lr, module, grads.into())
             .map_err(|(error, module, grads)| match grads {
-                GradAdaptor::Multi(grads) => Rejected { error, module, grads },
+                GradAdaptor::Multi(grads) => Rejected {
+                    error,
+                    module,
+                    grads,
+                },
                 GradAdaptor::Single(_) => unreachable!("given multi-device gradients"),
             })
     }
@@ -631,9 +639,9 @@ impl<B: AutodiffBackend> Planner<'_, B> {
                 (Update::Dense, finite, touched)
             }
         };
-        let update = match (finite, self.config.non_finite) {
-            (true, _) | (false, NonFinite::Propagate) => update,
-            (false, NonFinite::Skip) => Update::Skip,
+        let (update, touched_rows) = match (finite, self.config.non_finite) {
+            (true, _) | (false, NonFinite::Propagate) => (update, touched_rows),
+            (false, NonFinite::Skip) => (Update::Skip, 0),
             (false, NonFinite::Error) => return Err(Error::NonFiniteGradient { param: id }),
         };
         Ok(Some(ParamPlan {

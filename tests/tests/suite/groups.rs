@@ -887,7 +887,7 @@ fn a_record_with_other_groups_is_an_error_and_changes_nothing() {
         let cases: Vec<(Vec<ParamGroup>, String)> = vec![
             (
                 vec![ParamGroup::new("a").with_params([table])],
-                "the record has an extra group 1, \"b\" (1 parameters)".into(),
+                "the record has an extra group 1, \"b\" (1 parameter)".into(),
             ),
             (
                 vec![
@@ -895,14 +895,14 @@ fn a_record_with_other_groups_is_an_error_and_changes_nothing() {
                     ParamGroup::new("b").with_params([weight]),
                     ParamGroup::new("c").with_params([bias]),
                 ],
-                "group 2, \"c\" (1 parameters), is not in the record".into(),
+                "group 2, \"c\" (1 parameter), is not in the record".into(),
             ),
             (
                 vec![
                     ParamGroup::new("a").with_params([table]),
                     ParamGroup::new("x").with_params([weight]),
                 ],
-                "group 1 is \"x\" (1 parameters) here but \"b\" (1 parameters) in the record"
+                "group 1 is \"x\" (1 parameter) here but \"b\" (1 parameter) in the record"
                     .into(),
             ),
             (
@@ -919,7 +919,7 @@ fn a_record_with_other_groups_is_an_error_and_changes_nothing() {
                     ParamGroup::new("b").with_params([weight]),
                     ParamGroup::new("a").with_params([table]),
                 ],
-                "group 0 is \"b\" (1 parameters) here but \"a\" (1 parameters) in the record"
+                "group 0 is \"b\" (1 parameter) here but \"a\" (1 parameter) in the record"
                     .into(),
             ),
         ];

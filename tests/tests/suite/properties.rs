@@ -3,7 +3,7 @@
 //! - untouched rows keep their parameter and both moments bit for bit, on the dense path
 //!   (stock `Embedding`) and on the row path (`SparseEmbedding`, with `padding_idx`);
 //! - when every row is touched in every step, the optimizer is a plain dense Adam with
-//!   PyTorch's formula (a host reference in `f64`), within the conformance tolerance;
+//!   PyTorch's `float32` arithmetic (a host reference), within the conformance tolerance;
 //! - maximizing with gradient `g` is minimizing with `−g`, bit for bit;
 //! - the row path (`SparseEmbedding` + `collect_grads`) equals the dense-gradient path (stock
 //!   `Embedding` + `GradientsParams::from_grads`) whenever each looked-up row's summed
@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseAdamOptimizer, SparseEmbedding};
 use burn_sparse_adam_tests::{
     assert_bits_eq, assert_close, indices, row, sparse_table, stock_table, tensor, values,
-    weighted_sum, with_test_backend, RefParam, RefSparseAdam,
+    weighted_sum, with_test_backend, RefParam32, RefSparseAdam,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -369,13 +369,13 @@ fn every_row_dense_matches_reference<B: AutodiffBackend>(device: &B::Device, cas
     let mut model = plain_model::<B>(case, device);
     let mut optim: SparseAdamOptimizer<Plain<B>, B> = case.hyper.config().init();
     let reference = case.hyper.reference();
-    let mut ref_w = RefParam::new(&case.w, case.d);
-    let mut ref_b = RefParam::new(&case.b, 1);
+    let mut ref_w = RefParam32::new(&case.w, case.d);
+    let mut ref_b = RefParam32::new(&case.b, 1);
     for (s, ((gw, gb), &lr)) in case.grads.iter().zip(&case.lrs).enumerate() {
         let grads = plain_grads(&model, gw, gb);
         model = optim.step(lr, model, grads);
-        reference.step_dense(lr, &mut ref_w, gw);
-        reference.step_dense(lr, &mut ref_b, gb);
+        reference.step_dense_f32(lr, &mut ref_w, gw);
+        reference.step_dense_f32(lr, &mut ref_b, gb);
         let what = |p: &str| format!("dense path, step {}: {p}", s + 1);
         assert_close(&values(model.w.val()), &ref_w.values_f32(), &what("w"));
         assert_close(&values(model.b.val()), &ref_b.values_f32(), &what("b"));
@@ -410,13 +410,13 @@ fn every_row_sparse_matches_reference<B: AutodiffBackend>(device: &B::Device, ca
     let mut table: SparseEmbedding<B> = sparse_table(case.n, case.d, &case.init, None, device);
     let mut optim: SparseAdamOptimizer<SparseEmbedding<B>, B> = case.hyper.config().init();
     let reference = case.hyper.reference();
-    let mut expected = RefParam::new(&case.init, case.d);
+    let mut expected = RefParam32::new(&case.init, case.d);
     for (s, &lr) in case.lrs.iter().enumerate() {
         let loss = table_loss::<B>(case, s, |i| table.forward(i), device);
         let grads = collect_grads(loss.backward(), &table);
         table = optim.step(lr, table, grads);
         // Every row is looked up: every row is touched, even one whose lookups cancel.
-        reference.step_rows(
+        reference.step_rows_f32(
             lr,
             &mut expected,
             &case.summed_grad(s, false),

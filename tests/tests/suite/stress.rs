@@ -3,7 +3,7 @@
 //! - proptest over random configs (betas in `[0, 0.999]`, epsilon in `[1e-8, 1e-1]`,
 //!   maximize), parameters of 1 to 4 dimensions on the dense path, and step sequences in
 //!   which a parameter sometimes has no gradient: the optimizer and a reference written here
-//!   ([`Param32`]: PyTorch's `_functional.sparse_adam` in `float32`, operation for operation)
+//!   ([`RefParam32`]: PyTorch's `_functional.sparse_adam` in `float32`, operation for operation)
 //!   agree within the conformance tolerance after every step;
 //! - proptest over random configs and lookup patterns (with duplicates, empty, only
 //!   `padding_idx`, every row, lookups whose gradients cancel): the row path
@@ -30,8 +30,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseAdamOptimizer, SparseEmbedding};
 use burn_sparse_adam_tests::{
-    assert_bits_eq, assert_close, indices, row, sparse_table, stock_table, tensor, touched_rows,
-    values, weighted_sum, with_test_backend, RefParam, RefSparseAdam, Rng, StateValues,
+    assert_bits_eq, assert_close, indices, row, sparse_table, stock_table, tensor, values,
+    weighted_sum, with_test_backend, RefParam, RefParam32, RefSparseAdam, Rng, StateValues,
     TestBackend,
 };
 use proptest::prelude::*;
@@ -103,69 +103,10 @@ fn lr() -> impl Strategy<Value = f64> {
     (-4.0..=-1.0f64).prop_map(|e| 10f64.powf(e))
 }
 
-/// A parameter of [`Hyper::step_rows`]: rows of width `d`, its moments and step count, all
-/// in `float32` as PyTorch keeps them.
-#[derive(Clone, Debug)]
-struct Param32 {
-    d: usize,
-    values: Vec<f32>,
-    step: usize,
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
-}
-
-impl Param32 {
-    fn new(values: &[f32], d: usize) -> Self {
-        Self {
-            d,
-            values: values.to_vec(),
-            step: 0,
-            exp_avg: vec![0.0; values.len()],
-            exp_avg_sq: vec![0.0; values.len()],
-        }
-    }
-}
-
-impl Hyper {
-    /// One step of `torch.optim.SparseAdam` on the touched rows, written from
-    /// `torch/optim/_functional.py::sparse_adam`: the Python floats (`1 − β`, `eps`, the
-    /// bias-corrected step size) are computed in double precision and meet the tensors as
-    /// `float32`; every tensor operation rounds to `float32`.
-    fn step_rows(&self, lr: f64, p: &mut Param32, grad: &[f32], touched: &[bool]) {
-        let d = p.d;
-        p.step += 1;
-        let t = p.step as f64;
-        let step_size = lr * (1.0 - self.beta_2.powf(t)).sqrt() / (1.0 - self.beta_1.powf(t));
-        let (one_minus_beta_1, one_minus_beta_2) =
-            ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
-        let (eps, neg_step_size) = (self.epsilon as f32, (-step_size) as f32);
-        let entries = (0..touched.len())
-            .filter(|&r| touched[r])
-            .flat_map(|r| r * d..(r + 1) * d);
-        for i in entries {
-            let g = if self.maximize { -grad[i] } else { grad[i] };
-            let (m, v) = (p.exp_avg[i], p.exp_avg_sq[i]);
-            let exp_avg_update = (g - m) * one_minus_beta_1;
-            let exp_avg_sq_update = (g * g - v) * one_minus_beta_2;
-            let numer = exp_avg_update + m;
-            let denom = (exp_avg_sq_update + v).sqrt() + eps;
-            p.exp_avg[i] = m + exp_avg_update;
-            p.exp_avg_sq[i] = v + exp_avg_sq_update;
-            p.values[i] += neg_step_size * (numer / denom);
-        }
-    }
-
-    /// A dense gradient: a row is touched iff any entry is non-zero.
-    fn step_dense(&self, lr: f64, p: &mut Param32, grad: &[f32]) {
-        let touched = touched_rows(grad, p.d);
-        self.step_rows(lr, p, grad, &touched);
-    }
-}
-
 /// What a reference expects of a parameter: its values, step count and moments.
 type Expected = (Vec<f32>, usize, Vec<f32>, Vec<f32>);
 
-fn expected32(p: &Param32) -> Expected {
+fn expected32(p: &RefParam32) -> Expected {
     (
         p.values.clone(),
         p.step,
@@ -298,11 +239,11 @@ fn dense_ranks<B: AutodiffBackend>(device: &B::Device, case: &RanksCase) {
         p4: param(i4, s4, device),
     };
     let mut optim: SparseAdamOptimizer<Ranks<B>, B> = case.hyper.config().init();
-    let mut expected: Vec<Param32> = case
+    let mut expected: Vec<RefParam32> = case
         .shapes
         .iter()
         .zip(&case.init)
-        .map(|(s, init)| Param32::new(init, init.len() / s[0]))
+        .map(|(s, init)| RefParam32::new(init, init.len() / s[0]))
         .collect();
 
     for (s, (grads, &lr)) in case.grads.iter().zip(&case.lrs).enumerate() {
@@ -321,7 +262,7 @@ fn dense_ranks<B: AutodiffBackend>(device: &B::Device, case: &RanksCase) {
         model = optim.step(lr, model, grads_params);
         for (p, g) in expected.iter_mut().zip(grads) {
             if let Some(g) = g {
-                case.hyper.step_dense(lr, p, g);
+                case.hyper.reference().step_dense_f32(lr, p, g);
             }
         }
 
@@ -394,7 +335,7 @@ fn a_cancelling_second_moment_follows_pytorch_float32_arithmetic() {
             p: Param::from_tensor(tensor(&[0.0; 12], [2, 6], device)),
         };
         let mut optim: SparseAdamOptimizer<One<B>, B> = hyper.config().init();
-        let mut expected = Param32::new(&[0.0; 12], 6);
+        let mut expected = RefParam32::new(&[0.0; 12], 6);
         let mut exact = RefParam::new(&[0.0; 12], 6);
         let mut grads = [[0.0f32; 12]; 2];
         grads[0][1] = -0.8978015;
@@ -413,7 +354,7 @@ fn a_cancelling_second_moment_follows_pytorch_float32_arithmetic() {
             let loss = weighted_sum(model.p.val(), g);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
-            hyper.step_dense(lr, &mut expected, g);
+            hyper.reference().step_dense_f32(lr, &mut expected, g);
             hyper.reference().step_dense(lr, &mut exact, g);
         }
         let state = optim
@@ -583,8 +524,8 @@ fn sparse_dense_reference<B: AutodiffBackend>(device: &B::Device, case: &LookupC
     let mut dense: Embedding<B> = stock_table(n, d, &case.init, device);
     let mut sparse_optim: SparseAdamOptimizer<SparseEmbedding<B>, B> = case.hyper.config().init();
     let mut dense_optim: SparseAdamOptimizer<Embedding<B>, B> = case.hyper.config().init();
-    let mut rows_ref = Param32::new(&case.init, d);
-    let mut dense_ref = Param32::new(&case.init, d);
+    let mut rows_ref = RefParam32::new(&case.init, d);
+    let mut dense_ref = RefParam32::new(&case.init, d);
     // Per row: whether both paths touched it in exactly the same steps so far.
     let mut same_history = vec![true; n];
 
@@ -622,8 +563,12 @@ fn sparse_dense_reference<B: AutodiffBackend>(device: &B::Device, case: &LookupC
         dense = dense_optim.step(lr, dense, grads);
 
         let (grad, looked_up) = case.grad(s);
-        case.hyper.step_rows(lr, &mut rows_ref, &grad, &looked_up);
-        case.hyper.step_dense(lr, &mut dense_ref, &grad);
+        case.hyper
+            .reference()
+            .step_rows_f32(lr, &mut rows_ref, &grad, &looked_up);
+        case.hyper
+            .reference()
+            .step_dense_f32(lr, &mut dense_ref, &grad);
         for (r, same) in same_history.iter_mut().enumerate() {
             *same &= looked_up[r] == grad[r * d..(r + 1) * d].iter().any(|&g| g != 0.0);
         }
