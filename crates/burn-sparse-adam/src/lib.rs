@@ -44,6 +44,7 @@
 pub mod config;
 pub mod embedding;
 pub mod error;
+mod fused;
 pub mod groups;
 pub mod hooks;
 pub mod optimizer;

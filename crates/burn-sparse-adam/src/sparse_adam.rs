@@ -19,6 +19,7 @@ use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Tensor};
 
 use crate::config::SparseAdamConfig;
 use crate::error::{Error, Result};
+use crate::fused;
 use crate::row_grads::RowGrad;
 use crate::state::SparseAdamState;
 use crate::update::{sparse_adam_delta, StepScalars};
@@ -113,23 +114,42 @@ impl SparseAdam {
             return (param, state);
         };
         let scalars = StepScalars::new(&self.config, lr, state.step);
-        let rows = grad.indices(&param.device());
-        let gather = |t: &Tensor<B, 2>| t.clone().select(0, rows.clone());
-        let delta = sparse_adam_delta(
-            values.clone(),
-            gather(&state.exp_avg),
-            gather(&state.exp_avg_sq),
-            &scalars,
-        );
-        // Indices are unique, so the additive scatter is exactly PyTorch's
-        // `tensor.add_(sparse_delta)`.
-        let add_rows = |t: Tensor<B, 2>, d: Tensor<B, 2>| {
-            t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add)
-        };
-        state.exp_avg = add_rows(state.exp_avg, delta.exp_avg);
-        state.exp_avg_sq = add_rows(state.exp_avg_sq, delta.exp_avg_sq);
-        (add_rows(param, delta.param), state)
+        let table = [param, state.exp_avg, state.exp_avg_sq];
+        let [param, exp_avg, exp_avg_sq] = fused::step_rows(table, grad.rows(), values, &scalars)
+            .unwrap_or_else(|table| composed_step_rows(table, grad, values, &scalars));
+        state.exp_avg = exp_avg;
+        state.exp_avg_sq = exp_avg_sq;
+        (param, state)
     }
+}
+
+/// The row update of any backend, in Burn tensor operations: gather the touched rows of
+/// the parameter and both moments, compute [`sparse_adam_delta`] on the `[k, d]` blocks, add
+/// the deltas back.
+pub(crate) fn composed_step_rows<B: Backend>(
+    [param, exp_avg, exp_avg_sq]: fused::Table<B>,
+    grad: &RowGrad<B>,
+    values: &Tensor<B, 2>,
+    scalars: &StepScalars,
+) -> fused::Table<B> {
+    let rows = grad.indices(&param.device());
+    let gather = |t: &Tensor<B, 2>| t.clone().select(0, rows.clone());
+    let delta = sparse_adam_delta(
+        values.clone(),
+        gather(&exp_avg),
+        gather(&exp_avg_sq),
+        scalars,
+    );
+    // Indices are unique, so the additive scatter is exactly PyTorch's
+    // `tensor.add_(sparse_delta)`.
+    let add_rows = |t: Tensor<B, 2>, d: Tensor<B, 2>| {
+        t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add)
+    };
+    [
+        add_rows(param, delta.param),
+        add_rows(exp_avg, delta.exp_avg),
+        add_rows(exp_avg_sq, delta.exp_avg_sq),
+    ]
 }
 
 /// Checks a step's learning rate as PyTorch does (`0 < lr`), finite too.
