@@ -737,13 +737,28 @@ impl<B: AutodiffBackend> Stepper<'_, B> {
                 let [n, d] = as_rows(&shape);
                 let rows = rows.to_device(device);
                 let state = state.map(|s| reshape_state(s, Shape::new([n, d])));
-                let (param, state) = rule.step_rows(lr, param.reshape([n, d]), &rows, state);
-                (param.reshape(shape.clone()), reshape_state(state, shape))
+                let (param, state) = rule.step_rows(lr, to_rank(param, [n, d]), &rows, state);
+                (to_rank(param, shape.clone()), reshape_state(state, shape))
             }
             None => rule.step_dense(lr, param, grad, state),
         };
         self.states.insert(id, AdaptorRecord::from_state(state));
         param
+    }
+}
+
+/// `tensor` seen with rank `D2` and shape `shape` (of as many elements). A row gradient's
+/// table is already `[n, d]`: then only the type changes, since a reshape can copy the whole
+/// table (burn-ndarray's does), which would cost the step its independence of the table size.
+fn to_rank<B: Backend, const D: usize, const D2: usize>(
+    tensor: Tensor<B, D>,
+    shape: impl Into<Shape>,
+) -> Tensor<B, D2> {
+    let shape = shape.into();
+    if D == D2 && tensor.shape() == shape {
+        Tensor::from_primitive(tensor.into_primitive())
+    } else {
+        tensor.reshape(shape)
     }
 }
 
@@ -753,8 +768,8 @@ fn reshape_state<B: Backend, const D: usize, const D2: usize>(
 ) -> SparseAdamState<B, D2> {
     SparseAdamState {
         step: state.step,
-        exp_avg: state.exp_avg.reshape(shape.clone()),
-        exp_avg_sq: state.exp_avg_sq.reshape(shape),
+        exp_avg: to_rank(state.exp_avg, shape.clone()),
+        exp_avg_sq: to_rank(state.exp_avg_sq, shape),
     }
 }
 
