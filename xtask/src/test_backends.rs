@@ -42,9 +42,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 }
                 required.push(backend.clone());
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown argument {other:?} (usage: cargo xtask test-backends [--require wgpu])"
-            )),
+            ))
+            }
         }
     }
 
