@@ -11,9 +11,10 @@ use burn::module::{
 use burn::nn::EmbeddingRecord;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::embedding;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::row_grads::{index_tensor, scope, RowGradTape};
+use crate::fused;
+use crate::row_grads::{scope, RowGradTape};
 
 /// Configuration of a [`SparseEmbedding`]: `burn::nn::EmbeddingConfig` plus PyTorch's
 /// `padding_idx`.
@@ -95,7 +96,7 @@ impl SparseEmbeddingConfig {
 /// use burn::backend::NdArray;
 /// use burn::nn::EmbeddingConfig;
 /// use burn::module::Module;
-/// use burn::tensor::{Int, Tensor};
+/// use burn::tensor::{Int, Tensor, TensorData};
 /// use burn_sparse_adam::SparseEmbeddingConfig;
 ///
 /// let device = Default::default();
@@ -136,9 +137,9 @@ impl<B: Backend> SparseEmbedding<B> {
 
     /// Looks up `indices` (`[batch, seq]`), giving `[batch, seq, d_model]`.
     ///
-    /// Under autodiff the output is computed from a `[k, d]` copy of the `k` distinct rows
-    /// looked up (plus the padding row, when looked up), and that copy's gradient becomes
-    /// the table's row gradient. Lookups of `padding_idx` return its row and add no
+    /// Under autodiff the output is a copy of the looked-up rows that autodiff treats as a
+    /// leaf of its own: its gradient, summed per distinct row by
+    /// [`collect_grads`](crate::collect_grads), becomes the table's row gradient. Lookups of `padding_idx` return its row and add no
     /// gradient. Indices are read to the host: they are batch-sized, the table is not.
     ///
     /// # Errors
@@ -163,20 +164,19 @@ impl<B: Backend> SparseEmbedding<B> {
 
         let device = weight.device();
         if host.is_empty() {
-            self.tape.record(Vec::new(), None);
+            self.tape.record(Vec::new(), Vec::new(), None);
             return Ok(Tensor::zeros([batch, seq, d_model], &device));
         }
+        // The output is a leaf of its own, outside the table's autodiff graph: its gradient
+        // is batch-sized, and `collect_grads` sums it per touched row.
+        let output = match fused::gather(&weight, &host) {
+            Some(rows) => Tensor::from_data(TensorData::new(rows, [batch, seq, d_model]), &device),
+            None => embedding(weight.set_require_grad(false), indices),
+        }
+        .require_grad();
         let lookup = Lookup::plan(&host, self.padding_idx);
-        // A leaf of its own, outside the table's autodiff graph: its gradient is `[k, d]`.
-        let leaf = weight
-            .set_require_grad(false)
-            .select(0, index_tensor(&lookup.leaf_rows, &device))
-            .require_grad();
-        let output = leaf
-            .clone()
-            .select(0, index_tensor(&lookup.positions, &device))
-            .reshape([batch, seq, d_model]);
-        self.tape.record(lookup.rows, Some(leaf));
+        self.tape
+            .record(lookup.rows, lookup.slots, Some(output.clone()));
         Ok(output)
     }
 
@@ -209,39 +209,31 @@ impl<B: Backend> SparseEmbedding<B> {
 struct Lookup {
     /// The distinct rows looked up, sorted, padding excluded: the rows that get a gradient.
     rows: Vec<i64>,
-    /// The table rows copied into the leaf: `rows`, then the padding row if looked up.
-    leaf_rows: Vec<i64>,
-    /// For each index, its row in the leaf.
-    positions: Vec<i64>,
+    /// For each index, its row's position in `rows`; `-1` for `padding_idx`.
+    slots: Vec<i64>,
 }
 
 impl Lookup {
     fn plan(indices: &[i64], padding_idx: Option<usize>) -> Self {
         let padding = padding_idx.map(|p| p as i64);
-        let mut rows: Vec<i64> = indices
+        // One sort of (index, position) pairs gives both the unique rows and every
+        // position's slot.
+        let mut pairs: Vec<(i64, u32)> = indices
             .iter()
-            .copied()
-            .filter(|&i| Some(i) != padding)
+            .enumerate()
+            .filter(|&(_, &i)| Some(i) != padding)
+            .map(|(position, &i)| (i, position as u32))
             .collect();
-        rows.sort_unstable();
-        rows.dedup();
-        let k = rows.len() as i64;
-        let mut leaf_rows = rows.clone();
-        let positions = indices
-            .iter()
-            .map(|i| match rows.binary_search(i) {
-                Ok(position) => position as i64,
-                Err(_) => k, // the padding row, after the touched ones
-            })
-            .collect();
-        if let Some(p) = padding.filter(|p| indices.contains(p)) {
-            leaf_rows.push(p);
+        pairs.sort_unstable();
+        let mut rows = Vec::new();
+        let mut slots = vec![-1; indices.len()];
+        for (i, position) in pairs {
+            if rows.last() != Some(&i) {
+                rows.push(i);
+            }
+            slots[position as usize] = rows.len() as i64 - 1;
         }
-        Self {
-            rows,
-            leaf_rows,
-            positions,
-        }
+        Self { rows, slots }
     }
 }
 
@@ -386,18 +378,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_puts_padding_after_the_touched_rows() {
+    fn plan_maps_positions_to_unique_rows_and_padding_to_none() {
         let plan = Lookup::plan(&[4, 0, 2, 4, 0], Some(0));
         assert_eq!(plan.rows, vec![2, 4]);
-        assert_eq!(plan.leaf_rows, vec![2, 4, 0]);
-        assert_eq!(plan.positions, vec![1, 2, 0, 1, 2]);
+        assert_eq!(plan.slots, vec![1, -1, 0, 1, -1]);
+        let plan = Lookup::plan(&[7, 1, 7], None);
+        assert_eq!(plan.rows, vec![1, 7]);
+        assert_eq!(plan.slots, vec![1, 0, 1]);
     }
 
     #[test]
     fn plan_of_only_padding_touches_nothing() {
         let plan = Lookup::plan(&[3, 3], Some(3));
         assert!(plan.rows.is_empty());
-        assert_eq!(plan.leaf_rows, vec![3]);
-        assert_eq!(plan.positions, vec![0, 0]);
+        assert_eq!(plan.slots, vec![-1, -1]);
     }
 }

@@ -1,17 +1,22 @@
-//! The fused row update: one pass over the touched rows that reads and writes the parameter
-//! and both moments in place, for backends whose tensors this crate can reach.
+//! Fused kernels: the row path's three hot loops as plain passes over the touched rows, for
+//! backends whose tensors this crate can reach.
 //!
-//! The composed row path (gather three `[k, d]` blocks, a dozen tensor operations, three
-//! additive scatters) is correct on every backend but makes about twenty passes over the
-//! touched rows and allocates for each. Where the tensors' memory is reachable, this module
-//! evaluates the same [`sparse_adam_delta`] on each `f32` lane instead, once: the results are
-//! bit for bit the composed path's.
+//! The composed row path, in Burn tensor operations, is correct on every backend. Where a
+//! backend's memory is reachable, the same work runs here as one loop each:
 //!
-//! - burn-ndarray (feature `ndarray`): `f32` tensors in standard layout. Tensors shared with
-//!   another owner are copied first (Burn's copy-on-write), so nobody else sees the change.
+//! - [`gather`]: a lookup's output rows, copied from the table;
+//! - [`coalesce`]: a lookup's gradient summed per touched row (duplicates added in lookup
+//!   order, as the composed scatter does);
+//! - [`step_rows`]: the row update of the parameter and both moments, in place, evaluating
+//!   [`sparse_adam_delta`] on each `f32` lane once instead of a dozen tensor operations over
+//!   gathered copies.
 //!
-//! Anything else (another backend, another float type, a strided layout) is handed back
-//! untouched and takes the composed path.
+//! Each gives bit for bit what its composed counterpart gives.
+//!
+//! Reachable: burn-ndarray `f32` tensors in standard layout (feature `ndarray`), also under
+//! burn-autodiff for reads. Tensors shared with another owner are copied before an in-place
+//! update (Burn's copy-on-write), so nobody else sees the change. Anything else returns
+//! `None` or hands its tensors back, and the caller takes the composed path.
 
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -21,6 +26,38 @@ use crate::update::StepScalars;
 
 /// The parameter, `exp_avg` and `exp_avg_sq` of an `[n, d]` table.
 pub(crate) type Table<B> = [Tensor<B, 2>; 3];
+
+/// Rows `indices` of the `[n, d]` `table`, row-major (`[indices.len(), d]`), if reachable.
+/// The indices are in range.
+pub(crate) fn gather<B: Backend>(table: &Tensor<B, 2>, indices: &[i64]) -> Option<Vec<f32>> {
+    #[cfg(feature = "ndarray")]
+    {
+        ndarray::gather(table, indices)
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        let _ = (table, indices);
+        None
+    }
+}
+
+/// The `[k, d]` sum, per touched row, of a lookup's `[.., .., d]` gradient: position `i` adds
+/// to row `slots[i]` (`-1`: a padding position, which adds nothing), if reachable.
+pub(crate) fn coalesce<B: Backend>(
+    grad: &Tensor<B, 3>,
+    slots: &[i64],
+    k: usize,
+) -> Option<Vec<f32>> {
+    #[cfg(feature = "ndarray")]
+    {
+        ndarray::coalesce(grad, slots, k)
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        let _ = (grad, slots, k);
+        None
+    }
+}
 
 /// Updates rows `rows` (sorted, unique, in range) of `table` with their gradients `values`
 /// (`[rows.len(), d]`), in one pass; or hands `table` back unchanged when this backend or
@@ -46,33 +83,87 @@ pub(crate) fn step_rows<B: Backend>(
 mod ndarray {
     use std::any::Any;
 
+    use burn::backend::ndarray::NdArrayTensor;
+    use burn::backend::{Autodiff, NdArray};
     use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
-    use burn_ndarray::NdArrayTensor;
 
     use super::{sparse_adam_delta, StepScalars, Table};
 
-    /// The burn-ndarray tensor behind `tensor`, if `B` is burn-ndarray.
-    fn reach<B: Backend>(tensor: Tensor<B, 2>) -> Result<NdArrayTensor, Tensor<B, 2>> {
+    /// The burn-ndarray tensor behind `tensor`, if `B` is a burn-ndarray backend.
+    fn take<B: Backend, const D: usize>(
+        tensor: Tensor<B, D>,
+    ) -> Result<NdArrayTensor, Tensor<B, D>> {
         let TensorPrimitive::Float(primitive) = tensor.into_primitive() else {
             unreachable!("a float tensor's primitive is a float primitive")
         };
         let boxed: Box<dyn Any> = Box::new(primitive);
         match boxed.downcast::<NdArrayTensor>() {
             Ok(tensor) => Ok(*tensor),
-            Err(boxed) => Err(back(boxed)),
+            Err(boxed) => Err(give_back(boxed)),
         }
     }
 
-    /// The tensor of `B` holding a primitive reached by [`reach`].
-    fn back<B: Backend>(boxed: Box<dyn Any>) -> Tensor<B, 2> {
+    /// The tensor of `B` around a primitive that [`take`] took from it.
+    fn give_back<B: Backend, const D: usize>(boxed: Box<dyn Any>) -> Tensor<B, D> {
         let primitive = boxed
             .downcast::<B::FloatTensorPrimitive>()
             .expect("the primitive came from this backend");
         Tensor::from_primitive(TensorPrimitive::Float(*primitive))
     }
 
-    fn release<B: Backend>(tensor: NdArrayTensor) -> Tensor<B, 2> {
-        back(Box::new(tensor))
+    fn release<B: Backend, const D: usize>(tensor: NdArrayTensor) -> Tensor<B, D> {
+        give_back(Box::new(tensor))
+    }
+
+    /// The burn-ndarray tensor holding `tensor`'s values, to read: `B` is burn-ndarray, or
+    /// burn-ndarray (default element types) under burn-autodiff.
+    fn read<B: Backend, const D: usize>(tensor: &Tensor<B, D>) -> Option<NdArrayTensor> {
+        let tensor = match take(tensor.clone()) {
+            Ok(tensor) => return Some(tensor),
+            Err(tensor) => tensor,
+        };
+        let boxed: Box<dyn Any> = Box::new(tensor);
+        let autodiff = boxed.downcast::<Tensor<Autodiff<NdArray>, D>>().ok()?;
+        take(autodiff.inner()).ok()
+    }
+
+    pub(super) fn gather<B: Backend>(table: &Tensor<B, 2>, indices: &[i64]) -> Option<Vec<f32>> {
+        let NdArrayTensor::F32(table) = read(table)? else {
+            return None;
+        };
+        let d = *table.shape().get(1)?;
+        let view = table.view();
+        let table = view.as_slice()?;
+        let mut out = Vec::with_capacity(indices.len() * d);
+        for &i in indices {
+            let start = i as usize * d;
+            out.extend_from_slice(&table[start..start + d]);
+        }
+        Some(out)
+    }
+
+    pub(super) fn coalesce<B: Backend>(
+        grad: &Tensor<B, 3>,
+        slots: &[i64],
+        k: usize,
+    ) -> Option<Vec<f32>> {
+        let NdArrayTensor::F32(grad) = read(grad)? else {
+            return None;
+        };
+        let d = *grad.shape().get(2)?;
+        let view = grad.view();
+        let grad = view.as_slice()?;
+        let mut out = vec![0.0f32; k * d];
+        for (g, &slot) in grad.chunks_exact(d).zip(slots) {
+            if slot < 0 {
+                continue;
+            }
+            let start = slot as usize * d;
+            for (o, &g) in out[start..start + d].iter_mut().zip(g) {
+                *o += g;
+            }
+        }
+        Some(out)
     }
 
     pub(super) fn step_rows<B: Backend>(
@@ -82,12 +173,12 @@ mod ndarray {
         scalars: &StepScalars,
     ) -> Result<Table<B>, Table<B>> {
         let [param, exp_avg, exp_avg_sq] = table;
-        let param = match reach(param) {
+        let param = match take(param) {
             Ok(param) => param,
             Err(param) => return Err([param, exp_avg, exp_avg_sq]),
         };
         // One backend for all four: if the parameter is burn-ndarray's, so are the others.
-        let same = |t: Tensor<B, 2>| reach(t).unwrap_or_else(|_| unreachable!("one backend"));
+        let same = |t: Tensor<B, 2>| take(t).unwrap_or_else(|_| unreachable!("one backend"));
         let (exp_avg, exp_avg_sq, grad) = (same(exp_avg), same(exp_avg_sq), same(values.clone()));
         match (param, exp_avg, exp_avg_sq, grad) {
             (
@@ -212,6 +303,46 @@ mod tests {
             (moved[4] - 0.9).abs() < 1e-6 && moved[0] == 1.0,
             "{moved:?}"
         );
+    }
+
+    /// The fused gather is the table's rows, read through autodiff too.
+    #[test]
+    fn gather_reads_rows_with_and_without_autodiff() {
+        use burn::backend::Autodiff;
+        let device = Default::default();
+        let table = Tensor::<NdArray, 2>::random([9, 3], Distribution::Normal(0.0, 1.0), &device);
+        let indices = [4i64, 0, 4, 8];
+        let expected = table
+            .clone()
+            .select(0, Tensor::from_data([4, 0, 4, 8], &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(super::gather(&table, &indices), Some(expected.clone()));
+        let tracked = Tensor::<Autodiff<NdArray>, 2>::from_inner(table).require_grad();
+        assert_eq!(super::gather(&tracked, &indices), Some(expected));
+    }
+
+    /// The fused sum per row adds duplicates in lookup order and skips padding, as the
+    /// composed scatter does, bit for bit.
+    #[test]
+    fn coalesce_equals_the_composed_scatter() {
+        use burn::tensor::IndexingUpdateOp;
+        let device = Default::default();
+        let grad = Tensor::<NdArray, 3>::random([1, 6, 4], Distribution::Normal(0.0, 1.0), &device);
+        let slots = [1i64, 0, 1, -1, 2, 1];
+        let kept = Tensor::from_data([0, 1, 2, 4, 5], &device);
+        let expected = Tensor::<NdArray, 2>::zeros([3, 4], &device)
+            .select_assign(
+                0,
+                Tensor::from_data([1, 0, 1, 2, 1], &device),
+                grad.clone().reshape([6, 4]).select(0, kept),
+                IndexingUpdateOp::Add,
+            )
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(super::coalesce(&grad, &slots, 3), Some(expected));
     }
 
     fn param_zeros(device: &burn::tensor::Device<NdArray>) -> Tensor<NdArray, 2> {

@@ -8,10 +8,11 @@
 //! `weight.grad` until the optimizer consumes it, each `SparseEmbedding` keeps its row
 //! gradients itself, on a [`RowGradTape`] that its clones share:
 //!
-//! 1. a lookup under autodiff records the looked-up rows and a fresh `[k, d]` leaf tensor
-//!    that holds them (the table itself is not part of the autodiff graph);
+//! 1. a lookup under autodiff records the looked-up rows and its output, a copy of those
+//!    rows that is a leaf of the autodiff graph of its own (the table itself is not part of
+//!    that graph, so no table-sized gradient can arise);
 //! 2. [`collect_grads`], the one line that replaces `GradientsParams::from_grads`, takes
-//!    each leaf's gradient (duplicates already summed by autodiff) onto the tape, and puts a
+//!    each output's gradient, sums it per distinct row onto the tape, and puts a
 //!    small *marker* in the `GradientsParams` under the weight's id, so that Burn's plumbing
 //!    carries "this table has a gradient" (accumulating markers, moving them between
 //!    devices) like any other gradient;
@@ -37,6 +38,8 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData};
+
+use crate::fused;
 
 /// The gradient of some rows of a `[n, d]` table: the sorted, unique indices of the touched
 /// rows and the `[k, d]` block of their gradients, each row's lookups summed.
@@ -173,6 +176,34 @@ impl<B: Backend> RowGrad<B> {
     }
 }
 
+/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
+/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
+fn sum_per_row<B: Backend>(grad: Tensor<B, 3>, slots: &[i64], k: usize) -> Tensor<B, 2> {
+    let [batch, seq, d] = grad.dims();
+    let device = grad.device();
+    if let Some(summed) = fused::coalesce(&grad, slots, k) {
+        return Tensor::from_data(TensorData::new(summed, [k, d]), &device);
+    }
+    let grad = grad.reshape([batch * seq, d]);
+    let (positions, rows): (Vec<i64>, Vec<i64>) = slots
+        .iter()
+        .enumerate()
+        .filter(|&(_, &slot)| slot >= 0)
+        .map(|(position, &slot)| (position as i64, slot))
+        .unzip();
+    let grad = if positions.len() < slots.len() {
+        grad.select(0, index_tensor(&positions, &device))
+    } else {
+        grad
+    };
+    Tensor::zeros([k, d], &device).select_assign(
+        0,
+        index_tensor(&rows, &device),
+        grad,
+        IndexingUpdateOp::Add,
+    )
+}
+
 /// An index tensor from host indices.
 pub(crate) fn index_tensor<B: Backend>(indices: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
     Tensor::from_data(TensorData::new(indices.to_vec(), [indices.len()]), device)
@@ -201,9 +232,11 @@ struct PendingLookup<B: Backend> {
     thread: ThreadId,
     /// The touched rows, sorted and unique.
     rows: Vec<i64>,
-    /// The `[rows.len() + extra, d]` leaf whose gradient is the row gradient (its rows past
-    /// `rows.len()` serve `padding_idx` and take no gradient); `None` for a lookup of nothing.
-    leaf: Option<Tensor<B, 2>>,
+    /// For each looked-up position, its row's place in `rows`; `-1` for `padding_idx`.
+    slots: Vec<i64>,
+    /// The lookup's output, a leaf of autodiff's graph: its gradient, summed per row, is the
+    /// row gradient. `None` for a lookup of nothing.
+    leaf: Option<Tensor<B, 3>>,
 }
 
 struct TapeState<B: Backend> {
@@ -256,11 +289,13 @@ impl<B: Backend> RowGradTape<B> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a lookup of `rows` (sorted, unique) held by `leaf`.
-    pub(crate) fn record(&self, rows: Vec<i64>, leaf: Option<Tensor<B, 2>>) {
+    /// Records a lookup of `rows` (sorted, unique) whose output is `leaf`; `slots` maps each
+    /// position of the output to its row (`-1`: padding).
+    pub(crate) fn record(&self, rows: Vec<i64>, slots: Vec<i64>, leaf: Option<Tensor<B, 3>>) {
         self.lock().pending.push(PendingLookup {
             thread: std::thread::current().id(),
             rows,
+            slots,
             leaf,
         });
     }
@@ -320,22 +355,11 @@ impl<B: AutodiffBackend> RowGradTape<B> {
                 None => parts.push(RowGrad::empty()),
                 Some(leaf) => {
                     if let Some(grad) = leaf.grad_remove(grads) {
-                        let k = lookup.rows.len();
-                        let grad = if grad.dims()[0] > k {
-                            let d = grad.dims()[1];
-                            // Only slice when the leaf holds rows beyond the touched ones
-                            // (padding): slicing to zero rows is avoided on backends that
-                            // mishandle empty tensors.
-                            if k == 0 {
-                                parts.push(RowGrad::empty());
-                                continue;
-                            }
-                            grad.slice([0..k, 0..d])
-                        } else {
-                            grad
-                        };
                         device.get_or_insert_with(|| grad.device());
-                        parts.push(RowGrad::new(lookup.rows, grad));
+                        parts.push(match lookup.rows.len() {
+                            0 => RowGrad::empty(),
+                            k => RowGrad::new(lookup.rows, sum_per_row(grad, &lookup.slots, k)),
+                        });
                     }
                 }
             }
