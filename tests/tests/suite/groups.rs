@@ -902,8 +902,7 @@ fn a_record_with_other_groups_is_an_error_and_changes_nothing() {
                     ParamGroup::new("a").with_params([table]),
                     ParamGroup::new("x").with_params([weight]),
                 ],
-                "group 1 is \"x\" (1 parameter) here but \"b\" (1 parameter) in the record"
-                    .into(),
+                "group 1 is \"x\" (1 parameter) here but \"b\" (1 parameter) in the record".into(),
             ),
             (
                 vec![
@@ -919,8 +918,7 @@ fn a_record_with_other_groups_is_an_error_and_changes_nothing() {
                     ParamGroup::new("b").with_params([weight]),
                     ParamGroup::new("a").with_params([table]),
                 ],
-                "group 0 is \"b\" (1 parameter) here but \"a\" (1 parameter) in the record"
-                    .into(),
+                "group 0 is \"b\" (1 parameter) here but \"a\" (1 parameter) in the record".into(),
             ),
         ];
         for (i, (groups, detail)) in cases.into_iter().enumerate() {
