@@ -42,6 +42,10 @@ options:
                      compare side by side
   --torch-threads N  OMP_NUM_THREADS for PyTorch (default: PyTorch's own, one per core)
   --python PATH      the Python interpreter for --torch (default python3)
+  --malloc-keep      every measured process, ours and PyTorch's, runs with glibc malloc
+                     told to keep freed blocks (GLIBC_TUNABLES, see BENCHMARKS.md) instead
+                     of returning each batch-sized block to the kernel and faulting it in
+                     again next step
   --json-only        print only the JSON lines (progress still goes to stderr)
   -h, --help         this text";
 
@@ -60,6 +64,8 @@ struct Options {
     torch_threads: Option<usize>,
     python: String,
     json_only: bool,
+    /// `--malloc-keep`: the children run with [`measure::MALLOC_KEEP`].
+    malloc_keep: bool,
     /// Hidden: run one measurement in this process and print its JSON line.
     single: Option<(Impl, usize)>,
 }
@@ -88,6 +94,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         torch_threads: None,
         python: "python3".into(),
         json_only: false,
+        malloc_keep: false,
         single: None,
     };
     let mut it = args.iter();
@@ -121,6 +128,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--torch-threads" => o.torch_threads = Some(parse_count(flag, value()?)?),
             "--python" => o.python = value()?.to_string(),
             "--json-only" => o.json_only = true,
+            "--malloc-keep" => o.malloc_keep = true,
             "--single" => {
                 let imp = Impl::parse(value()?)?;
                 let rows = parse_count(flag, value()?)?;
@@ -177,6 +185,9 @@ fn run_child(o: &Options, imp: Impl, rows: usize) -> Result<Record, String> {
     }
     if o.phases {
         cmd.arg("--phases");
+    }
+    if o.malloc_keep {
+        cmd.env("GLIBC_TUNABLES", measure::MALLOC_KEEP);
     }
     let out = cmd
         .stderr(Stdio::inherit())
@@ -266,6 +277,7 @@ fn main() -> ExitCode {
         let runner = torch::Torch {
             python: o.python.clone(),
             threads: o.torch_threads,
+            glibc_tunables: o.malloc_keep.then_some(measure::MALLOC_KEEP),
         };
         match runner.probe() {
             Ok(version) => {
@@ -309,6 +321,19 @@ fn main() -> ExitCode {
             load_start.map_or("?".into(), |l| format!("{l:.2}")),
             load_end.map_or("?".into(), |l| format!("{l:.2}")),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+        println!(
+            "malloc: {}",
+            if o.malloc_keep {
+                format!(
+                    "GLIBC_TUNABLES={} (--malloc-keep; ours and PyTorch's)",
+                    measure::MALLOC_KEEP
+                )
+            } else if let Some(t) = measure::glibc_tunables() {
+                format!("GLIBC_TUNABLES={t} (inherited)")
+            } else {
+                "glibc's defaults".into()
+            }
         );
         println!(
             "SparseAdam row update: {}",

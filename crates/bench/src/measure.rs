@@ -165,6 +165,21 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
     })
 }
 
+/// `GLIBC_TUNABLES` for `--malloc-keep`. glibc serves every block of 128 KiB or more (a
+/// `[4096, 64]` f32 tensor is 1 MiB) with a fresh `mmap` and unmaps it on free, or trims the
+/// heap's top once 2× that much is free, so each batch-sized temporary of a step is faulted
+/// in page by page again the next step. These two settings keep blocks up to 32 MiB on the
+/// heap and the heap untrimmed below 1 GiB.
+pub const MALLOC_KEEP: &str =
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
+
+/// `GLIBC_TUNABLES` of this process, as its measurements ran under it.
+pub fn glibc_tunables() -> Option<String> {
+    std::env::var("GLIBC_TUNABLES")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
 /// The 1-minute load average (`/proc/loadavg`); `None` off Linux.
 pub fn load_average() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -403,6 +418,7 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
         final_loss: t.final_loss,
         functional_only: work.backend == BackendKind::Wgpu && !work.gpu,
         load_1m: load_average(),
+        glibc_tunables: glibc_tunables(),
         fused_ndarray: cfg!(feature = "fused") && work.backend == BackendKind::NdArray,
     }
 }

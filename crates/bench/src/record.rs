@@ -49,6 +49,8 @@ pub struct Record {
     pub functional_only: bool,
     /// The 1-minute load average when the measurement ended (this process counts ~1).
     pub load_1m: Option<f64>,
+    /// `GLIBC_TUNABLES` of the measuring process (`--malloc-keep`), if any.
+    pub glibc_tunables: Option<String>,
     /// Whether SparseAdam's row path could take burn-sparse-adam's fused burn-ndarray update
     /// (this benchmark's feature `fused`, on ndarray) rather than the composed tensor path.
     pub fused_ndarray: bool,
@@ -93,6 +95,7 @@ impl Record {
             "final_loss": self.final_loss,
             "functional_only": self.functional_only,
             "load_1m": self.load_1m,
+            "glibc_tunables": self.glibc_tunables,
             "fused_ndarray": self.fused_ndarray,
         })
     }
@@ -134,6 +137,7 @@ impl Record {
             final_loss: v["final_loss"].as_f64().unwrap_or(f64::NAN),
             functional_only: v["functional_only"].as_bool().unwrap_or(false),
             load_1m: v["load_1m"].as_f64(),
+            glibc_tunables: v["glibc_tunables"].as_str().map(str::to_string),
             fused_ndarray: v["fused_ndarray"].as_bool().unwrap_or(false),
         })
     }
@@ -211,6 +215,7 @@ mod tests {
             final_loss: -3.5,
             functional_only: false,
             load_1m: Some(1.25),
+            glibc_tunables: None,
             fused_ndarray: true,
         };
         assert_eq!(Record::from_json(&r.to_json().to_string()).unwrap(), r);

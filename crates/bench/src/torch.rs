@@ -27,6 +27,8 @@ pub struct Torch {
     pub python: String,
     /// `OMP_NUM_THREADS` for the script (`--torch-threads`), or PyTorch's default.
     pub threads: Option<usize>,
+    /// `GLIBC_TUNABLES` for the script's process (`--malloc-keep`).
+    pub glibc_tunables: Option<&'static str>,
 }
 
 impl Torch {
@@ -35,6 +37,9 @@ impl Torch {
         if let Some(n) = self.threads {
             cmd.env("OMP_NUM_THREADS", n.to_string())
                 .env("MKL_NUM_THREADS", n.to_string());
+        }
+        if let Some(t) = self.glibc_tunables {
+            cmd.env("GLIBC_TUNABLES", t);
         }
         cmd
     }
