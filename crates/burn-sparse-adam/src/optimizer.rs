@@ -750,7 +750,7 @@ impl<B: AutodiffBackend> Stepper<'_, B> {
 /// `tensor` seen with rank `D2` and shape `shape` (of as many elements). A row gradient's
 /// table is already `[n, d]`: then only the type changes, since a reshape can copy the whole
 /// table (burn-ndarray's does), which would cost the step its independence of the table size.
-fn to_rank<B: Backend, const D: usize, const D2: usize>(
+pub(crate) fn to_rank<B: Backend, const D: usize, const D2: usize>(
     tensor: Tensor<B, D>,
     shape: impl Into<Shape>,
 ) -> Tensor<B, D2> {

@@ -40,6 +40,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData};
 
 use crate::fused;
+use crate::optimizer::to_rank;
 
 /// The gradient of some rows of a `[n, d]` table: the sorted, unique indices of the touched
 /// rows and the `[k, d]` block of their gradients, each row's lookups summed.
@@ -164,15 +165,13 @@ impl<B: Backend> RowGrad<B> {
             shape.num_elements() / shape.as_slice()[0].max(1),
         ];
         let device = dense.device();
-        dense
-            .reshape([n, d])
-            .select_assign(
-                0,
-                index_tensor(&self.rows, &device),
-                values,
-                IndexingUpdateOp::Add,
-            )
-            .reshape(shape)
+        let summed = to_rank::<B, D, 2>(dense, [n, d]).select_assign(
+            0,
+            index_tensor(&self.rows, &device),
+            values,
+            IndexingUpdateOp::Add,
+        );
+        to_rank(summed, shape)
     }
 }
 

@@ -807,6 +807,51 @@ fn an_empty_gradient_still_counts_a_step() {
 
 // ---- mixed models ------------------------------------------------------------------------
 
+/// A table used both through lookups and directly (say, tied input and output embeddings)
+/// gets a dense gradient and row gradients in the same backward pass: `collect_grads` adds
+/// the rows into the dense gradient and the table takes the dense path on the sum, whose
+/// all-zero rows stay untouched.
+#[test]
+fn a_table_used_directly_and_through_lookups_takes_the_dense_path_on_the_sum() {
+    fn case<B: AutodiffBackend>(device: &B::Device) {
+        let init = init(41);
+        let mut rng = Rng::new(42);
+        let mut table = sparse_table::<B>(N, D, &init, None, device);
+        let mut optim: SparseAdamOptimizer<SparseEmbedding<B>, B> = SparseAdamConfig::new().init();
+        let reference = RefSparseAdam::default();
+        let mut expected = RefParam::new(&init, D);
+        for step in 0..3 {
+            let lookups = Lookups::random(&mut rng, N, 5, D);
+            // The direct term reaches rows 0 and 1 only.
+            let direct: Vec<f32> = (0..N * D)
+                .map(|i| if i < 2 * D { rng.dyadic() } else { 0.0 })
+                .collect();
+            let loss = lookups.loss(|i| table.forward(i), device)
+                + weighted_sum(table.weight.val(), &direct);
+            let grads = collect_grads(loss.backward(), &table);
+            table = optim.step(0.1, table, grads);
+            let grad: Vec<f32> = lookups
+                .summed_grad(N, D, None)
+                .iter()
+                .zip(&direct)
+                .map(|(a, b)| a + b)
+                .collect();
+            reference.step_dense(0.1, &mut expected, &grad);
+            assert_table_matches(
+                &table_state(&optim, &table.weight),
+                &expected,
+                &format!("step {step}"),
+            );
+            assert_eq!(
+                table.collected_row_grads(),
+                0,
+                "step {step}: rows left behind"
+            );
+        }
+    }
+    on_test_backend!(case);
+}
+
 /// One optimizer from `SparseAdamConfig::init()` updates a model with a `SparseEmbedding`
 /// and a `Linear`: the table on the row path (as the dense-gradient twin of the model, a
 /// stock `Embedding`, within the tolerance; rows never looked up bit for bit), the `Linear`
