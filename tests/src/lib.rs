@@ -17,7 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_sparse_adam::{
-    collect_grads, SparseAdamOptimizer, SparseEmbedding, SparseEmbeddingConfig,
+    collect_grads, SparseAdamConfig, SparseAdamOptimizer, SparseEmbedding, SparseEmbeddingConfig,
 };
 
 pub use burn_sparse_adam::on_test_backend;
@@ -592,6 +592,17 @@ impl Default for RefSparseAdam {
             epsilon: 1e-8,
             maximize: false,
         }
+    }
+}
+
+impl RefSparseAdam {
+    /// The crate's configuration with these hyperparameters.
+    pub fn config(&self) -> SparseAdamConfig {
+        SparseAdamConfig::new()
+            .with_beta_1(self.beta_1)
+            .with_beta_2(self.beta_2)
+            .with_epsilon(self.epsilon)
+            .with_maximize(self.maximize)
     }
 }
 

@@ -45,33 +45,9 @@ fn dyadic() -> impl Strategy<Value = f32> {
     })
 }
 
-/// Hyperparameters, PyTorch's defaults among them.
-#[derive(Clone, Debug)]
-struct Hyper {
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    maximize: bool,
-}
-
-impl Hyper {
-    fn config(&self) -> SparseAdamConfig {
-        SparseAdamConfig::new()
-            .with_beta_1(self.beta_1)
-            .with_beta_2(self.beta_2)
-            .with_epsilon(self.epsilon)
-            .with_maximize(self.maximize)
-    }
-
-    fn reference(&self) -> RefSparseAdam {
-        RefSparseAdam {
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-            maximize: self.maximize,
-        }
-    }
-}
+/// Hyperparameters, PyTorch's defaults among them: the reference's, and through
+/// [`RefSparseAdam::config`] the crate's.
+type Hyper = RefSparseAdam;
 
 fn hyper() -> impl Strategy<Value = Hyper> {
     (
@@ -368,7 +344,7 @@ fn plain_grads<B: AutodiffBackend>(model: &Plain<B>, gw: &[f32], gb: &[f32]) -> 
 fn every_row_dense_matches_reference<B: AutodiffBackend>(device: &B::Device, case: &DenseCase) {
     let mut model = plain_model::<B>(case, device);
     let mut optim: SparseAdamOptimizer<Plain<B>, B> = case.hyper.config().init();
-    let reference = case.hyper.reference();
+    let reference = &case.hyper;
     let mut ref_w = RefParam32::new(&case.w, case.d);
     let mut ref_b = RefParam32::new(&case.b, 1);
     for (s, ((gw, gb), &lr)) in case.grads.iter().zip(&case.lrs).enumerate() {
@@ -409,7 +385,7 @@ fn every_row_dense_matches_reference<B: AutodiffBackend>(device: &B::Device, cas
 fn every_row_sparse_matches_reference<B: AutodiffBackend>(device: &B::Device, case: &LookupCase) {
     let mut table: SparseEmbedding<B> = sparse_table(case.n, case.d, &case.init, None, device);
     let mut optim: SparseAdamOptimizer<SparseEmbedding<B>, B> = case.hyper.config().init();
-    let reference = case.hyper.reference();
+    let reference = &case.hyper;
     let mut expected = RefParam32::new(&case.init, case.d);
     for (s, &lr) in case.lrs.iter().enumerate() {
         let loss = table_loss::<B>(case, s, |i| table.forward(i), device);

@@ -28,7 +28,7 @@ use burn::nn::Embedding;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseAdamOptimizer, SparseEmbedding};
+use burn_sparse_adam::{collect_grads, SparseAdamOptimizer, SparseEmbedding};
 use burn_sparse_adam_tests::{
     assert_bits_eq, assert_close, indices, row, sparse_table, stock_table, tensor, values,
     weighted_sum, with_test_backend, RefParam, RefParam32, RefSparseAdam, Rng, StateValues,
@@ -55,32 +55,8 @@ fn proptest_config() -> ProptestConfig {
 
 // ---- random hyperparameters -----------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-struct Hyper {
-    beta_1: f64,
-    beta_2: f64,
-    epsilon: f64,
-    maximize: bool,
-}
-
-impl Hyper {
-    fn config(&self) -> SparseAdamConfig {
-        SparseAdamConfig::new()
-            .with_beta_1(self.beta_1)
-            .with_beta_2(self.beta_2)
-            .with_epsilon(self.epsilon)
-            .with_maximize(self.maximize)
-    }
-
-    fn reference(&self) -> RefSparseAdam {
-        RefSparseAdam {
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-            maximize: self.maximize,
-        }
-    }
-}
+/// Hyperparameters: the reference's, and through [`RefSparseAdam::config`] the crate's.
+type Hyper = RefSparseAdam;
 
 /// A beta in `[0, 0.999]`, the ends included now and then.
 fn beta() -> impl Strategy<Value = f64> {
@@ -262,7 +238,7 @@ fn dense_ranks<B: AutodiffBackend>(device: &B::Device, case: &RanksCase) {
         model = optim.step(lr, model, grads_params);
         for (p, g) in expected.iter_mut().zip(grads) {
             if let Some(g) = g {
-                case.hyper.reference().step_dense_f32(lr, p, g);
+                case.hyper.step_dense_f32(lr, p, g);
             }
         }
 
@@ -354,8 +330,8 @@ fn a_cancelling_second_moment_follows_pytorch_float32_arithmetic() {
             let loss = weighted_sum(model.p.val(), g);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
-            hyper.reference().step_dense_f32(lr, &mut expected, g);
-            hyper.reference().step_dense(lr, &mut exact, g);
+            hyper.step_dense_f32(lr, &mut expected, g);
+            hyper.step_dense(lr, &mut exact, g);
         }
         let state = optim
             .state::<2>(model.p.id)
@@ -564,11 +540,8 @@ fn sparse_dense_reference<B: AutodiffBackend>(device: &B::Device, case: &LookupC
 
         let (grad, looked_up) = case.grad(s);
         case.hyper
-            .reference()
             .step_rows_f32(lr, &mut rows_ref, &grad, &looked_up);
-        case.hyper
-            .reference()
-            .step_dense_f32(lr, &mut dense_ref, &grad);
+        case.hyper.step_dense_f32(lr, &mut dense_ref, &grad);
         for (r, same) in same_history.iter_mut().enumerate() {
             *same &= looked_up[r] == grad[r * d..(r + 1) * d].iter().any(|&g| g != 0.0);
         }
@@ -655,7 +628,7 @@ fn long_run<B: AutodiffBackend>(device: &B::Device) {
     };
     let mut table: SparseEmbedding<B> = sparse_table(n, d, &init, Some(padding), device);
     let mut optim: SparseAdamOptimizer<SparseEmbedding<B>, B> = hyper.config().init();
-    let reference = hyper.reference();
+    let reference = &hyper;
     let mut expected = RefParam::new(&init, d);
 
     let start = Instant::now();
