@@ -11,10 +11,14 @@
 //!   [`sparse_adam_delta`] on each `f32` lane once instead of a dozen tensor operations over
 //!   gathered copies.
 //!
-//! Each gives bit for bit what its composed counterpart gives.
+//! Each gives bit for bit what its composed counterpart gives (the wgpu update: on the
+//! drivers tested, see its module).
 //!
 //! Reachable: burn-ndarray `f32` tensors in standard layout (feature `ndarray`), also under
-//! burn-autodiff for reads. Tensors shared with another owner are copied before an in-place
+//! burn-autodiff for reads; and, for [`step_rows`] only, burn-wgpu `f32` tensors in standard
+//! layout (feature `wgpu`; burn-wgpu without burn-fusion, whose tensors are CubeCL's), where
+//! the update is one CubeCL kernel instead of the composed path's dozen kernels and
+//! table-sized scatters. Tensors shared with another owner are copied before an in-place
 //! update (Burn's copy-on-write), so nobody else sees the change. Anything else returns
 //! `None` or hands its tensors back, and the caller takes the composed path.
 
@@ -23,6 +27,9 @@ use burn::tensor::{backend::Backend, Tensor};
 #[cfg(feature = "ndarray")]
 use crate::update::sparse_adam_delta;
 use crate::update::StepScalars;
+
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
 /// The parameter, `exp_avg` and `exp_avg_sq` of an `[n, d]` table.
 pub(crate) type Table<B> = [Tensor<B, 2>; 3];
@@ -68,15 +75,44 @@ pub(crate) fn step_rows<B: Backend>(
     values: &Tensor<B, 2>,
     scalars: &StepScalars,
 ) -> Result<Table<B>, Table<B>> {
+    // Each kernel hands back the tensors that are not its backend's, for the next one.
     #[cfg(feature = "ndarray")]
-    {
-        ndarray::step_rows(table, rows, values, scalars)
+    let table = match ndarray::step_rows(table, rows, values, scalars) {
+        Ok(table) => return Ok(table),
+        Err(table) => table,
+    };
+    #[cfg(feature = "wgpu")]
+    let table = match wgpu::step_rows(table, rows, values, scalars) {
+        Ok(table) => return Ok(table),
+        Err(table) => table,
+    };
+    let _ = (rows, values, scalars);
+    Err(table)
+}
+
+/// The primitive of type `P` behind the float tensor `tensor`, if `B`'s float primitive is
+/// `P`: how this crate reaches a backend's memory while staying generic over `B`.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn take<P: 'static, B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<P, Tensor<B, D>> {
+    use burn::tensor::TensorPrimitive;
+    let TensorPrimitive::Float(primitive) = tensor.into_primitive() else {
+        unreachable!("a float tensor's primitive is a float primitive")
+    };
+    let boxed: Box<dyn std::any::Any> = Box::new(primitive);
+    match boxed.downcast::<P>() {
+        Ok(primitive) => Ok(*primitive),
+        Err(boxed) => Err(give_back(boxed)),
     }
-    #[cfg(not(feature = "ndarray"))]
-    {
-        let _ = (rows, values, scalars);
-        Err(table)
-    }
+}
+
+/// The tensor of `B` around a primitive that [`take`] took from it (or one of its type).
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn give_back<B: Backend, const D: usize>(boxed: Box<dyn std::any::Any>) -> Tensor<B, D> {
+    use burn::tensor::TensorPrimitive;
+    let primitive = boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .expect("the primitive came from this backend");
+    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
 }
 
 #[cfg(feature = "ndarray")]
@@ -85,30 +121,15 @@ mod ndarray {
 
     use burn::backend::ndarray::NdArrayTensor;
     use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+    use burn::tensor::{backend::Backend, Tensor};
 
-    use super::{sparse_adam_delta, StepScalars, Table};
+    use super::{give_back, sparse_adam_delta, StepScalars, Table};
 
     /// The burn-ndarray tensor behind `tensor`, if `B` is a burn-ndarray backend.
     fn take<B: Backend, const D: usize>(
         tensor: Tensor<B, D>,
     ) -> Result<NdArrayTensor, Tensor<B, D>> {
-        let TensorPrimitive::Float(primitive) = tensor.into_primitive() else {
-            unreachable!("a float tensor's primitive is a float primitive")
-        };
-        let boxed: Box<dyn Any> = Box::new(primitive);
-        match boxed.downcast::<NdArrayTensor>() {
-            Ok(tensor) => Ok(*tensor),
-            Err(boxed) => Err(give_back(boxed)),
-        }
-    }
-
-    /// The tensor of `B` around a primitive that [`take`] took from it.
-    fn give_back<B: Backend, const D: usize>(boxed: Box<dyn Any>) -> Tensor<B, D> {
-        let primitive = boxed
-            .downcast::<B::FloatTensorPrimitive>()
-            .expect("the primitive came from this backend");
-        Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+        super::take(tensor)
     }
 
     fn release<B: Backend, const D: usize>(tensor: NdArrayTensor) -> Tensor<B, D> {
@@ -377,5 +398,99 @@ mod tests {
 
     fn param_zeros(device: &burn::tensor::Device<NdArray>) -> Tensor<NdArray, 2> {
         Tensor::zeros([4, 2], device)
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod wgpu_tests {
+    use burn::backend::Wgpu;
+    use burn::tensor::{Distribution, Tensor};
+
+    use crate::config::SparseAdamConfig;
+    use crate::row_grads::RowGrad;
+    use crate::sparse_adam::composed_step_rows;
+    use crate::update::StepScalars;
+
+    /// The fused wgpu update is the composed one, bit for bit, and leaves other rows alone.
+    #[test]
+    fn wgpu_fused_equals_composed_bit_for_bit() {
+        let device = Default::default();
+        // More lanes than one cube holds: 43 rows of 13.
+        let table = [
+            Tensor::<Wgpu, 2>::random([300, 13], Distribution::Normal(0.0, 1.0), &device),
+            Tensor::random([300, 13], Distribution::Normal(0.0, 0.1), &device),
+            Tensor::random([300, 13], Distribution::Uniform(0.0, 0.01), &device),
+        ];
+        let rows: Vec<i64> = (0..300).step_by(7).collect();
+        let values = Tensor::random([rows.len(), 13], Distribution::Normal(0.0, 1.0), &device);
+        let grad = RowGrad::new(rows.clone(), values.clone());
+        for config in [
+            SparseAdamConfig::new(),
+            SparseAdamConfig::new()
+                .with_beta_1(0.5)
+                .with_epsilon(0.1)
+                .with_maximize(true),
+        ] {
+            let scalars = StepScalars::new(&config, 0.03, 4);
+            let composed = composed_step_rows(table.clone(), &grad, &values, &scalars);
+            let fused = super::step_rows(table.clone(), &rows, &values, &scalars)
+                .unwrap_or_else(|_| panic!("burn-wgpu f32 tensors take the fused path"));
+            for (f, c) in fused.into_iter().zip(composed) {
+                let (f, c) = (f.into_data(), c.into_data());
+                let (f, c) = (f.to_vec::<f32>().unwrap(), c.to_vec::<f32>().unwrap());
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&f), bits(&c));
+            }
+        }
+    }
+
+    /// A tensor shared with another owner is copied before the update: the other owner
+    /// keeps its values.
+    #[test]
+    fn wgpu_shared_tensors_are_copied_not_changed() {
+        let device = Default::default();
+        let param = Tensor::<Wgpu, 2>::ones([4, 2], &device);
+        let keep = param.clone();
+        let exp_avg = Tensor::<Wgpu, 2>::zeros([4, 2], &device);
+        let keep_exp_avg = exp_avg.clone();
+        let table = [param, exp_avg, Tensor::zeros([4, 2], &device)];
+        let values = Tensor::ones([1, 2], &device);
+        let scalars = StepScalars::new(&SparseAdamConfig::new(), 0.1, 1);
+        let [param, exp_avg, _] = super::step_rows(table, &[2], &values, &scalars)
+            .ok()
+            .unwrap();
+        assert_eq!(keep.into_data().to_vec::<f32>().unwrap(), vec![1.0; 8]);
+        assert_eq!(
+            keep_exp_avg.into_data().to_vec::<f32>().unwrap(),
+            vec![0.0; 8]
+        );
+        let moved = param.into_data().to_vec::<f32>().unwrap();
+        assert!(
+            (moved[4] - 0.9).abs() < 1e-6 && moved[0] == 1.0,
+            "{moved:?}"
+        );
+        let exp_avg = exp_avg.into_data().to_vec::<f32>().unwrap();
+        assert!(
+            (exp_avg[4] - 0.1).abs() < 1e-7 && exp_avg[0] == 0.0,
+            "{exp_avg:?}"
+        );
+    }
+
+    /// A non-contiguous tensor takes the composed path: the table comes back unchanged.
+    #[test]
+    fn wgpu_non_contiguous_tables_fall_back() {
+        let device = Default::default();
+        let param = Tensor::<Wgpu, 2>::ones([2, 4], &device).transpose();
+        let table = [
+            param,
+            Tensor::zeros([4, 2], &device),
+            Tensor::zeros([4, 2], &device),
+        ];
+        let values = Tensor::ones([1, 2], &device);
+        let scalars = StepScalars::new(&SparseAdamConfig::new(), 0.1, 1);
+        let Err([param, ..]) = super::step_rows(table, &[2], &values, &scalars) else {
+            panic!("a transposed table has no fused update");
+        };
+        assert_eq!(param.into_data().to_vec::<f32>().unwrap(), vec![1.0; 8]);
     }
 }
