@@ -337,10 +337,15 @@ fn main() -> ExitCode {
         );
         println!(
             "SparseAdam row update: {}",
-            if cfg!(feature = "fused") && o.backend == BackendKind::NdArray {
-                "fused (burn-sparse-adam feature `ndarray`)"
-            } else {
-                "composed tensor operations"
+            match (cfg!(feature = "fused"), o.backend) {
+                (true, BackendKind::NdArray) => {
+                    "fused lookup, row sum and row update (burn-sparse-adam feature `ndarray`)"
+                }
+                (true, BackendKind::Wgpu) => {
+                    "fused row update, one CubeCL kernel (burn-sparse-adam feature `wgpu`); \
+                     lookup and row sum composed"
+                }
+                (false, _) => "composed tensor operations",
             }
         );
         println!();
