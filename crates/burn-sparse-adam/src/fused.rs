@@ -105,6 +105,25 @@ fn take<P: 'static, B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<
     }
 }
 
+/// A table's three tensors and its row gradient `values` as primitives of type `P`, if
+/// `B`'s float primitive is `P`; otherwise the table, unchanged.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn take_table<P: 'static, B: Backend>(
+    [param, exp_avg, exp_avg_sq]: Table<B>,
+    values: &Tensor<B, 2>,
+) -> Result<([P; 3], P), Table<B>> {
+    let param = match take::<P, B, 2>(param) {
+        Ok(param) => param,
+        Err(param) => return Err([param, exp_avg, exp_avg_sq]),
+    };
+    // One backend for all four: if the parameter's primitive is `P`, so are the others'.
+    let same = |t| take::<P, B, 2>(t).unwrap_or_else(|_| unreachable!("one backend"));
+    Ok((
+        [param, same(exp_avg), same(exp_avg_sq)],
+        same(values.clone()),
+    ))
+}
+
 /// The tensor of `B` around a primitive that [`take`] took from it (or one of its type).
 #[cfg(any(feature = "ndarray", feature = "wgpu"))]
 fn give_back<B: Backend, const D: usize>(boxed: Box<dyn std::any::Any>) -> Tensor<B, D> {
@@ -123,7 +142,7 @@ mod ndarray {
     use burn::backend::{Autodiff, NdArray};
     use burn::tensor::{backend::Backend, Tensor};
 
-    use super::{give_back, sparse_adam_delta, StepScalars, Table};
+    use super::{give_back, sparse_adam_delta, take_table, StepScalars, Table};
 
     /// The burn-ndarray tensor behind `tensor`, if `B` is a burn-ndarray backend.
     fn take<B: Backend, const D: usize>(
@@ -197,14 +216,7 @@ mod ndarray {
         values: &Tensor<B, 2>,
         scalars: &StepScalars,
     ) -> Result<Table<B>, Table<B>> {
-        let [param, exp_avg, exp_avg_sq] = table;
-        let param = match take(param) {
-            Ok(param) => param,
-            Err(param) => return Err([param, exp_avg, exp_avg_sq]),
-        };
-        // One backend for all four: if the parameter is burn-ndarray's, so are the others.
-        let same = |t: Tensor<B, 2>| take(t).unwrap_or_else(|_| unreachable!("one backend"));
-        let (exp_avg, exp_avg_sq, grad) = (same(exp_avg), same(exp_avg_sq), same(values.clone()));
+        let ([param, exp_avg, exp_avg_sq], grad) = take_table::<NdArrayTensor, B>(table, values)?;
         match (param, exp_avg, exp_avg_sq, grad) {
             (
                 NdArrayTensor::F32(mut param),
@@ -299,40 +311,16 @@ mod tests {
     use burn::tensor::{Distribution, Tensor};
 
     use crate::config::SparseAdamConfig;
-    use crate::row_grads::RowGrad;
-    use crate::sparse_adam::composed_step_rows;
     use crate::update::StepScalars;
 
     /// The fused update is the composed one, bit for bit, and leaves other rows alone.
     #[test]
     fn fused_equals_composed_bit_for_bit() {
-        let device = Default::default();
-        let table = || {
-            [
-                Tensor::<NdArray, 2>::random([50, 7], Distribution::Normal(0.0, 1.0), &device),
-                Tensor::random([50, 7], Distribution::Normal(0.0, 0.1), &device),
-                Tensor::random([50, 7], Distribution::Uniform(0.0, 0.01), &device),
-            ]
-        };
-        let table = table();
-        let rows = vec![0, 3, 4, 17, 49];
-        let values = Tensor::random([5, 7], Distribution::Normal(0.0, 1.0), &device);
-        let grad = RowGrad::new(rows.clone(), values.clone());
-        for config in [
-            SparseAdamConfig::new(),
-            SparseAdamConfig::new()
-                .with_beta_1(0.5)
-                .with_epsilon(0.1)
-                .with_maximize(true),
-        ] {
-            let scalars = StepScalars::new(&config, 0.03, 4);
-            let composed = composed_step_rows(table.clone(), &grad, &values, &scalars);
-            let fused = super::step_rows(table.clone(), &rows, &values, &scalars)
-                .unwrap_or_else(|_| panic!("burn-ndarray f32 tensors take the fused path"));
-            for (f, c) in fused.into_iter().zip(composed) {
-                assert_eq!(f.into_data(), c.into_data());
-            }
-        }
+        super::test_support::fused_equals_composed::<NdArray>(
+            &Default::default(),
+            [50, 7],
+            vec![0, 3, 4, 17, 49],
+        );
     }
 
     /// A tensor shared with another owner is copied before the update: the other owner
@@ -404,44 +392,20 @@ mod tests {
 #[cfg(all(test, feature = "wgpu"))]
 mod wgpu_tests {
     use burn::backend::Wgpu;
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::Tensor;
 
     use crate::config::SparseAdamConfig;
-    use crate::row_grads::RowGrad;
-    use crate::sparse_adam::composed_step_rows;
     use crate::update::StepScalars;
 
     /// The fused wgpu update is the composed one, bit for bit, and leaves other rows alone.
     #[test]
     fn wgpu_fused_equals_composed_bit_for_bit() {
-        let device = Default::default();
         // More lanes than one cube holds: 43 rows of 13.
-        let table = [
-            Tensor::<Wgpu, 2>::random([300, 13], Distribution::Normal(0.0, 1.0), &device),
-            Tensor::random([300, 13], Distribution::Normal(0.0, 0.1), &device),
-            Tensor::random([300, 13], Distribution::Uniform(0.0, 0.01), &device),
-        ];
-        let rows: Vec<i64> = (0..300).step_by(7).collect();
-        let values = Tensor::random([rows.len(), 13], Distribution::Normal(0.0, 1.0), &device);
-        let grad = RowGrad::new(rows.clone(), values.clone());
-        for config in [
-            SparseAdamConfig::new(),
-            SparseAdamConfig::new()
-                .with_beta_1(0.5)
-                .with_epsilon(0.1)
-                .with_maximize(true),
-        ] {
-            let scalars = StepScalars::new(&config, 0.03, 4);
-            let composed = composed_step_rows(table.clone(), &grad, &values, &scalars);
-            let fused = super::step_rows(table.clone(), &rows, &values, &scalars)
-                .unwrap_or_else(|_| panic!("burn-wgpu f32 tensors take the fused path"));
-            for (f, c) in fused.into_iter().zip(composed) {
-                let (f, c) = (f.into_data(), c.into_data());
-                let (f, c) = (f.to_vec::<f32>().unwrap(), c.to_vec::<f32>().unwrap());
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&f), bits(&c));
-            }
-        }
+        super::test_support::fused_equals_composed::<Wgpu>(
+            &Default::default(),
+            [300, 13],
+            (0..300).step_by(7).collect(),
+        );
     }
 
     /// A tensor shared with another owner is copied before the update: the other owner
@@ -492,5 +456,50 @@ mod wgpu_tests {
             panic!("a transposed table has no fused update");
         };
         assert_eq!(param.into_data().to_vec::<f32>().unwrap(), vec![1.0; 8]);
+    }
+}
+
+#[cfg(all(test, any(feature = "ndarray", feature = "wgpu")))]
+mod test_support {
+    use burn::tensor::{backend::Backend, Distribution, Tensor};
+
+    use crate::config::SparseAdamConfig;
+    use crate::row_grads::RowGrad;
+    use crate::sparse_adam::composed_step_rows;
+    use crate::update::StepScalars;
+
+    /// `B`'s fused update of rows `rows` of a random `[n, d]` table equals the composed one,
+    /// bit for bit, with PyTorch's defaults and with other betas, epsilon and maximize.
+    pub(super) fn fused_equals_composed<B: Backend>(
+        device: &B::Device,
+        [n, d]: [usize; 2],
+        rows: Vec<i64>,
+    ) {
+        let table = [
+            Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), device),
+            Tensor::random([n, d], Distribution::Normal(0.0, 0.1), device),
+            Tensor::random([n, d], Distribution::Uniform(0.0, 0.01), device),
+        ];
+        let values = Tensor::random([rows.len(), d], Distribution::Normal(0.0, 1.0), device);
+        let grad = RowGrad::new(rows.clone(), values.clone());
+        for config in [
+            SparseAdamConfig::new(),
+            SparseAdamConfig::new()
+                .with_beta_1(0.5)
+                .with_epsilon(0.1)
+                .with_maximize(true),
+        ] {
+            let scalars = StepScalars::new(&config, 0.03, 4);
+            let composed = composed_step_rows(table.clone(), &grad, &values, &scalars);
+            let fused = super::step_rows(table.clone(), &rows, &values, &scalars)
+                .unwrap_or_else(|_| panic!("f32 tensors of this backend take the fused path"));
+            for (f, c) in fused.into_iter().zip(composed) {
+                let bits = |t: Tensor<B, 2>| {
+                    let v = t.into_data().to_vec::<f32>().unwrap();
+                    v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(f), bits(c));
+            }
+        }
     }
 }

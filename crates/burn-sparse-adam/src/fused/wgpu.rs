@@ -21,7 +21,7 @@ use burn::tensor::{backend::Backend, DType, Shape, Tensor};
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::{give_back, take, StepScalars, Table};
+use super::{give_back, take_table, StepScalars, Table};
 
 /// One lane `ABSOLUTE_POS = i·d + j` of the touched rows: row `rows[i]`, column `j`.
 ///
@@ -82,17 +82,7 @@ pub(super) fn step_rows<B: Backend>(
     values: &Tensor<B, 2>,
     scalars: &StepScalars,
 ) -> Result<Table<B>, Table<B>> {
-    let [param, exp_avg, exp_avg_sq] = table;
-    let param = match take::<CubeTensor<WgpuRuntime>, B, 2>(param) {
-        Ok(param) => param,
-        Err(param) => return Err([param, exp_avg, exp_avg_sq]),
-    };
-    // One backend for all four: if the parameter is burn-wgpu's, so are the others.
-    let same = |t: Tensor<B, 2>| {
-        take::<CubeTensor<WgpuRuntime>, B, 2>(t).unwrap_or_else(|_| unreachable!("one backend"))
-    };
-    let (exp_avg, exp_avg_sq, grad) = (same(exp_avg), same(exp_avg_sq), same(values.clone()));
-    let table = [param, exp_avg, exp_avg_sq];
+    let (table, grad) = take_table::<CubeTensor<WgpuRuntime>, B>(table, values)?;
     let Some(indices) = indices(&table, &grad, rows) else {
         let [param, exp_avg, exp_avg_sq] = table.map(release);
         return Err([param, exp_avg, exp_avg_sq]);
