@@ -5,9 +5,12 @@
 //! in the binary (`assets/DejaVuSans-subset.ttf`, license beside it), so the chart looks
 //! the same everywhere and needs no system font.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
@@ -68,24 +71,14 @@ fn draw(
         (l.min(v), h.max(v))
     });
     let pad = ((high - low) * 0.05).max(1e-3);
-    let mut chart = ChartBuilder::on(&left)
-        .caption("skip-gram loss (mean per 1/50 epoch)", (FAMILY, 17))
-        .margin(14)
-        .x_label_area_size(42)
-        .y_label_area_size(58)
-        .build_cartesian_2d(0.0..epochs, (low - pad)..(high + pad))
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("loss")
-        .x_labels(x_labels(history.epochs.len()))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 15))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let mut chart = panel(
+        &left,
+        "skip-gram loss (mean per 1/50 epoch)",
+        "loss",
+        0.0..epochs,
+        (low - pad)..(high + pad),
+        history.epochs.len(),
+    )?;
     chart
         .draw_series(LineSeries::new(
             history.loss_curve.iter().copied(),
@@ -117,24 +110,14 @@ fn draw(
     } else {
         first
     };
-    let mut chart = ChartBuilder::on(&right)
-        .caption("ROC AUC, cosine of input vectors", (FAMILY, 17))
-        .margin(14)
-        .x_label_area_size(42)
-        .y_label_area_size(58)
-        .build_cartesian_2d(first..epochs, floor.max(0.0)..1.0)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("ROC AUC")
-        .x_labels(x_labels(history.epochs.len()))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style((FAMILY, 13))
-        .axis_desc_style((FAMILY, 15))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let mut chart = panel(
+        &right,
+        "ROC AUC, cosine of input vectors",
+        "ROC AUC",
+        first..epochs,
+        floor.max(0.0)..1.0,
+        history.epochs.len(),
+    )?;
     for (points, color, label) in [
         (&direct, BLUE, "direct hypernym pairs"),
         (&grandparent, RED, "grandparent pairs"),
@@ -163,6 +146,38 @@ fn draw(
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// One half of the figure, in its common style: `caption` above, epochs along `x`, `y_desc`
+/// along `y`, axes and labels drawn.
+fn panel<'a, 'p>(
+    area: &'a DrawingArea<BitMapBackend<'p>, Shift>,
+    caption: &str,
+    y_desc: &str,
+    x: Range<f64>,
+    y: Range<f64>,
+    epochs: usize,
+) -> Result<ChartContext<'a, BitMapBackend<'p>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String>
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FAMILY, 17))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(58)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels(x_labels(epochs))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 15))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
 }
 
 /// One label per epoch up to 10 epochs, then plotters' choice.
