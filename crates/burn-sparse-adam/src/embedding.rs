@@ -11,7 +11,7 @@ use burn::module::{
 use burn::nn::EmbeddingRecord;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::embedding;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use crate::fused;
 use crate::row_grads::{scope, RowGradTape};
@@ -96,7 +96,7 @@ impl SparseEmbeddingConfig {
 /// use burn::backend::NdArray;
 /// use burn::nn::EmbeddingConfig;
 /// use burn::module::Module;
-/// use burn::tensor::{Int, Tensor, TensorData};
+/// use burn::tensor::{Int, Tensor};
 /// use burn_sparse_adam::SparseEmbeddingConfig;
 ///
 /// let device = Default::default();
@@ -169,8 +169,8 @@ impl<B: Backend> SparseEmbedding<B> {
         }
         // The output is a leaf of its own, outside the table's autodiff graph: its gradient
         // is batch-sized, and `collect_grads` sums it per touched row.
-        let output = match fused::gather(&weight, &host) {
-            Some(rows) => Tensor::from_data(TensorData::new(rows, [batch, seq, d_model]), &device),
+        let output = match fused::gather(&weight, &host, [batch, seq]) {
+            Some(rows) => rows,
             None => embedding(weight.set_require_grad(false), indices),
         }
         .require_grad();

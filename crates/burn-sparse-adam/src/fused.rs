@@ -28,22 +28,28 @@ use burn::tensor::{backend::Backend, Tensor};
 use crate::update::sparse_adam_delta;
 use crate::update::StepScalars;
 
+#[cfg(feature = "ndarray")]
+mod recycle;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 
 /// The parameter, `exp_avg` and `exp_avg_sq` of an `[n, d]` table.
 pub(crate) type Table<B> = [Tensor<B, 2>; 3];
 
-/// Rows `indices` of the `[n, d]` `table`, row-major (`[indices.len(), d]`), if reachable.
-/// The indices are in range.
-pub(crate) fn gather<B: Backend>(table: &Tensor<B, 2>, indices: &[i64]) -> Option<Vec<f32>> {
+/// Rows `indices` of the `[n, d]` `table`, as a `[batch, seq, d]` tensor of `table`'s backend
+/// (`batch · seq = indices.len()`), if reachable. The indices are in range.
+pub(crate) fn gather<B: Backend>(
+    table: &Tensor<B, 2>,
+    indices: &[i64],
+    [batch, seq]: [usize; 2],
+) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "ndarray")]
     {
-        ndarray::gather(table, indices)
+        ndarray::gather(table, indices, [batch, seq])
     }
     #[cfg(not(feature = "ndarray"))]
     {
-        let _ = (table, indices);
+        let _ = (table, indices, batch, seq);
         None
     }
 }
@@ -54,7 +60,7 @@ pub(crate) fn coalesce<B: Backend>(
     grad: &Tensor<B, 3>,
     slots: &[i64],
     k: usize,
-) -> Option<Vec<f32>> {
+) -> Option<Tensor<B, 2>> {
     #[cfg(feature = "ndarray")]
     {
         ndarray::coalesce(grad, slots, k)
@@ -140,9 +146,9 @@ mod ndarray {
 
     use burn::backend::ndarray::NdArrayTensor;
     use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::{backend::Backend, Tensor};
+    use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 
-    use super::{give_back, sparse_adam_delta, take_table, StepScalars, Table};
+    use super::{give_back, recycle, sparse_adam_delta, take_table, StepScalars, Table};
 
     /// The burn-ndarray tensor behind `tensor`, if `B` is a burn-ndarray backend.
     fn take<B: Backend, const D: usize>(
@@ -167,14 +173,37 @@ mod ndarray {
         take(autodiff.inner()).ok()
     }
 
-    pub(super) fn gather<B: Backend>(table: &Tensor<B, 2>, indices: &[i64]) -> Option<Vec<f32>> {
+    /// The tensor of `B` (burn-ndarray, or burn-ndarray under burn-autodiff, as [`read`]
+    /// accepts) around `tensor`.
+    fn wrap<B: Backend, const D: usize>(tensor: NdArrayTensor) -> Option<Tensor<B, D>> {
+        let boxed: Box<dyn Any> = Box::new(tensor);
+        let boxed = match boxed.downcast::<B::FloatTensorPrimitive>() {
+            Ok(primitive) => {
+                return Some(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
+            }
+            Err(boxed) => boxed,
+        };
+        let tensor = *boxed.downcast::<NdArrayTensor>().expect("the boxed tensor");
+        let inner = Tensor::<NdArray, D>::from_primitive(TensorPrimitive::Float(tensor));
+        let tracked: Box<dyn Any> = Box::new(Tensor::<Autodiff<NdArray>, D>::from_inner(inner));
+        tracked
+            .downcast::<Tensor<B, D>>()
+            .ok()
+            .map(|tensor| *tensor)
+    }
+
+    pub(super) fn gather<B: Backend>(
+        table: &Tensor<B, 2>,
+        indices: &[i64],
+        [batch, seq]: [usize; 2],
+    ) -> Option<Tensor<B, 3>> {
         let NdArrayTensor::F32(table) = read(table)? else {
             return None;
         };
         let d = *table.shape().get(1)?;
         let view = table.view();
         let table = view.as_slice()?;
-        let mut out = Vec::with_capacity(indices.len() * d);
+        let mut out = recycle::buffer(indices.len() * d);
         const AHEAD: usize = 8;
         for (n, &i) in indices.iter().enumerate() {
             if let Some(&ahead) = indices.get(n + AHEAD) {
@@ -183,21 +212,22 @@ mod ndarray {
             let start = i as usize * d;
             out.extend_from_slice(&table[start..start + d]);
         }
-        Some(out)
+        wrap(recycle::tensor(out, &[batch, seq, d]))
     }
 
     pub(super) fn coalesce<B: Backend>(
         grad: &Tensor<B, 3>,
         slots: &[i64],
         k: usize,
-    ) -> Option<Vec<f32>> {
+    ) -> Option<Tensor<B, 2>> {
         let NdArrayTensor::F32(grad) = read(grad)? else {
             return None;
         };
         let d = *grad.shape().get(2)?;
         let view = grad.view();
         let grad = view.as_slice()?;
-        let mut out = vec![0.0f32; k * d];
+        let mut out = recycle::buffer(k * d);
+        out.resize(k * d, 0.0);
         for (g, &slot) in grad.chunks_exact(d).zip(slots) {
             if slot < 0 {
                 continue;
@@ -207,7 +237,7 @@ mod ndarray {
                 *o += g;
             }
         }
-        Some(out)
+        wrap(recycle::tensor(out, &[k, d]))
     }
 
     pub(super) fn step_rows<B: Backend>(
@@ -357,9 +387,16 @@ mod tests {
             .into_data()
             .to_vec::<f32>()
             .unwrap();
-        assert_eq!(super::gather(&table, &indices), Some(expected.clone()));
+        let values =
+            |t: Option<Tensor<NdArray, 3>>| t.map(|t| t.into_data().to_vec::<f32>().unwrap());
+        assert_eq!(
+            values(super::gather(&table, &indices, [2, 2])),
+            Some(expected.clone())
+        );
         let tracked = Tensor::<Autodiff<NdArray>, 2>::from_inner(table).require_grad();
-        assert_eq!(super::gather(&tracked, &indices), Some(expected));
+        let gathered = super::gather(&tracked, &indices, [1, 4]).unwrap();
+        assert_eq!(gathered.dims(), [1, 4, 3]);
+        assert_eq!(values(Some(gathered.inner())), Some(expected));
     }
 
     /// The fused sum per row adds duplicates in lookup order and skips padding, as the
@@ -381,7 +418,9 @@ mod tests {
             .into_data()
             .to_vec::<f32>()
             .unwrap();
-        assert_eq!(super::coalesce(&grad, &slots, 3), Some(expected));
+        let summed = super::coalesce(&grad, &slots, 3).unwrap();
+        assert_eq!(summed.dims(), [3, 4]);
+        assert_eq!(summed.into_data().to_vec::<f32>().unwrap(), expected);
     }
 
     fn param_zeros(device: &burn::tensor::Device<NdArray>) -> Tensor<NdArray, 2> {

@@ -181,7 +181,7 @@ fn sum_per_row<B: Backend>(grad: Tensor<B, 3>, slots: &[i64], k: usize) -> Tenso
     let [batch, seq, d] = grad.dims();
     let device = grad.device();
     if let Some(summed) = fused::coalesce(&grad, slots, k) {
-        return Tensor::from_data(TensorData::new(summed, [k, d]), &device);
+        return summed;
     }
     let grad = grad.reshape([batch * seq, d]);
     let (positions, rows): (Vec<i64>, Vec<i64>) = slots
