@@ -14,6 +14,10 @@
 //! Each gives bit for bit what its composed counterpart gives (the wgpu update: on the
 //! drivers tested, see its module).
 //!
+//! On burn-ndarray the gather's output and the summed rows are built in the memory of the
+//! previous step's, once nothing else holds it (`recycle`): allocated afresh, these
+//! batch-sized blocks cost more in page faults than the loops that fill them.
+//!
 //! Reachable: burn-ndarray `f32` tensors in standard layout (feature `ndarray`), also under
 //! burn-autodiff for reads; and, for [`step_rows`] only, burn-wgpu `f32` tensors in standard
 //! layout (feature `wgpu`; burn-wgpu without burn-fusion, whose tensors are CubeCL's), where

@@ -6,7 +6,7 @@
 //! adds those tensors. A gradient made of rows (sorted unique indices plus a `[k, d]`
 //! block) fits neither. So, as PyTorch keeps a sparse embedding's gradient in
 //! `weight.grad` until the optimizer consumes it, each `SparseEmbedding` keeps its row
-//! gradients itself, on a [`RowGradTape`] that its clones share:
+//! gradients itself, on a `RowGradTape` that its clones share:
 //!
 //! 1. a lookup under autodiff records the looked-up rows and its output, a copy of those
 //!    rows that is a leaf of the autodiff graph of its own (the table itself is not part of
@@ -25,7 +25,7 @@
 //!    are dropped, exactly as the dense gradients in it are.
 //!
 //! The tape of a table is reached while a visitor or mapper visits that table's weight:
-//! `SparseEmbedding::visit`/`map` open a [`scope`] for the duration of that one call. No
+//! `SparseEmbedding::visit`/`map` open a `scope` for the duration of that one call. No
 //! registry outlives it.
 
 use std::any::Any;
