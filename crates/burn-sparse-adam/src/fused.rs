@@ -403,6 +403,25 @@ mod tests {
         assert_eq!(values(Some(gathered.inner())), Some(expected));
     }
 
+    /// Gathered outputs are built in reused buffers: one still held keeps its values
+    /// while later lookups come and go, as do the rows summed from it.
+    #[test]
+    fn held_outputs_keep_their_values_across_later_lookups() {
+        let device = Default::default();
+        let table = Tensor::<NdArray, 2>::random([50, 8], Distribution::Normal(0.0, 1.0), &device);
+        let values = |t: &Tensor<NdArray, 3>| t.clone().into_data().to_vec::<f32>().unwrap();
+        let held = super::gather(&table, &[1, 2, 3, 4], [2, 2]).unwrap();
+        let before = values(&held);
+        let summed = super::coalesce(&held, &[0, 0, 1, -1], 2).unwrap();
+        let summed_before = summed.clone().into_data().to_vec::<f32>().unwrap();
+        for step in 0..20i64 {
+            let other = super::gather(&table, &[step, 49 - step, 7, 7], [2, 2]).unwrap();
+            let _ = super::coalesce(&other, &[0, 1, 2, 2], 3).unwrap();
+        }
+        assert_eq!(values(&held), before);
+        assert_eq!(summed.into_data().to_vec::<f32>().unwrap(), summed_before);
+    }
+
     /// The fused sum per row adds duplicates in lookup order and skips padding, as the
     /// composed scatter does, bit for bit.
     #[test]
