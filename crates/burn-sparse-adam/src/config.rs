@@ -79,8 +79,9 @@ impl SparseAdamConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidEpsilon`](crate::Error::InvalidEpsilon) when `epsilon` is not finite or `<= 0`;
-    /// [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside `[0, 1)` (NaN included).
+    /// [`Error::InvalidEpsilon`](crate::Error::InvalidEpsilon) when `epsilon` is not finite
+    /// or `<= 0`; [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside
+    /// `[0, 1)` (NaN included).
     pub fn validate(&self) -> crate::Result<()> {
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return Err(crate::Error::InvalidEpsilon {

@@ -38,7 +38,8 @@ impl SparseEmbeddingConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::PaddingIdxOutOfRange`](crate::Error::PaddingIdxOutOfRange) when `padding_idx >= n_embedding`.
+    /// [`Error::PaddingIdxOutOfRange`](crate::Error::PaddingIdxOutOfRange) when
+    /// `padding_idx >= n_embedding`.
     pub fn try_init<B: Backend>(&self, device: &B::Device) -> crate::Result<SparseEmbedding<B>> {
         if let Some(padding_idx) = self.padding_idx.filter(|&p| p >= self.n_embedding) {
             return Err(crate::Error::PaddingIdxOutOfRange {
@@ -144,8 +145,8 @@ impl<B: Backend> SparseEmbedding<B> {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index `< 0` or `>= n_embedding`, before anything is
-    /// recorded.
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index `< 0` or
+    /// `>= n_embedding`, before anything is recorded.
     pub fn try_forward(&self, indices: Tensor<B, 2, Int>) -> crate::Result<Tensor<B, 3>> {
         let [n_embedding, d_model] = self.weight.dims();
         let [batch, seq] = indices.dims();
