@@ -137,11 +137,17 @@ fn take_table<P: 'static, B: Backend>(
 /// The tensor of `B` around a primitive that [`take`] took from it (or one of its type).
 #[cfg(any(feature = "ndarray", feature = "wgpu"))]
 fn give_back<B: Backend, const D: usize>(boxed: Box<dyn std::any::Any>) -> Tensor<B, D> {
+    tensor_of(boxed).unwrap_or_else(|_| unreachable!("the primitive came from this backend"))
+}
+
+/// The tensor of `B` around `boxed`, if it is `B`'s float primitive; otherwise `boxed`.
+#[cfg(any(feature = "ndarray", feature = "wgpu"))]
+fn tensor_of<B: Backend, const D: usize>(
+    boxed: Box<dyn std::any::Any>,
+) -> Result<Tensor<B, D>, Box<dyn std::any::Any>> {
     use burn::tensor::TensorPrimitive;
-    let primitive = boxed
-        .downcast::<B::FloatTensorPrimitive>()
-        .expect("the primitive came from this backend");
-    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+    let primitive = boxed.downcast::<B::FloatTensorPrimitive>()?;
+    Ok(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
 }
 
 #[cfg(feature = "ndarray")]
@@ -180,14 +186,11 @@ mod ndarray {
     /// The tensor of `B` (burn-ndarray, or burn-ndarray under burn-autodiff, as [`read`]
     /// accepts) around `tensor`.
     fn wrap<B: Backend, const D: usize>(tensor: NdArrayTensor) -> Option<Tensor<B, D>> {
-        let boxed: Box<dyn Any> = Box::new(tensor);
-        let boxed = match boxed.downcast::<B::FloatTensorPrimitive>() {
-            Ok(primitive) => {
-                return Some(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
-            }
-            Err(boxed) => boxed,
+        let tensor = match super::tensor_of::<B, D>(Box::new(tensor)) {
+            Ok(tensor) => return Some(tensor),
+            Err(boxed) => *boxed.downcast::<NdArrayTensor>().expect("the boxed tensor"),
         };
-        let tensor = *boxed.downcast::<NdArrayTensor>().expect("the boxed tensor");
+        // Under burn-autodiff: the values become an (untracked) tensor of the autodiff backend.
         let inner = Tensor::<NdArray, D>::from_primitive(TensorPrimitive::Float(tensor));
         let tracked: Box<dyn Any> = Box::new(Tensor::<Autodiff<NdArray>, D>::from_inner(inner));
         tracked
