@@ -1,0 +1,737 @@
+//! CPU kernels over `f32` slices: the row path's three hot loops as plain passes over the
+//! touched rows, for whichever backend can lend its memory as a slice.
+//!
+//! - [`gather_rows`]: a lookup's output rows, copied from the table;
+//! - [`sum_per_row`]: a lookup's gradient summed per touched row (duplicates added in lookup
+//!   order, padding skipped);
+//! - [`update_rows`]: the row update of the parameter and both moments, in place, evaluating
+//!   [`sparse_adam_delta`] on each `f32` lane.
+//!
+//! Tables are row-major `[n, d]` slices (`n · d` values); row gradients are row-major
+//! `[k, d]` blocks. Every kernel accepts `d == 0` and empty inputs, and then does nothing
+//! (beyond sizing its output). Indices are *not* checked against the table beyond what slice
+//! indexing does: an out-of-range index panics instead of reading or writing out of bounds,
+//! but callers check indices first ([`check_indices`](crate::lookup::check_indices)), so
+//! that nothing is half done.
+
+use std::ops::Range;
+
+use crate::update::{sparse_adam_delta, StepScalars};
+
+/// Appends rows `indices` of the row-major `[n, d]` `table` to `out`, in order
+/// (`indices.len() · d` values): the output of an embedding lookup.
+///
+/// `out` is appended to, so that a caller can build the output in a reused buffer.
+///
+/// # Panics
+///
+/// When an index is not a row of `table` (callers check indices first).
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::gather_rows;
+///
+/// let table = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]; // [3, 2]
+/// let mut out = Vec::new();
+/// gather_rows(&table, 2, &[2, 0, 2], &mut out);
+/// assert_eq!(out, [2.0, 2.5, 0.0, 0.5, 2.0, 2.5]);
+/// ```
+pub fn gather_rows(table: &[f32], d: usize, indices: &[i64], out: &mut Vec<f32>) {
+    if d == 0 {
+        return;
+    }
+    // Rows are scattered over a table far larger than the caches: fetch a few lookups
+    // ahead, so that their loads overlap instead of queueing.
+    const AHEAD: usize = 8;
+    out.reserve(indices.len() * d);
+    for (n, &i) in indices.iter().enumerate() {
+        if let Some(&ahead) = indices.get(n + AHEAD) {
+            prefetch_row(table, ahead, d);
+        }
+        out.extend_from_slice(&table[row_lanes(i, d)]);
+    }
+}
+
+/// The `[k, d]` sum, per touched row, of a lookup's row-major `[slots.len(), d]` gradient
+/// `grad`, written to `out` (cleared, then `k · d` values): position `i` adds its gradient
+/// row to row `slots[i]` of `out`, in lookup order; a slot of `-1` (a lookup of
+/// `padding_idx`) adds nothing.
+///
+/// With the [`LookupPlan`](crate::lookup::LookupPlan) of the lookup, `k` is
+/// `plan.rows.len()`, the slots are `plan.slots`, and row `j` of `out` is the gradient of
+/// table row `plan.rows[j]`. A row whose lookups cancel sums to zero and stays in the
+/// block: it is touched all the same.
+///
+/// # Panics
+///
+/// When `grad` is not `slots.len() · d` long, or a slot is `>= k` or below `-1`.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::sum_per_row;
+///
+/// // Three lookups of width 2: rows 0, padding, 0.
+/// let grad = [1.0, 2.0, 100.0, 100.0, 10.0, 20.0];
+/// let mut out = Vec::new();
+/// sum_per_row(&grad, 2, &[0, -1, 0], 1, &mut out);
+/// assert_eq!(out, [11.0, 22.0]);
+/// ```
+pub fn sum_per_row(grad: &[f32], d: usize, slots: &[i64], k: usize, out: &mut Vec<f32>) {
+    assert_eq!(
+        grad.len(),
+        slots.len() * d,
+        "a lookup's gradient must be slots.len() · d long"
+    );
+    out.clear();
+    out.resize(k * d, 0.0);
+    if d == 0 {
+        return;
+    }
+    for (g, &slot) in grad.chunks_exact(d).zip(slots) {
+        if slot == -1 {
+            continue;
+        }
+        for (o, &g) in out[row_lanes(slot, d)].iter_mut().zip(g) {
+            *o += g;
+        }
+    }
+}
+
+/// Updates rows `rows` of a row-major `[n, d]` table in place: parameter `p`, first moment
+/// `m` (`exp_avg`) and second moment `v` (`exp_avg_sq`), with the touched rows' gradients
+/// `g`, row-major `[rows.len(), d]` in the order of `rows`. Each lane takes
+/// [`sparse_adam_delta`] once: `m += Δm`, `v += Δv`, `p += Δp`, in that order. Other rows
+/// are not read or written.
+///
+/// `rows` must be sorted, unique and in range (a [`LookupPlan`](crate::lookup::LookupPlan)'s
+/// or [`coalesce`](crate::lookup::coalesce)'s rows are); callers check. An empty `rows` is
+/// an empty gradient: nothing changes here, but the caller still counts the step.
+///
+/// # Panics
+///
+/// When `p`, `m` and `v` differ in length, `g` is not `rows.len() · d` long, or a row is
+/// out of range.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::{update_rows, Hyperparameters, StepScalars};
+///
+/// // A [3, 2] table at its first step; only row 1 is touched.
+/// let (mut p, mut m, mut v) = (vec![1.0f32; 6], vec![0.0f32; 6], vec![0.0f32; 6]);
+/// let scalars = StepScalars::new(&Hyperparameters::default(), 0.1, 1);
+/// update_rows(&mut p, &mut m, &mut v, &[2.0, -2.0], &[1], 2, &scalars);
+/// // The first step moves a lane by about lr, against its gradient.
+/// assert!((p[2] - 0.9).abs() < 1e-6 && (p[3] - 1.1).abs() < 1e-6);
+/// assert_eq!(&m[2..4], [0.2, -0.2]);
+/// // Untouched rows: untouched.
+/// assert_eq!([p[0], p[1], p[4], p[5]], [1.0; 4]);
+/// assert_eq!([m[0], m[1], m[4], m[5]], [0.0; 4]);
+/// ```
+pub fn update_rows(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    rows: &[i64],
+    d: usize,
+    s: &StepScalars,
+) {
+    assert!(
+        p.len() == m.len() && p.len() == v.len(),
+        "the parameter and its moments must have one length"
+    );
+    assert_eq!(
+        g.len(),
+        rows.len() * d,
+        "the row gradient must be rows.len() · d long"
+    );
+    if d == 0 {
+        return;
+    }
+    // Touched rows are scattered over tables far larger than the caches: fetch the rows a
+    // few iterations ahead, so that their loads overlap instead of queueing.
+    const AHEAD: usize = 4;
+    for (i, (grad_row, &row)) in g.chunks_exact(d).zip(rows).enumerate() {
+        if let Some(&ahead) = rows.get(i + AHEAD) {
+            prefetch_row(p, ahead, d);
+            prefetch_row(m, ahead, d);
+            prefetch_row(v, ahead, d);
+        }
+        let lanes = row_lanes(row, d);
+        let (p, m, v) = (&mut p[lanes.clone()], &mut m[lanes.clone()], &mut v[lanes]);
+        for (((p, m), v), &g) in p
+            .iter_mut()
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+            .zip(grad_row)
+        {
+            let delta = sparse_adam_delta(g, *m, *v, s);
+            *m += delta.exp_avg;
+            *v += delta.exp_avg_sq;
+            *p += delta.param;
+        }
+    }
+}
+
+/// The lanes of row `row` in a row-major table of width `d`.
+///
+/// # Panics
+///
+/// When the row is negative or its lanes overflow `usize`; slicing with the result panics
+/// when the row is past the table's end.
+#[inline(always)]
+fn row_lanes(row: i64, d: usize) -> Range<usize> {
+    usize::try_from(row)
+        .ok()
+        .and_then(|row| row.checked_mul(d))
+        .and_then(|start| Some(start..start.checked_add(d)?))
+        .unwrap_or_else(|| panic!("row {row} is not a row of the table"))
+}
+
+/// Asks the CPU to bring row `row` of `table` into its caches, if it is a row of `table`.
+#[inline(always)]
+fn prefetch_row(table: &[f32], row: i64, d: usize) {
+    let lanes = usize::try_from(row)
+        .ok()
+        .and_then(|row| row.checked_mul(d))
+        .and_then(|start| table.get(start..start.checked_add(d)?));
+    if let Some(lanes) = lanes {
+        prefetch(lanes);
+    }
+}
+
+/// Asks the CPU to bring `lanes` into its caches; no effect on other architectures.
+#[inline(always)]
+fn prefetch(lanes: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in lanes.chunks(16) {
+        // SAFETY: a prefetch is a hint: it reads nothing and cannot fault, and the address
+        // is inside a live slice. SSE (`_mm_prefetch`) is part of the x86_64 baseline.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = lanes;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hyper::Hyperparameters;
+
+    /// The distance between two `f32`s in units in the last place (0: the same value).
+    fn ulps(a: f32, b: f32) -> u32 {
+        if a == b {
+            return 0;
+        }
+        // Map the bits onto a line on which adjacent floats are adjacent integers.
+        let key = |x: f32| {
+            let bits = x.to_bits() as i32 as i64;
+            if bits < 0 {
+                i64::from(i32::MIN) - bits
+            } else {
+                bits
+            }
+        };
+        (key(a) - key(b)).unsigned_abs() as u32
+    }
+
+    fn assert_within_ulps(ours: &[f32], torch: &[f32], max: u32, what: &str) {
+        assert_eq!(ours.len(), torch.len(), "{what}");
+        for (lane, (&o, &t)) in ours.iter().zip(torch).enumerate() {
+            assert!(
+                ulps(o, t) <= max,
+                "{what}, lane {lane}: ours {o:e}, PyTorch {t:e}, {} ulps apart",
+                ulps(o, t)
+            );
+        }
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// A `[n, d]` table with its moments and step count, stepped as the Burn crates step a
+    /// `SparseEmbedding`: plan the lookup, sum its gradient per row, update the rows.
+    struct Table {
+        d: usize,
+        p: Vec<f32>,
+        m: Vec<f32>,
+        v: Vec<f32>,
+        step: usize,
+    }
+
+    impl Table {
+        fn new(init: &[f32], d: usize) -> Self {
+            Self {
+                d,
+                p: init.to_vec(),
+                m: vec![0.0; init.len()],
+                v: vec![0.0; init.len()],
+                step: 0,
+            }
+        }
+
+        /// One optimizer step whose gradient is one lookup of `indices` with output
+        /// gradient `upstream` (`[indices.len(), d]`).
+        fn step(
+            &mut self,
+            hyper: &Hyperparameters,
+            lr: f64,
+            indices: &[i64],
+            upstream: &[f32],
+            padding_idx: Option<usize>,
+        ) {
+            crate::lookup::check_indices(indices, self.p.len() / self.d).unwrap();
+            let plan = crate::lookup::LookupPlan::new(indices, padding_idx);
+            let mut grad = Vec::new();
+            sum_per_row(upstream, self.d, &plan.slots, plan.rows.len(), &mut grad);
+            // An empty gradient is a gradient: the step count advances all the same.
+            self.step += 1;
+            let s = StepScalars::try_new(hyper, lr, self.step).unwrap();
+            update_rows(
+                &mut self.p,
+                &mut self.m,
+                &mut self.v,
+                &grad,
+                &plan.rows,
+                self.d,
+                &s,
+            );
+        }
+
+        fn row<'a>(&self, values: &'a [f32], row: usize) -> &'a [f32] {
+            &values[row * self.d..(row + 1) * self.d]
+        }
+    }
+
+    /// Fixture `single_step.json`: one lookup of a `[10, 4]` table at lr 0.01 with
+    /// PyTorch's defaults; row 7 is looked up twice.
+    ///
+    /// The moments are PyTorch's bit for bit. The parameter is within 1 ulp: the one lane
+    /// off (row 0, lane 0, by 1 ulp) is a rounding tie `p + Δp` that PyTorch's recorded
+    /// value only explains with a square root 1 ulp below the correctly rounded
+    /// `sqrt(0.0033456306)` (0.057841424 instead of 0.057841428): the recording's `sqrt`
+    /// is not correctly rounded there, while `f32::sqrt` is.
+    #[test]
+    fn single_step_matches_pytorch() {
+        type Lanes = [f32; 4];
+        // `tables[0].init`, [10, 4].
+        #[rustfmt::skip]
+        let init = [
+            0.21518245, -0.52419364, -1.8033639, -1.3083209,
+            0.45325458, 1.1421611, 0.2486107, -1.7754008,
+            1.1173496, 0.2981353, 0.10988554, -0.6463385,
+            0.4285423, 1.4760778, -1.7868679, 1.6103176,
+            0.9837094, 0.87928617, -1.4503865, -1.1802155,
+            0.40997243, 0.40845066, 0.2578654, 1.0950214,
+            0.6614453, 1.1899205, 0.8165339, -0.9135236,
+            1.3851457, -0.81384623, -0.92757654, 1.1119633,
+            1.3352057, 0.6042736, -0.10344208, -0.15121692,
+            -2.102083, -0.62002194, -1.478231, -1.1334175,
+        ];
+        // `steps[0].lookups[0]`.
+        let indices = [1, 9, 0, 7, 3, 7];
+        #[rustfmt::skip]
+        let upstream = [
+            0.14210454, -0.52428246, 1.041984, 0.14281718,
+            0.26151413, 0.16761422, 0.5486094, -0.1879562,
+            -1.8291065, -0.55144966, -0.22554062, 0.5217604,
+            -2.0597744, 0.13833785, 0.49617487, -0.6052795,
+            0.9240058, 0.22552748, 0.7127706, -0.7438219,
+            0.2800776, 0.37349072, 2.995054, -0.25694326,
+        ];
+        let mut table = Table::new(&init, 4);
+        table.step(&Hyperparameters::default(), 0.01, &indices, &upstream, None);
+
+        // Rows 0, 7 and 9 of `expected[0].tables[0]`, `final_state[0].exp_avg` and
+        // `final_state[0].exp_avg_sq`.
+        #[rustfmt::skip]
+        let expected: [(usize, Lanes, Lanes, Lanes); 3] = [
+            (
+                0,
+                [0.22518246, -0.51419365, -1.7933639, -1.3183209],
+                [-0.18291065, -0.055144966, -0.022554062, 0.05217604],
+                [0.0033456306, 0.00030409676, 5.0868573e-5, 0.00027223394],
+            ),
+            (
+                7,
+                [1.3951457, -0.8238462, -0.93757653, 1.1219633],
+                [-0.17796968, 0.051182855, 0.34912288, -0.08622228],
+                [0.003167321, 0.00026196847, 0.01218868, 0.0007434281],
+            ),
+            (
+                9,
+                [-2.112083, -0.6300219, -1.488231, -1.1234175],
+                [0.026151413, 0.016761422, 0.05486094, -0.01879562],
+                [6.838964e-5, 2.8094528e-5, 0.00030097226, 3.532753e-5],
+            ),
+        ];
+        for (row, param, exp_avg, exp_avg_sq) in expected {
+            let what = format!("row {row}");
+            assert_within_ulps(table.row(&table.p, row), &param, 1, &what);
+            assert_eq!(table.row(&table.m, row), exp_avg, "{what}");
+            assert_eq!(table.row(&table.v, row), exp_avg_sq, "{what}");
+        }
+        // Rows not looked up: untouched, to the bit, and no moments.
+        for row in [2, 4, 5, 6, 8] {
+            assert_eq!(bits(table.row(&table.p, row)), bits(table.row(&init, row)));
+            assert_eq!(table.row(&table.m, row), [0.0; 4]);
+            assert_eq!(table.row(&table.v, row), [0.0; 4]);
+        }
+    }
+
+    /// Fixture `maximize.json` (`maximize = true`, lr 0.01, PyTorch's defaults otherwise),
+    /// ten steps of a `[10, 4]` table, replayed on its rows 7, 9 and 6 (here rows 0, 1 and
+    /// 2): each step keeps the lookups of those rows (`steps[i].lookups[0]`, positions of
+    /// rows 7, 9, 6 and their `upstream` rows). Rows are independent but for the table's
+    /// step count, which advances at every step, including the steps that touch none of
+    /// the three rows (2, 6, 7); rows 7 and 9 take duplicates (row 9 three times at step 1),
+    /// row 6 is touched only at step 10.
+    ///
+    /// Measured: the moments are PyTorch's bit for bit; the parameter within 1 ulp.
+    #[test]
+    fn maximize_over_ten_steps_matches_pytorch() {
+        let hyper = Hyperparameters {
+            maximize: true,
+            ..Default::default()
+        };
+        // Rows 7, 9, 6 of `tables[0].init`.
+        #[rustfmt::skip]
+        let init = [
+            -0.42669725, 1.0951315, 1.2428589, 0.29533127,
+            -1.6770185, 1.2439219, 0.81274366, -0.8698903,
+            -2.8350596, 0.34152073, -0.58582956, 0.6763635,
+        ];
+        #[rustfmt::skip]
+        let steps: [(&[i64], &[f32]); 10] = [
+            (&[1, 1, 1], &[
+                -0.85649216, 0.6823323, 0.3439543, -1.3045336,
+                -0.6878789, -0.22811978, 0.17702916, -0.88205534,
+                -0.6924058, -0.6797871, 0.71611196, 1.3782089,
+            ]),
+            (&[], &[]),
+            (&[0, 0, 1], &[
+                0.42778602, 0.12090031, 1.2005724, 1.901145,
+                -1.918855, 0.1453367, -0.58723176, 0.00923346,
+                1.7989717, 0.3467619, -0.3034457, 0.030459492,
+            ]),
+            (&[1], &[-0.7600798, 0.82867706, 1.6319569, 0.34278643]),
+            (&[0, 1, 0], &[
+                -0.4351564, -0.80843616, 1.0090593, 0.9327364,
+                -0.3824752, 0.24251117, -0.8415076, 0.48777133,
+                -0.91572833, -0.58738977, 0.10614078, -0.1519533,
+            ]),
+            (&[], &[]),
+            (&[], &[]),
+            (&[0, 1, 1, 0, 1], &[
+                -0.33209166, 0.771052, 1.1110157, 0.8404559,
+                -1.7171714, -1.3568053, 1.0658587, -0.22041737,
+                -2.2290483, 0.19284011, -0.20016165, 0.689853,
+                -1.5417902, -0.26675302, -0.696617, -0.09429034,
+                0.66293174, 0.8707502, -1.173404, 0.2508456,
+            ]),
+            (&[0, 0, 1], &[
+                -1.0132625, 0.22240038, -0.39825985, -0.7227751,
+                -0.8545402, 1.158277, 0.33346304, 0.44144818,
+                -0.7260708, -0.3890583, -0.35756305, -0.43104118,
+            ]),
+            (&[2], &[-0.44710326, -0.16200978, -2.1149714, -0.92133504]),
+        ];
+        // Rows 7, 9, 6 of `expected[3].tables[0]` (after step 4) and of
+        // `expected[9].tables[0]` (after step 10).
+        #[rustfmt::skip]
+        let after_4 = [
+            -0.43308538, 1.1015196, 1.2492471, 0.3017194,
+            -1.6893613, 1.2421539, 0.83343726, -0.8872817,
+            -2.8350596, 0.34152073, -0.58582956, 0.6763635,
+        ];
+        #[rustfmt::skip]
+        let after_10 = [
+            -0.45657894, 1.0974649, 1.2695454, 0.32044736,
+            -1.7016283, 1.2530284, 0.8393045, -0.8807819,
+            -2.8399038, 0.33667648, -0.5906738, 0.6715193,
+        ];
+        // Rows 7, 9, 6 of `final_state[0].exp_avg` and `final_state[0].exp_avg_sq`.
+        #[rustfmt::skip]
+        let exp_avg = [
+            0.5735503, -0.089801446, -0.16585995, -0.24153224,
+            0.46854222, -0.02418987, -0.040497784, -0.04048422,
+            0.044710327, 0.016200978, 0.21149714, 0.09213351,
+        ];
+        #[rustfmt::skip]
+        let exp_avg_sq = [
+            0.011034475, 0.0041754385, 0.0017919975, 0.004882363,
+            0.020219943, 0.0011509908, 0.005198941, 0.0017098202,
+            0.00019990133, 2.624717e-5, 0.004473104, 0.00084885827,
+        ];
+
+        let mut table = Table::new(&init, 4);
+        for (i, (indices, upstream)) in steps.into_iter().enumerate() {
+            table.step(&hyper, 0.01, indices, upstream, None);
+            if i + 1 == 4 {
+                assert_within_ulps(&table.p, &after_4, 1, "after step 4");
+                // Row 6 was not touched yet: to the bit.
+                assert_eq!(bits(table.row(&table.p, 2)), bits(table.row(&init, 2)));
+            }
+        }
+        assert_eq!(table.step, 10);
+        assert_within_ulps(&table.p, &after_10, 1, "after step 10");
+        assert_eq!(table.m, exp_avg);
+        assert_eq!(table.v, exp_avg_sq);
+    }
+
+    /// Fixture `more_pad_lookup_empty.json`: a `[5, 2]` table with `padding_idx = 0`, lr
+    /// 0.1, PyTorch's defaults, ten steps; steps 2, 4 and 10 look up only the padding row
+    /// and step 5 looks up nothing. Those steps change nothing, but they count: the step
+    /// count is 10 and the bias corrections of the other steps are those of their rank.
+    ///
+    /// Measured: the moments are PyTorch's bit for bit, the step count too; the parameter
+    /// within 4 ulps (1 ulp of `Δp` per step, as in `single_step_matches_pytorch`,
+    /// accumulated, on values close to 0 such as 0.011276664).
+    #[test]
+    fn padding_and_empty_lookups_match_pytorch() {
+        // `tables[0].init`: row 0, the padding row, is zero.
+        let init = [
+            0.0,
+            0.0,
+            -0.33990306,
+            0.023485199,
+            -1.6717958,
+            0.25437957,
+            0.1973206,
+            -1.2028683,
+            -0.20401292,
+            0.21336287,
+        ];
+        // `steps[i].lookups[0]`, i = 0..10, upstream rows of padding lookups included.
+        #[rustfmt::skip]
+        let steps: [(&[i64], &[f32]); 10] = [
+            (&[0, 0, 0, 0, 1, 3], &[
+                -0.6138332, 0.027827222, -1.4360975, 1.1466063, -1.008451, 0.5289148,
+                -1.1732914, -1.2372538, 0.2011627, 0.08518272, -0.04303341, -0.86309254,
+            ]),
+            (&[0, 0, 0, 0, 0, 0], &[
+                -0.43952155, -0.39601573, 0.20347923, 0.91888773, -0.03469487, 0.35432288,
+                -0.5432824, 0.92077893, 0.16675906, -0.50913906, 0.6883955, -0.5211928,
+            ]),
+            (&[0, 0, 3, 0, 0, 1], &[
+                1.2934111, 0.43304834, 1.1949681, -0.87321526, -0.59110004, -0.55435467,
+                -1.5629417, 0.40558887, -0.9698235, 0.9267094, -0.9195954, -1.0044806,
+            ]),
+            (&[0, 0, 0, 0, 0, 0], &[
+                -0.002850773, 0.65359575, 0.5229216, 0.3941761, 1.3073285, 0.7704395,
+                0.86069584, 0.4922121, -1.0764083, 0.42319337, -0.793689, 0.3798443,
+            ]),
+            (&[], &[]),
+            (&[0, 0, 0, 4, 2, 0], &[
+                -1.4623133, -0.56264704, 0.010244145, -0.66425586, -0.15317824, 1.7124118,
+                3.6127944, 1.5934849, 0.21860819, -1.1051162, 0.87118465, 0.5826718,
+            ]),
+            (&[0, 0, 4, 0, 0, 0], &[
+                1.6608343, 0.7968309, 0.11526969, -0.095690705, -0.5554975, -0.104108505,
+                2.066093, 0.47907606, -1.3615687, -0.6242663, -0.6772703, 1.2887458,
+            ]),
+            (&[2, 0, 2, 1, 0, 4], &[
+                0.08953464, -0.058675583, -2.0805378, -0.298169, -0.19323272, -1.0078018,
+                0.021871613, 0.23048924, 0.9995483, -0.4517288, 1.2371702, -1.1994766,
+            ]),
+            (&[0, 0, 0, 0, 0, 1], &[
+                0.28114086, -0.9557838, 0.39845923, 2.0420384, 3.0846639, -0.62546986,
+                0.6393586, 0.60302037, -2.6462672, 1.3890499, 1.2924509, 0.10829685,
+            ]),
+            (&[0, 0, 0, 0, 0, 0], &[
+                0.43396252, -1.6833456, -1.043355, 1.1377997, -0.5684028, -0.8091903,
+                -0.012910536, -1.5250827, 1.1439749, 0.9948998, 1.0935153, 0.73157936,
+            ]),
+        ];
+        // `expected[i].tables[0]` after steps 3, 8 and 10.
+        #[rustfmt::skip]
+        let expected: [(usize, [f32; 10]); 3] = [
+            (3, [
+                0.0, 0.0, -0.38978228, -0.017719503, -1.6717958, 0.25437957, 0.3652073,
+                -1.0199417, -0.20401292, 0.21336287,
+            ]),
+            (8, [
+                0.0, 0.0, -0.35591966, 0.011276664, -1.7430806, 0.37314036, 0.3652073,
+                -1.0199417, -0.34069946, 0.11901531,
+            ]),
+            (10, [
+                0.0, 0.0, -0.37774798, 0.031781718, -1.7430806, 0.37314036, 0.3652073,
+                -1.0199417, -0.34069946, 0.11901531,
+            ]),
+        ];
+        // `final_state[0]`.
+        #[rustfmt::skip]
+        let exp_avg = [
+            0.0, 0.0, 0.071391076, -0.043579385, 0.0093049295, -0.2061082, -0.06298301,
+            -0.1331138, 0.3663586, -0.0002451539,
+        ];
+        #[rustfmt::skip]
+        let exp_avg_sq = [
+            0.0, 0.0, 0.0025552176, 0.001078999, 5.8495043e-5, 0.0023574345, 0.00035124933,
+            0.001051493, 0.014865052, 0.0039836904,
+        ];
+
+        let hyper = Hyperparameters::default();
+        let mut table = Table::new(&init, 2);
+        for (i, (indices, upstream)) in steps.into_iter().enumerate() {
+            let before = (bits(&table.p), bits(&table.m), bits(&table.v));
+            table.step(&hyper, 0.1, indices, upstream, Some(0));
+            if [2, 4, 5, 10].contains(&(i + 1)) {
+                // Only padding, or nothing: an empty gradient changes nothing but the count.
+                let after = (bits(&table.p), bits(&table.m), bits(&table.v));
+                assert_eq!(after, before, "step {}", i + 1);
+            }
+            if let Some((_, torch)) = expected.iter().find(|(after, _)| *after == i + 1) {
+                assert_within_ulps(&table.p, torch, 4, &format!("after step {}", i + 1));
+            }
+        }
+        assert_eq!(table.step, 10);
+        assert_eq!(table.m, exp_avg);
+        assert_eq!(table.v, exp_avg_sq);
+    }
+
+    #[test]
+    fn gather_rows_appends_rows_in_lookup_order() {
+        // [6, 3], value 10·row + lane.
+        let table: Vec<f32> = (0..18).map(|i| (10 * (i / 3) + i % 3) as f32).collect();
+        // More indices than the prefetch looks ahead.
+        let indices = [5, 0, 0, 3, 1, 5, 2, 4, 4, 0, 1, 3];
+        let mut out = vec![-1.0];
+        gather_rows(&table, 3, &indices, &mut out);
+        let mut expected = vec![-1.0];
+        for &i in &indices {
+            expected.extend((0..3).map(|lane| (10 * i + lane) as f32));
+        }
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn sum_per_row_adds_duplicates_in_lookup_order_and_skips_padding() {
+        // Lookups of rows (slots) 1, 0, padding, 1, 1: width 2.
+        let slots = [1, 0, -1, 1, 1];
+        // Slot 1 lane 0 gets 1e8, then 1, then −1e8: in this order 0 (1e8 + 1 rounds to
+        // 1e8), not 1. Slot 1 lane 1 adds 0.5 three times. Padding adds nothing.
+        let grad = [1e8, 0.5, 3.0, 4.0, 1e9, 1e9, 1.0, 0.5, -1e8, 0.5];
+        let mut out = vec![7.0; 9]; // overwritten, not added to
+        sum_per_row(&grad, 2, &slots, 2, &mut out);
+        assert_eq!(out, [3.0, 4.0, 0.0, 1.5]);
+        // A row the lookup never reaches (k larger than the slots use) sums to zero.
+        sum_per_row(&grad, 2, &slots, 3, &mut out);
+        assert_eq!(out, [3.0, 4.0, 0.0, 1.5, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn kernels_accept_zero_width() {
+        let mut out = vec![1.0];
+        gather_rows(&[], 0, &[3, 0, 7], &mut out);
+        assert_eq!(out, [1.0]);
+
+        sum_per_row(&[], 0, &[0, -1, 1], 2, &mut out);
+        assert!(out.is_empty());
+
+        let (mut p, mut m, mut v) = (Vec::<f32>::new(), Vec::new(), Vec::new());
+        let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        update_rows(&mut p, &mut m, &mut v, &[], &[0, 2, 5], 0, &s);
+        assert!(p.is_empty() && m.is_empty() && v.is_empty());
+    }
+
+    #[test]
+    fn kernels_accept_empty_inputs() {
+        let table = [1.0, 2.0, 3.0, 4.0];
+        let mut out = vec![9.0];
+        gather_rows(&table, 2, &[], &mut out);
+        assert_eq!(out, [9.0]);
+
+        sum_per_row(&[], 2, &[], 0, &mut out);
+        assert!(out.is_empty());
+        // Only padding: no touched row.
+        sum_per_row(&[5.0, 6.0, 7.0, 8.0], 2, &[-1, -1], 0, &mut out);
+        assert!(out.is_empty());
+
+        let (mut p, mut m, mut v) = (table.to_vec(), vec![0.5; 4], vec![0.25; 4]);
+        let s = StepScalars::new(Hyperparameters::default(), 0.1, 3);
+        update_rows(&mut p, &mut m, &mut v, &[], &[], 2, &s);
+        assert_eq!((p, m, v), (table.to_vec(), vec![0.5; 4], vec![0.25; 4]));
+    }
+
+    /// Rows outside `rows` are neither written nor rounded: every bit stays, NaN payloads
+    /// and negative zeros included. Nine touched rows, more than the prefetch looks ahead.
+    #[test]
+    fn update_rows_leaves_untouched_rows_bit_identical() {
+        let (n, d) = (40, 3);
+        let odd = [f32::from_bits(0x7fc0_1234), -0.0, f32::MIN_POSITIVE / 4.0];
+        let fill = |seed: u32| -> Vec<f32> {
+            (0..n * d)
+                .map(|i| match i % 7 {
+                    0..=2 => odd[i % 3],
+                    _ => {
+                        ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32
+                            - 0.5
+                    }
+                })
+                .collect()
+        };
+        let (p0, m0) = (fill(1), fill(2));
+        let v0: Vec<f32> = fill(3).iter().map(|x| x.abs()).collect();
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        let rows = [1i64, 4, 5, 9, 17, 22, 30, 31, 39];
+        let g: Vec<f32> = (0..rows.len() * d).map(|i| i as f32 / 10.0 - 1.0).collect();
+        let s = StepScalars::new(Hyperparameters::default(), 0.05, 7);
+        update_rows(&mut p, &mut m, &mut v, &g, &rows, d, &s);
+        for row in (0..n).filter(|&row| !rows.contains(&(row as i64))) {
+            let lanes = row * d..(row + 1) * d;
+            for (new, old) in [(&p, &p0), (&m, &m0), (&v, &v0)] {
+                assert_eq!(
+                    bits(&new[lanes.clone()]),
+                    bits(&old[lanes.clone()]),
+                    "row {row}"
+                );
+            }
+        }
+        assert_ne!(bits(&p), bits(&p0), "the touched rows moved");
+    }
+
+    #[test]
+    #[should_panic(expected = "slots.len() · d long")]
+    fn sum_per_row_rejects_a_gradient_of_another_length() {
+        sum_per_row(&[1.0, 2.0, 3.0], 2, &[0, 0], 1, &mut Vec::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "row -2 is not a row of the table")]
+    fn sum_per_row_rejects_slots_below_padding() {
+        sum_per_row(&[1.0, 2.0], 2, &[-2], 1, &mut Vec::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "row -1 is not a row of the table")]
+    fn update_rows_rejects_negative_rows() {
+        let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        let mut t = vec![0.0f32; 4];
+        update_rows(
+            &mut t.clone(),
+            &mut t.clone(),
+            &mut t,
+            &[1.0, 1.0],
+            &[-1],
+            2,
+            &s,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "rows.len() · d long")]
+    fn update_rows_rejects_a_gradient_of_another_length() {
+        let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        let mut t = vec![0.0f32; 4];
+        update_rows(&mut t.clone(), &mut t.clone(), &mut t, &[1.0], &[1], 2, &s);
+    }
+}

@@ -1,0 +1,263 @@
+//! Lookup planning: which rows of a table a batch of indices touches, where each index's
+//! gradient goes, and how several row gradients of one table add up.
+//!
+//! All of it works on host index lists (indices are batch-sized, tables are not): the
+//! checks a lookup runs before anything is recorded ([`check_indices`],
+//! [`check_padding_idx`]), the plan of a lookup ([`LookupPlan`]), and the coalescing of row
+//! gradients ([`unique_sorted`], [`coalesce`]).
+
+use crate::error::{CoreError, CoreResult};
+
+/// How a batch of indices maps onto the rows of its table.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::LookupPlan;
+///
+/// // Row 0 is the padding row: its lookups get no gradient.
+/// let plan = LookupPlan::new(&[4, 0, 2, 4, 0], Some(0));
+/// assert_eq!(plan.rows, [2, 4]); // the touched rows, sorted, padding excluded
+/// assert_eq!(plan.slots, [1, -1, 0, 1, -1]); // each index's place in `rows`
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LookupPlan {
+    /// The distinct rows looked up, sorted, padding excluded: the rows that get a gradient.
+    pub rows: Vec<i64>,
+    /// For each index, in lookup order, its row's position in `rows`; `-1` for
+    /// `padding_idx`.
+    pub slots: Vec<i64>,
+}
+
+impl LookupPlan {
+    /// The plan of a lookup of `indices`, whose `padding_idx` lookups add no gradient.
+    ///
+    /// The indices are taken as given: check them first with [`check_indices`].
+    pub fn new(indices: &[i64], padding_idx: Option<usize>) -> Self {
+        let padding = padding_idx.and_then(|p| i64::try_from(p).ok());
+        // One sort of (index, position) pairs gives both the unique rows and every
+        // position's slot.
+        let mut pairs: Vec<(i64, usize)> = indices
+            .iter()
+            .enumerate()
+            .filter(|&(_, &i)| Some(i) != padding)
+            .map(|(position, &i)| (i, position))
+            .collect();
+        pairs.sort_unstable();
+        let mut rows = Vec::new();
+        let mut slots = vec![-1; indices.len()];
+        for (i, position) in pairs {
+            if rows.last() != Some(&i) {
+                rows.push(i);
+            }
+            slots[position] = rows.len() as i64 - 1;
+        }
+        Self { rows, slots }
+    }
+}
+
+/// Checks that every index is a row of a table of `n_embedding` rows.
+///
+/// # Errors
+///
+/// [`CoreError::IndexOutOfRange`] naming the first index `< 0` or `>= n_embedding`.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::check_indices;
+///
+/// assert!(check_indices(&[0, 9], 10).is_ok());
+/// assert_eq!(
+///     check_indices(&[1, 10], 10).unwrap_err().to_string(),
+///     "index out of range in self: index 10 is not in 0..10 (the table has 10 rows)"
+/// );
+/// ```
+pub fn check_indices(indices: &[i64], n_embedding: usize) -> CoreResult<()> {
+    let out_of_range = |&&i: &&i64| usize::try_from(i).map_or(true, |i| i >= n_embedding);
+    match indices.iter().find(out_of_range) {
+        Some(&index) => Err(CoreError::IndexOutOfRange { index, n_embedding }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `padding_idx`, if any, is a row of a table of `n_embedding` rows.
+///
+/// # Errors
+///
+/// [`CoreError::PaddingIdxOutOfRange`] when `padding_idx >= n_embedding`.
+pub fn check_padding_idx(padding_idx: Option<usize>, n_embedding: usize) -> CoreResult<()> {
+    match padding_idx {
+        Some(padding_idx) if padding_idx >= n_embedding => Err(CoreError::PaddingIdxOutOfRange {
+            padding_idx,
+            n_embedding,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The sorted unique values of `indices`, and for each index its position among them (the
+/// inverse: `unique[inverse[i]] == indices[i]`).
+pub fn unique_sorted(indices: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let mut unique = indices.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let inverse = indices
+        .iter()
+        .map(|i| {
+            unique
+                .binary_search(i)
+                .expect("every index is among the unique ones") as i64
+        })
+        .collect();
+    (unique, inverse)
+}
+
+/// The sum of several row gradients of one table, each given as its rows and their
+/// row-major `[rows.len(), d]` values: the union of the rows, sorted and unique, and their
+/// `[union.len(), d]` values, where the values of rows that several parts share are added
+/// in the order the parts are given (PyTorch's `coalesce`).
+///
+/// Each part's rows are usually sorted and unique; a row repeated within a part is added
+/// all the same.
+///
+/// # Panics
+///
+/// When a part's values are not `rows.len() · d` long.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::coalesce;
+///
+/// let first: (&[i64], &[f32]) = (&[1, 5], &[1.0, 2.0, 3.0, 4.0]);
+/// let second: (&[i64], &[f32]) = (&[5, 7], &[10.0, 20.0, 30.0, 40.0]);
+/// let (rows, values) = coalesce(&[first, second], 2);
+/// assert_eq!(rows, [1, 5, 7]);
+/// assert_eq!(values, [1.0, 2.0, 13.0, 24.0, 30.0, 40.0]);
+/// ```
+pub fn coalesce(parts: &[(&[i64], &[f32])], d: usize) -> (Vec<i64>, Vec<f32>) {
+    for (rows, values) in parts {
+        assert_eq!(
+            values.len(),
+            rows.len() * d,
+            "a row gradient's values must be rows.len() · d long"
+        );
+    }
+    let all_rows: Vec<i64> = parts
+        .iter()
+        .flat_map(|(rows, _)| rows.iter().copied())
+        .collect();
+    let (rows, inverse) = unique_sorted(&all_rows);
+    let mut summed = vec![0.0f32; rows.len() * d];
+    if d > 0 {
+        let values = parts.iter().flat_map(|(_, values)| values.chunks_exact(d));
+        for (&slot, value) in inverse.iter().zip(values) {
+            let start = slot as usize * d;
+            for (s, &v) in summed[start..start + d].iter_mut().zip(value) {
+                *s += v;
+            }
+        }
+    }
+    (rows, summed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_maps_positions_to_unique_rows_and_padding_to_none() {
+        let plan = LookupPlan::new(&[4, 0, 2, 4, 0], Some(0));
+        assert_eq!(plan.rows, vec![2, 4]);
+        assert_eq!(plan.slots, vec![1, -1, 0, 1, -1]);
+        let plan = LookupPlan::new(&[7, 1, 7], None);
+        assert_eq!(plan.rows, vec![1, 7]);
+        assert_eq!(plan.slots, vec![1, 0, 1]);
+    }
+
+    #[test]
+    fn plan_of_only_padding_touches_nothing() {
+        let plan = LookupPlan::new(&[3, 3], Some(3));
+        assert!(plan.rows.is_empty());
+        assert_eq!(plan.slots, vec![-1, -1]);
+    }
+
+    #[test]
+    fn plan_of_nothing_is_empty() {
+        assert_eq!(LookupPlan::new(&[], Some(0)), LookupPlan::default());
+    }
+
+    #[test]
+    fn indices_must_be_rows() {
+        assert_eq!(check_indices(&[], 0), Ok(()));
+        assert_eq!(check_indices(&[0, 4, 2], 5), Ok(()));
+        assert_eq!(
+            check_indices(&[0, -1, 7], 5).unwrap_err().to_string(),
+            "index out of range in self: index -1 is not in 0..5 (the table has 5 rows)"
+        );
+        assert_eq!(
+            check_indices(&[0, 7, -1], 5),
+            Err(CoreError::IndexOutOfRange {
+                index: 7,
+                n_embedding: 5
+            })
+        );
+        assert_eq!(
+            check_indices(&[0], 0),
+            Err(CoreError::IndexOutOfRange {
+                index: 0,
+                n_embedding: 0
+            })
+        );
+    }
+
+    #[test]
+    fn padding_idx_must_be_a_row() {
+        assert_eq!(check_padding_idx(None, 0), Ok(()));
+        assert_eq!(check_padding_idx(Some(2), 3), Ok(()));
+        assert_eq!(
+            check_padding_idx(Some(3), 3).unwrap_err().to_string(),
+            "padding_idx 3 is not a row of the table: it must be in 0..3"
+        );
+    }
+
+    #[test]
+    fn unique_sorted_gives_the_inverse() {
+        let (unique, inverse) = unique_sorted(&[9, 2, 9, -3, 2, 5]);
+        assert_eq!(unique, [-3, 2, 5, 9]);
+        assert_eq!(inverse, [3, 1, 3, 0, 1, 2]);
+        assert_eq!(unique_sorted(&[]), (vec![], vec![]));
+    }
+
+    #[test]
+    fn coalesce_adds_shared_rows_in_the_order_given() {
+        // Values picked so that the order of the additions shows in the last bit:
+        // (1e8 + 1) + (−1e8) is 0 in f32, (1e8 + −1e8) + 1 is 1.
+        let a: (&[i64], &[f32]) = (&[3], &[1e8]);
+        let b: (&[i64], &[f32]) = (&[0, 3], &[5.0, 1.0]);
+        let c: (&[i64], &[f32]) = (&[3, 8], &[-1e8, 2.0]);
+        let (rows, values) = coalesce(&[a, b, c], 1);
+        assert_eq!(rows, [0, 3, 8]);
+        assert_eq!(values, [5.0, 0.0, 2.0]);
+        let (rows, values) = coalesce(&[a, c, b], 1);
+        assert_eq!(rows, [0, 3, 8]);
+        assert_eq!(values, [5.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn coalesce_of_nothing_and_of_zero_width() {
+        assert_eq!(coalesce(&[], 4), (vec![], vec![]));
+        let empty: (&[i64], &[f32]) = (&[], &[]);
+        assert_eq!(coalesce(&[empty, empty], 3), (vec![], vec![]));
+        let narrow: (&[i64], &[f32]) = (&[4, 1], &[]);
+        assert_eq!(coalesce(&[narrow, narrow], 0), (vec![1, 4], vec![]));
+    }
+
+    #[test]
+    #[should_panic(expected = "rows.len() · d long")]
+    fn coalesce_rejects_values_of_another_length() {
+        let bad: (&[i64], &[f32]) = (&[1, 2], &[1.0, 2.0, 3.0]);
+        let _ = coalesce(&[bad], 2);
+    }
+}
