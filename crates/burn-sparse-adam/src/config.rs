@@ -80,24 +80,15 @@ impl SparseAdamConfig {
     /// # Errors
     ///
     /// [`Error::InvalidEpsilon`](crate::Error::InvalidEpsilon) when `epsilon` is not finite
-    /// or `<= 0`; [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside
-    /// `[0, 1)` (NaN included).
+    /// or `<= 0`; [`Error::EpsilonUnderflows`](crate::Error::EpsilonUnderflows) when it rounds
+    /// to 0 in `f32`, the precision of the update (PyTorch accepts such an epsilon; here a
+    /// touched row with zero moments would become NaN);
+    /// [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside `[0, 1)` (NaN
+    /// included).
     pub fn validate(&self) -> crate::Result<()> {
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            return Err(crate::Error::InvalidEpsilon {
-                value: self.epsilon,
-            });
-        }
-        for (index, field, value) in [(0, "beta_1", self.beta_1), (1, "beta_2", self.beta_2)] {
-            if !(0.0..1.0).contains(&value) {
-                return Err(crate::Error::InvalidBeta {
-                    field,
-                    index,
-                    value,
-                });
-            }
-        }
-        Ok(())
+        sparse_adam_core::Hyperparameters::from(self)
+            .validate()
+            .map_err(crate::Error::from)
     }
 
     /// Builds the [`SparseAdam`] update rule (a Burn `SimpleOptimizer`), after validation.

@@ -53,12 +53,21 @@ impl SparseEmbeddingConfig {
         let d_model = self.d_model;
         let weight = match self.padding_idx {
             // As PyTorch's `reset_parameters`: the padding row starts at zero. A mapper of
-            // the initialization keeps Burn's lazy initialization lazy.
-            Some(p) => weight.init_mapper(move |w: Tensor<B, 2>| {
+            // the initialization keeps Burn's lazy initialization lazy. The initializer
+            // hands over a tracked leaf; writing the zero row into it directly would make
+            // the weight the result of an operation, which autodiff does not track as a
+            // parameter (its lookups would take the inference path and never train). So
+            // the row is written into the untracked values and the result made a leaf again.
+            Some(p) if d_model > 0 => weight.init_mapper(move |w: Tensor<B, 2>| {
+                let tracked = w.is_require_grad();
                 let zero_row = Tensor::zeros([1, d_model], &w.device());
-                w.slice_assign([p..p + 1, 0..d_model], zero_row)
+                // `set_require_grad(false)`, not `detach`: Burn's `detach` keeps the
+                // tensor tracked, and the write would make it a non-leaf again.
+                w.set_require_grad(false)
+                    .slice_assign([p..p + 1, 0..d_model], zero_row)
+                    .set_require_grad(tracked)
             }),
-            None => weight,
+            _ => weight,
         };
         Ok(SparseEmbedding {
             weight,
@@ -163,10 +172,20 @@ impl<B: Backend> SparseEmbedding<B> {
             return Ok(embedding(weight, indices));
         }
 
-        let device = weight.device();
-        if host.is_empty() {
-            self.tape.record(Vec::new(), Vec::new(), None);
-            return Ok(Tensor::zeros([batch, seq, d_model], &device));
+        let lookup = Lookup::plan(&host, self.padding_idx);
+        if host.is_empty() || d_model == 0 {
+            // A lookup with no values has a leaf too, so that, as in PyTorch, the table
+            // takes a step only if the lookup reached the loss. Where the backend cannot
+            // differentiate through an empty tensor, the output stays untracked and the
+            // lookup counts as an (empty) gradient at the next collection on this thread.
+            let output = Tensor::zeros([batch, seq, d_model], &weight.device());
+            if !fused::differentiates_empty(&weight) {
+                self.tape.record_untracked(lookup.rows, lookup.slots);
+                return Ok(output);
+            }
+            let output = output.require_grad();
+            self.tape.record(lookup.rows, lookup.slots, output.clone());
+            return Ok(output);
         }
         // The output is a leaf of its own, outside the table's autodiff graph: its gradient
         // is batch-sized, and `collect_grads` sums it per touched row.
@@ -175,9 +194,7 @@ impl<B: Backend> SparseEmbedding<B> {
             None => embedding(weight.set_require_grad(false), indices),
         }
         .require_grad();
-        let lookup = Lookup::plan(&host, self.padding_idx);
-        self.tape
-            .record(lookup.rows, lookup.slots, Some(output.clone()));
+        self.tape.record(lookup.rows, lookup.slots, output.clone());
         Ok(output)
     }
 
@@ -255,9 +272,13 @@ impl<B: Backend> Module<B> for SparseEmbedding<B> {
         }
     }
 
+    /// Moves the table to `device`. Unlike Burn's `Param::to_device`, which makes a tracked
+    /// weight the result of a move (a non-leaf, which no optimizer can train), the weight
+    /// stays a leaf, as `fork` leaves it: a table's lookups never differentiate through the
+    /// table itself, so nothing is lost.
     fn to_device(self, device: &B::Device) -> Self {
         Self {
-            weight: self.weight.to_device(device),
+            weight: self.weight.fork(device),
             ..self
         }
     }
@@ -299,6 +320,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for SparseEmbedding<B> {
     type InnerModule = SparseEmbedding<B::InnerBackend>;
 
     fn valid(&self) -> Self::InnerModule {
+        self.tape.knows_autodiff();
         SparseEmbedding {
             weight: self.weight.valid(),
             padding_idx: self.padding_idx,
@@ -310,7 +332,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for SparseEmbedding<B> {
         SparseEmbedding {
             weight: Param::from_inner(module.weight),
             padding_idx: module.padding_idx,
-            tape: RowGradTape::default(),
+            tape: RowGradTape::tracked(),
         }
     }
 }

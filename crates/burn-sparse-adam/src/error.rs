@@ -6,22 +6,29 @@
 //! require (`init`, `Optimizer::step`, `forward`) panic with the same message.
 
 use burn::module::ParamId;
+use sparse_adam_core::CoreError;
 
 /// What went wrong, with the offending field and value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// `epsilon` must be finite and strictly positive (PyTorch: "Invalid epsilon value").
-    #[error("invalid epsilon value: {value} (SparseAdamConfig.epsilon must be finite and > 0)")]
+    #[error("{}", CoreError::InvalidEpsilon { value: *value })]
     InvalidEpsilon {
         /// The rejected value.
         value: f64,
     },
 
+    /// `epsilon` is positive but rounds to 0 in `f32`, the precision of the update (PyTorch
+    /// accepts it; here a touched row whose moments are zero would become NaN).
+    #[error("{}", CoreError::EpsilonUnderflows { value: *value })]
+    EpsilonUnderflows {
+        /// The rejected value.
+        value: f64,
+    },
+
     /// A beta must lie in `[0, 1)` (PyTorch: "Invalid beta parameter at index i").
-    #[error(
-        "invalid beta parameter at index {index}: {value} (SparseAdamConfig.{field} must be in [0, 1))"
-    )]
+    #[error("{}", CoreError::InvalidBeta { field, index: *index, value: *value })]
     InvalidBeta {
         /// `beta_1` or `beta_2`.
         field: &'static str,
@@ -33,17 +40,34 @@ pub enum Error {
 
     /// The learning rate of a step must be finite and strictly positive
     /// (PyTorch: "Invalid learning rate").
-    #[error("invalid learning rate: {value} (the step's learning rate must be finite and > 0)")]
+    #[error("{}", CoreError::InvalidLearningRate { value: *value })]
     InvalidLearningRate {
         /// The rejected value.
         value: f64,
     },
 
+    /// The learning rate of a step is finite but not a finite, non-zero `f32`, the
+    /// precision of the update (PyTorch accepts it; here it would turn touched rows into
+    /// ±inf or NaN, or leave them unchanged).
+    #[error("{}", CoreError::LearningRateOutOfRange { value: *value })]
+    LearningRateOutOfRange {
+        /// The rejected value.
+        value: f64,
+    },
+
+    /// The bias-corrected step size `lr·sqrt(1 − β2^t)/(1 − β1^t)` of a parameter's step is
+    /// not finite in `f32` (a large learning rate with `β1` close to 1).
+    #[error("{}", CoreError::StepSizeOverflow { lr: *lr, step: *step })]
+    StepSizeOverflow {
+        /// The step's learning rate (its group's, if any).
+        lr: f64,
+        /// The parameter's step count `t`, this step included.
+        step: usize,
+    },
+
     /// An embedding lookup used an index outside `0..n_embedding`
     /// (PyTorch: "index out of range in self").
-    #[error(
-        "index out of range in self: index {index} is not in 0..{n_embedding} (the table has {n_embedding} rows)"
-    )]
+    #[error("{}", CoreError::IndexOutOfRange { index: *index, n_embedding: *n_embedding })]
     IndexOutOfRange {
         /// The first offending index, as given.
         index: i64,
@@ -53,7 +77,7 @@ pub enum Error {
 
     /// `padding_idx` must be a row of the table (PyTorch: "Padding_idx must be within
     /// num_embeddings").
-    #[error("padding_idx {padding_idx} is not a row of the table: it must be in 0..{n_embedding}")]
+    #[error("{}", CoreError::PaddingIdxOutOfRange { padding_idx: *padding_idx, n_embedding: *n_embedding })]
     PaddingIdxOutOfRange {
         /// The rejected `padding_idx`.
         padding_idx: usize,
@@ -158,16 +182,56 @@ pub enum Error {
         param: ParamId,
     },
 
-    /// A `SparseEmbedding` was looked up under autodiff, but its row gradients never reached
-    /// the optimizer: the `GradientsParams` were built with Burn's
-    /// `GradientsParams::from_grads` instead of [`crate::collect_grads`].
+    /// A `SparseEmbedding` was looked up under autodiff on this thread, autodiff has since
+    /// released those lookups (a backward pass consumed them, or dropped their unused graph),
+    /// and their row gradients never reached the optimizer: the `GradientsParams` were most
+    /// likely built with Burn's `GradientsParams::from_grads` instead of
+    /// [`crate::collect_grads`].
     #[error(
-        "parameter {param} (a SparseEmbedding weight) was looked up under autodiff, but its row gradients were never collected: build the GradientsParams with burn_sparse_adam::collect_grads(grads, &model) instead of GradientsParams::from_grads"
+        "parameter {param} (a SparseEmbedding weight) has lookups made under autodiff on this thread that autodiff has released without their row gradients being collected: if a backward pass used them, build its GradientsParams with burn_sparse_adam::collect_grads(grads, &model) instead of GradientsParams::from_grads; lookups that no loss uses (evaluation) belong on model.valid(), which records nothing"
     )]
     RowGradientsNotCollected {
         /// The embedding's weight.
         param: ParamId,
     },
+
+    /// A check of the Burn-free core that this crate has no variant of its own for.
+    #[error(transparent)]
+    Core(CoreError),
+}
+
+impl From<CoreError> for Error {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::InvalidEpsilon { value } => Error::InvalidEpsilon { value },
+            CoreError::EpsilonUnderflows { value } => Error::EpsilonUnderflows { value },
+            CoreError::InvalidBeta {
+                field,
+                index,
+                value,
+            } => Error::InvalidBeta {
+                field,
+                index,
+                value,
+            },
+            CoreError::InvalidLearningRate { value } => Error::InvalidLearningRate { value },
+            CoreError::LearningRateOutOfRange { value } => Error::LearningRateOutOfRange { value },
+            CoreError::StepSizeOverflow { lr, step } => Error::StepSizeOverflow { lr, step },
+            CoreError::IndexOutOfRange { index, n_embedding } => {
+                Error::IndexOutOfRange { index, n_embedding }
+            }
+            CoreError::PaddingIdxOutOfRange {
+                padding_idx,
+                n_embedding,
+            } => Error::PaddingIdxOutOfRange {
+                padding_idx,
+                n_embedding,
+            },
+            // The core's error is non-exhaustive: a variant this crate does not know yet
+            // keeps its message.
+            other => Error::Core(other),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -58,6 +58,25 @@ pub(crate) fn gather<B: Backend>(
     }
 }
 
+/// Whether autodiff on `table`'s backend differentiates through tensors with no element,
+/// as a lookup of nothing (or a table of width 0) needs for its output to be tracked.
+///
+/// Known for burn-ndarray. Burn 0.21's CubeCL backends (wgpu among them) broadcast a
+/// dimension of size 0 as if it were 1, so the backward pass of a sum over an empty tensor
+/// fails there; on every backend not known to work, an empty lookup's output is left
+/// untracked.
+pub(crate) fn differentiates_empty<B: Backend>(table: &Tensor<B, 2>) -> bool {
+    #[cfg(feature = "ndarray")]
+    {
+        ndarray::is_ndarray(table)
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        let _ = table;
+        false
+    }
+}
+
 /// The `[k, d]` sum, per touched row, of a lookup's `[.., .., d]` gradient: position `i` adds
 /// to row `slots[i]` (`-1`: a padding position, which adds nothing), if reachable.
 pub(crate) fn coalesce<B: Backend>(
@@ -183,6 +202,11 @@ mod ndarray {
         take(autodiff.inner()).ok()
     }
 
+    /// Whether `tensor` is a burn-ndarray tensor, or one under burn-autodiff.
+    pub(super) fn is_ndarray<B: Backend, const D: usize>(tensor: &Tensor<B, D>) -> bool {
+        read(tensor).is_some()
+    }
+
     /// The tensor of `B` (burn-ndarray, or burn-ndarray under burn-autodiff, as [`read`]
     /// accepts) around `tensor`.
     fn wrap<B: Backend, const D: usize>(tensor: NdArrayTensor) -> Option<Tensor<B, D>> {
@@ -208,6 +232,9 @@ mod ndarray {
             return None;
         };
         let d = *table.shape().get(1)?;
+        if d == 0 {
+            return None;
+        }
         let view = table.view();
         let table = view.as_slice()?;
         let mut out = recycle::buffer(indices.len() * d);
@@ -231,6 +258,9 @@ mod ndarray {
             return None;
         };
         let d = *grad.shape().get(2)?;
+        if d == 0 {
+            return None;
+        }
         let view = grad.view();
         let grad = view.as_slice()?;
         let mut out = recycle::buffer(k * d);
@@ -323,6 +353,9 @@ mod ndarray {
         // Touched rows are scattered over tables far larger than the caches: fetch the rows
         // a few iterations ahead, so that their loads overlap instead of queueing.
         const AHEAD: usize = 4;
+        if d == 0 {
+            return;
+        }
         for (i, (grad_row, &row)) in g.chunks_exact(d).zip(rows).enumerate() {
             if let Some(&ahead) = rows.get(i + AHEAD) {
                 let lanes = ahead as usize * d..(ahead as usize + 1) * d;

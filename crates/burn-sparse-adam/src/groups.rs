@@ -188,8 +188,10 @@ impl ParamGroup {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidEpsilon`], [`Error::InvalidBeta`], [`Error::InvalidLearningRate`]
-    /// (a fixed rate or a scale that is not finite and `> 0`), each naming the group.
+    /// [`Error::InvalidEpsilon`], [`Error::EpsilonUnderflows`], [`Error::InvalidBeta`],
+    /// [`Error::InvalidLearningRate`] (a fixed rate or a scale that is not finite and `> 0`),
+    /// [`Error::LearningRateOutOfRange`] (a fixed rate that is not a finite, non-zero
+    /// `f32`), each naming the group.
     pub fn validate(&self, base: &SparseAdamConfig) -> Result<()> {
         let in_group = |err: Error| Error::InGroup {
             group: self.name.clone(),
@@ -198,9 +200,12 @@ impl ParamGroup {
         self.config(base).validate().map_err(in_group)?;
         match self.lr {
             GroupLr::Step => Ok(()),
-            GroupLr::Scale(value) | GroupLr::Fixed(value) => {
-                crate::sparse_adam::validate_lr(value).map_err(in_group)
-            }
+            // A fixed rate is a rate: checked in the precision of the update.
+            GroupLr::Fixed(value) => crate::sparse_adam::validate_lr(value).map_err(in_group),
+            // A scale is a factor of the step's rate: only the product is a rate, checked
+            // at each step.
+            GroupLr::Scale(value) if value.is_finite() && value > 0.0 => Ok(()),
+            GroupLr::Scale(value) => Err(in_group(Error::InvalidLearningRate { value })),
         }
     }
 }

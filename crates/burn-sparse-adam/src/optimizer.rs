@@ -33,6 +33,7 @@ use crate::record::{ParamStates, SparseAdamRecord};
 use crate::row_grads::{marker_shape, scope, RowGrad};
 use crate::sparse_adam::{validate_lr, SparseAdam};
 use crate::state::SparseAdamState;
+use crate::update::StepScalars;
 
 /// SparseAdam over a whole model: built by
 /// [`SparseAdamConfig::init`](crate::SparseAdamConfig::init), used like any Burn
@@ -561,12 +562,22 @@ impl<B: AutodiffBackend> Planner<'_, B> {
         if self.verify_all_states {
             self.check_state::<D>(id, &shape)?;
         }
+        if let Some(tape) = &tape {
+            tape.knows_autodiff();
+        }
         let Some(first) = grads.first() else {
-            return match tape {
-                Some(tape) if tape.has_pending() && tape.peek_collected().is_empty() => {
+            let Some(tape) = tape else {
+                return Ok(None);
+            };
+            return match tape.released_uncollected() {
+                Some(0) => Ok(None),
+                Some(_) => Err(Error::RowGradientsNotCollected { param: id }),
+                // Where autodiff's liveness cannot be seen: lookups recorded and nothing
+                // collected.
+                None if tape.has_pending() && tape.peek_collected().is_empty() => {
                     Err(Error::RowGradientsNotCollected { param: id })
                 }
-                _ => Ok(None),
+                None => Ok(None),
             };
         };
         let kind = grad_kind(&shape, &first.shape(), tape.is_some()).ok_or_else(|| {
@@ -581,18 +592,28 @@ impl<B: AutodiffBackend> Planner<'_, B> {
         let group = self.groups.of(id);
         let config = group.map_or_else(|| self.config.clone(), |g| g.config(self.config));
         let lr = group.map_or(self.lr, |g| g.lr().resolve(self.lr));
-        validate_lr(lr).map_err(|err| match group {
-            Some(g) => Error::InGroup {
-                group: g.name().to_string(),
-                source: Box::new(err),
-            },
-            None => err,
-        })?;
+        // The step's scalars, checked here so that a step size that overflows `f32` is an
+        // error before anything changes (the update computes them again).
+        let step = self.states.get(&id).map_or(0, state_step) + 1;
+        StepScalars::try_new(&config, lr, step)
+            .map_err(Error::from)
+            .map_err(|err| match group {
+                Some(g) => Error::InGroup {
+                    group: g.name().to_string(),
+                    source: Box::new(err),
+                },
+                None => err,
+            })?;
 
         let (update, finite, touched_rows) = match (kind, tape) {
             (GradKind::Rows, Some(tape)) => {
                 let [n, d] = as_rows(&shape);
                 let mut collected = tape.peek_collected();
+                if collected.is_empty() {
+                    // A marker whose rows were dropped (`clear_row_grads`) announces nothing:
+                    // the table has no gradient, and takes no step.
+                    return Ok(None);
+                }
                 if collected.len() > 1 {
                     // The markers count the backward passes these gradients cover; older row
                     // gradients belong to gradients that were dropped without a step.

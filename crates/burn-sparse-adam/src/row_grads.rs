@@ -31,13 +31,15 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::ThreadId;
 
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData};
+use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorPrimitive};
 
 use crate::fused;
 use crate::optimizer::to_rank;
@@ -180,6 +182,9 @@ impl<B: Backend> RowGrad<B> {
 fn sum_per_row<B: Backend>(grad: Tensor<B, 3>, slots: &[i64], k: usize) -> Tensor<B, 2> {
     let [batch, seq, d] = grad.dims();
     let device = grad.device();
+    if d == 0 {
+        return Tensor::zeros([k, 0], &device);
+    }
     if let Some(summed) = fused::coalesce(&grad, slots, k) {
         return summed;
     }
@@ -224,24 +229,128 @@ pub(crate) fn unique_sorted(indices: &[i64]) -> (Vec<i64>, Vec<i64>) {
     (unique, inverse)
 }
 
+/// How many lookups whose output autodiff has released are kept on a tape, newest first.
+///
+/// Such a lookup can no longer take part in a backward pass. Its gradient may still wait in
+/// the `Gradients` of a backward pass that already ran, for a `collect_grads` that has not
+/// been called yet, so the newest few are kept; older ones are dropped. Each costs its
+/// indices only (16 bytes per looked-up position), never its output's values.
+const KEPT_RELEASED: usize = 64;
+
+/// A lookup's output, as the tape keeps it: enough to find its gradient in a backward
+/// pass's `Gradients`, without keeping its values alive.
+struct Leaf<B: Backend> {
+    /// The output, or, once [`hollow`] has seen it, a tensor with the output's autodiff
+    /// identity and a single value.
+    handle: Tensor<B, 3>,
+    /// Alive while autodiff or the user can still use the output; `None` when this
+    /// backend's liveness cannot be seen (then the lookup counts as released at the next
+    /// collection on its thread, as lookups always did before).
+    alive: Option<Weak<NodeId>>,
+}
+
+impl<B: Backend> Leaf<B> {
+    fn is_released(&self) -> Option<bool> {
+        self.alive.as_ref().map(|alive| alive.strong_count() == 0)
+    }
+}
+
+/// Turns a lookup's output into a [`Leaf`] that keeps none of its values: the autodiff
+/// identity (all that a gradient lookup needs) on a one-value tensor, and a weak handle on
+/// the output's reference count.
+///
+/// Only Burn's own `Autodiff` backend exposes that identity; for any other autodiff backend
+/// the leaf keeps the whole output.
+fn hollow<B: AutodiffBackend>(output: Tensor<B, 3>) -> Leaf<B> {
+    let device = output.clone().inner().device();
+    let TensorPrimitive::Float(primitive) = output.into_primitive() else {
+        unreachable!("a float tensor's primitive is a float primitive")
+    };
+    let boxed: Box<dyn Any> = Box::new(primitive);
+    let (primitive, alive) = match float_primitive::<Autodiff<B::InnerBackend>>(boxed) {
+        Ok(mut tracked) => {
+            let alive = Arc::downgrade(&tracked.rc);
+            // A count of our own, so that autodiff's memory management does not see this
+            // handle as a user of the output.
+            tracked.rc = Arc::new(*tracked.rc);
+            let TensorPrimitive::Float(one) =
+                Tensor::<B::InnerBackend, 3>::zeros([1, 1, 1], &device).into_primitive()
+            else {
+                unreachable!("a float tensor's primitive is a float primitive")
+            };
+            tracked.primitive = one;
+            let boxed: Box<dyn Any> = Box::new(tracked);
+            (boxed, Some(alive))
+        }
+        Err(boxed) => (boxed, None),
+    };
+    let primitive = primitive
+        .downcast::<B::FloatTensorPrimitive>()
+        .unwrap_or_else(|_| unreachable!("the primitive came from this backend"));
+    Leaf {
+        handle: Tensor::from_primitive(TensorPrimitive::Float(*primitive)),
+        alive,
+    }
+}
+
+/// The float primitive of backend `A` in `boxed`, if that is its type.
+fn float_primitive<A: Backend>(
+    boxed: Box<dyn Any>,
+) -> Result<A::FloatTensorPrimitive, Box<dyn Any>> {
+    boxed.downcast::<A::FloatTensorPrimitive>().map(|p| *p)
+}
+
 /// A lookup recorded under autodiff whose gradient has not been collected yet.
 struct PendingLookup<B: Backend> {
-    /// The thread that looked up: only a backward pass of that thread can hold its gradient
-    /// (Burn's multi-device training runs one worker thread per device).
+    /// The thread that looked up.
     thread: ThreadId,
     /// The touched rows, sorted and unique.
     rows: Vec<i64>,
     /// For each looked-up position, its row's place in `rows`; `-1` for `padding_idx`.
     slots: Vec<i64>,
     /// The lookup's output, a leaf of autodiff's graph: its gradient, summed per row, is the
-    /// row gradient. `None` for a lookup of nothing.
-    leaf: Option<Tensor<B, 3>>,
+    /// row gradient. A lookup of nothing has one too (of no value), so that only an empty
+    /// lookup that reached the loss counts as a gradient, as in PyTorch; `None` for an empty
+    /// lookup on a backend that cannot differentiate empty tensors, which counts as an
+    /// empty gradient at the next collection on its thread.
+    leaf: Option<Leaf<B>>,
+}
+
+impl<B: Backend> PendingLookup<B> {
+    fn is_released(&self) -> Option<bool> {
+        self.leaf.as_ref().map_or(Some(false), Leaf::is_released)
+    }
 }
 
 struct TapeState<B: Backend> {
     pending: Vec<PendingLookup<B>>,
     /// Row gradients collected from backward passes, waiting for the optimizer.
     collected: Vec<RowGrad<B>>,
+    /// How to keep a lookup's output without its values, once an autodiff entry point
+    /// (`collect_grads`, the optimizer, `valid`) has shown that `B` is an autodiff backend.
+    hollow: Option<fn(Tensor<B, 3>) -> Leaf<B>>,
+}
+
+impl<B: Backend> TapeState<B> {
+    /// Drops released lookups beyond the newest [`KEPT_RELEASED`].
+    fn prune_released(&mut self) {
+        let mut released = 0;
+        let mut keep: Vec<bool> = self
+            .pending
+            .iter()
+            .rev()
+            .map(|lookup| {
+                if lookup.is_released() != Some(true) {
+                    return true;
+                }
+                released += 1;
+                released <= KEPT_RELEASED
+            })
+            .collect();
+        keep.reverse();
+        let mut keep = keep.into_iter();
+        self.pending.retain(|_| keep.next().unwrap_or(true));
+    }
 }
 
 /// The row gradients of one table, shared by the table's clones (see the [module
@@ -264,6 +373,7 @@ impl<B: Backend> Default for RowGradTape<B> {
             state: Arc::new(Mutex::new(TapeState {
                 pending: Vec::new(),
                 collected: Vec::new(),
+                hollow: None,
             })),
         }
     }
@@ -282,21 +392,56 @@ impl<B: Backend> fmt::Debug for RowGradTape<B> {
 impl<B: Backend> RowGradTape<B> {
     fn lock(&self) -> MutexGuard<'_, TapeState<B>> {
         // A panic while the lock was held cannot leave the lists half-written (each change is
-        // a single push or take), so a poisoned lock is still consistent.
+        // a single push, retain or take), so a poisoned lock is still consistent.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a lookup of `rows` (sorted, unique) whose output is `leaf`; `slots` maps each
-    /// position of the output to its row (`-1`: padding).
-    pub(crate) fn record(&self, rows: Vec<i64>, slots: Vec<i64>, leaf: Option<Tensor<B, 3>>) {
+    /// Records a lookup of `rows` (sorted, unique) whose output is `output`; `slots` maps
+    /// each position of the output to its row (`-1`: padding).
+    pub(crate) fn record(&self, rows: Vec<i64>, slots: Vec<i64>, output: Tensor<B, 3>) {
+        let mut state = self.lock();
+        let leaf = match state.hollow {
+            Some(hollow) => hollow(output),
+            None => Leaf {
+                handle: output,
+                alive: None,
+            },
+        };
+        state.pending.push(PendingLookup {
+            thread: std::thread::current().id(),
+            rows,
+            slots,
+            leaf: Some(leaf),
+        });
+        state.prune_released();
+    }
+
+    /// Records a lookup that touched no value (`rows` empty, or a table of width 0) whose
+    /// output is not tracked: it counts as an empty gradient at the next collection on
+    /// this thread.
+    pub(crate) fn record_untracked(&self, rows: Vec<i64>, slots: Vec<i64>) {
         self.lock().pending.push(PendingLookup {
             thread: std::thread::current().id(),
             rows,
             slots,
-            leaf,
+            leaf: None,
         });
+    }
+
+    /// How many lookups of this thread autodiff has released without their row gradients
+    /// being collected: a backward pass consumed them (and its gradients were built without
+    /// `collect_grads`), or nothing used them and a later backward pass dropped their graph.
+    /// `None` when this backend's liveness cannot be seen.
+    pub(crate) fn released_uncollected(&self) -> Option<usize> {
+        let thread = std::thread::current().id();
+        let state = self.lock();
+        let mut count = 0;
+        for lookup in state.pending.iter().filter(|p| p.thread == thread) {
+            count += usize::from(lookup.is_released()?);
+        }
+        Some(count)
     }
 
     /// Whether lookups were recorded and not collected.
@@ -330,46 +475,77 @@ impl<B: Backend> RowGradTape<B> {
 }
 
 impl<B: AutodiffBackend> RowGradTape<B> {
-    /// Takes the gradients of this thread's pending lookups out of `grads` and sums them.
-    ///
-    /// Returns `None` when none of them took part in this backward pass. Lookups of this
-    /// thread that did not take part are dropped: their output did not reach the loss, so,
-    /// as in PyTorch, they contribute no gradient.
-    fn take_from(&self, grads: &mut B::Gradients) -> Option<RowGrad<B::InnerBackend>> {
-        let thread = std::thread::current().id();
-        let mine: Vec<PendingLookup<B>> = {
-            let mut state = self.lock();
-            let (mine, others) = std::mem::take(&mut state.pending)
-                .into_iter()
-                .partition(|p| p.thread == thread);
-            state.pending = others;
-            mine
-        };
-        let mut parts = Vec::new();
-        let mut device = None;
-        for lookup in mine {
-            match lookup.leaf {
-                // A lookup of no index has no leaf to trace; its (empty) output can only
-                // have fed this backward pass, so it counts as an empty gradient.
-                None => parts.push(RowGrad::empty()),
-                Some(leaf) => {
-                    if let Some(grad) = leaf.grad_remove(grads) {
-                        device.get_or_insert_with(|| grad.device());
-                        parts.push(match lookup.rows.len() {
-                            0 => RowGrad::empty(),
-                            k => RowGrad::new(lookup.rows, sum_per_row(grad, &lookup.slots, k)),
-                        });
-                    }
-                }
+    /// A tape of an autodiff table: its lookups keep none of their outputs' values.
+    pub(crate) fn tracked() -> Self {
+        let tape = Self::default();
+        tape.knows_autodiff();
+        tape
+    }
+
+    /// Notes that `B` is an autodiff backend, so that pending and future lookups keep only
+    /// their outputs' autodiff identity, not their values.
+    pub(crate) fn knows_autodiff(&self) {
+        let mut state = self.lock();
+        if state.hollow.is_some() {
+            return;
+        }
+        state.hollow = Some(hollow::<B>);
+        for leaf in state.pending.iter_mut().filter_map(|p| p.leaf.as_mut()) {
+            if leaf.alive.is_none() {
+                *leaf = hollow(leaf.handle.clone());
             }
         }
-        if parts.is_empty() {
-            return None;
+    }
+
+    /// Takes the gradients of pending lookups out of `grads` and sums them.
+    ///
+    /// Any thread's lookups count: node ids are unique, so only the backward pass that used
+    /// a lookup holds its gradient, whichever thread looked up. Returns `None` when none of
+    /// them took part in this backward pass. This thread's lookups that autodiff has
+    /// released without giving them a gradient here can never have one (their output did
+    /// not reach the loss, so, as in PyTorch, they contribute nothing) and are dropped;
+    /// lookups still alive wait for a later backward pass.
+    fn take_from(&self, grads: &mut B::Gradients) -> Option<RowGrad<B::InnerBackend>> {
+        self.knows_autodiff();
+        let thread = std::thread::current().id();
+        let mut taken = Vec::new();
+        let mut untracked = 0;
+        {
+            let mut state = self.lock();
+            let mut kept = Vec::new();
+            for lookup in std::mem::take(&mut state.pending) {
+                let Some(leaf) = &lookup.leaf else {
+                    // An untracked empty lookup: an empty gradient for this thread's pass.
+                    if lookup.thread == thread {
+                        untracked += 1;
+                    } else {
+                        kept.push(lookup);
+                    }
+                    continue;
+                };
+                match leaf.handle.grad_remove(grads) {
+                    Some(grad) => taken.push((lookup.rows, lookup.slots, grad)),
+                    None if lookup.thread == thread && leaf.is_released().unwrap_or(true) => {}
+                    None => kept.push(lookup),
+                }
+            }
+            state.pending = kept;
+            state.prune_released();
         }
-        Some(match device {
-            Some(device) => RowGrad::sum(parts, &device),
-            None => RowGrad::empty(),
-        })
+        let mut parts = Vec::new();
+        let mut device = None;
+        for (rows, slots, grad) in taken {
+            device.get_or_insert_with(|| grad.device());
+            parts.push(match rows.len() {
+                0 => RowGrad::empty(),
+                k => RowGrad::new(rows, sum_per_row(grad, &slots, k)),
+            });
+        }
+        match device {
+            Some(device) => Some(RowGrad::sum(parts, &device)),
+            None if untracked > 0 => Some(RowGrad::empty()),
+            None => None,
+        }
     }
 
     fn push_collected(&self, grad: RowGrad<B::InnerBackend>) {
@@ -508,6 +684,29 @@ mod tests {
         assert_eq!(unique, vec![1, 3, 5]);
         assert_eq!(inverse, vec![2, 0, 2, 1, 0]);
         assert_eq!(unique_sorted(&[]), (vec![], vec![]));
+    }
+
+    /// Once the tape knows its backend is autodiff, a pending lookup keeps one value, not
+    /// its output's, and counts as released once autodiff lets go of the output.
+    #[test]
+    fn pending_lookups_keep_no_values() {
+        use burn::backend::{Autodiff, NdArray};
+        type B = Autodiff<NdArray>;
+        let device = Default::default();
+        let tape = RowGradTape::<B>::tracked();
+        let output = Tensor::<B, 3>::ones([4, 8, 16], &device).require_grad();
+        tape.record(vec![0, 1], vec![0; 32], output.clone());
+        {
+            let state = tape.lock();
+            let leaf = state.pending[0].leaf.as_ref().expect("a tracked lookup");
+            assert_eq!(leaf.handle.shape().num_elements(), 1);
+            assert_eq!(leaf.is_released(), Some(false));
+        }
+        // A backward pass of the output gives the handle its gradient, and consumes it.
+        let mut grads = output.sum().backward();
+        let rows = tape.take_from(&mut grads).expect("the lookup took part");
+        assert_eq!(rows.rows(), [0, 1]);
+        assert_eq!(tape.counts(), (0, 0));
     }
 
     #[test]

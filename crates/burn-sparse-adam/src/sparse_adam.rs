@@ -110,7 +110,8 @@ impl SparseAdam {
     ) -> (Tensor<B, 2>, SparseAdamState<B, 2>) {
         let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
         state.step += 1;
-        let Some(values) = grad.values() else {
+        // No touched row, or rows of width 0: only the step count changes.
+        let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
             return (param, state);
         };
         let scalars = StepScalars::new(&self.config, lr, state.step);
@@ -152,13 +153,10 @@ pub(crate) fn composed_step_rows<B: Backend>(
     ]
 }
 
-/// Checks a step's learning rate as PyTorch does (`0 < lr`), finite too.
+/// Checks a step's learning rate as PyTorch does (`0 < lr`), finite too, and that it is a
+/// finite, non-zero `f32`, the precision of the update.
 pub(crate) fn validate_lr(lr: LearningRate) -> Result<()> {
-    if lr.is_finite() && lr > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::InvalidLearningRate { value: lr })
-    }
+    sparse_adam_core::validate_lr(lr).map_err(Error::from)
 }
 
 /// The rows of `grad` with a non-zero entry, broadcast to `grad`'s shape.
@@ -177,7 +175,9 @@ impl<B: Backend> SimpleOptimizer<B> for SparseAdam {
     ///
     /// # Panics
     ///
-    /// On a learning rate that is not finite and `> 0`, before changing anything.
+    /// On a learning rate that is not finite and `> 0` (in `f32` too), or a step size that
+    /// overflows `f32`, before changing anything, with the message of the
+    /// [`Error`](crate::Error) the whole-model optimizer returns.
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
@@ -185,8 +185,9 @@ impl<B: Backend> SimpleOptimizer<B> for SparseAdam {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        if let Err(err) = validate_lr(lr) {
-            panic!("{err}");
+        let step = state.as_ref().map_or(0, |s| s.step) + 1;
+        if let Err(err) = StepScalars::try_new(&self.config, lr, step) {
+            panic!("{}", Error::from(err));
         }
         let (tensor, state) = self.step_dense(lr, tensor, grad, state);
         (tensor, Some(state))

@@ -508,7 +508,7 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
 }
 
 /// `sum(table(indices) · upstream)`, or `None` for an empty lookup of a lookup-mode table
-/// (a constant zero, whose empty gradient the table recorded).
+/// whose output is not tracked (a constant zero, whose empty gradient the table recorded).
 fn loss_term<B: AutodiffBackend, T: Table<B>>(
     table: &T,
     lookup: &FixtureLookup,
@@ -519,13 +519,14 @@ fn loss_term<B: AutodiffBackend, T: Table<B>>(
     let n = lookup.indices.len();
     if n == 0 {
         // PyTorch's loss term of an empty lookup is an empty sum: zero, yet a gradient (an
-        // empty one) for the table. Zero-sized tensors break some backends (wgpu), so the
-        // same gradient is produced without one: an empty lookup records an empty row
-        // gradient, and for a dense table `0 · sum(weight)` gives its all-zero gradient.
+        // empty one) for the table. Where the lookup's output is tracked, that sum is the
+        // term; Burn 0.21's wgpu cannot differentiate an empty sum, and there the table
+        // leaves its empty output untracked and counts it as an empty row gradient by
+        // itself. For a dense table `0 · sum(weight)` gives its all-zero gradient.
         return match T::MODE {
             Mode::Lookup => {
-                let _ = table.lookup(Tensor::<B, 2, Int>::empty([1, 0], device));
-                None
+                let output = table.lookup(Tensor::<B, 2, Int>::empty([1, 0], device));
+                output.is_require_grad().then(|| output.sum())
             }
             Mode::Dense => Some(table.weight().val().sum().mul_scalar(0.0)),
         };

@@ -78,8 +78,18 @@ fn invalid_epsilon_is_rejected_naming_the_field_and_the_value() {
             );
             assert_names(&message, "epsilon", &format!("{eps}"));
         }
-        // The smallest positive values are valid.
-        for eps in [f64::MIN_POSITIVE, 1e-8] {
+        // Values that round to 0 in f32, the precision of the update, are rejected too
+        // (PyTorch accepts them); the smallest positive f32 is valid.
+        for eps in [f64::MIN_POSITIVE, 1e-50] {
+            let config = SparseAdamConfig::new().with_epsilon(eps);
+            let message = assert_config_rejected::<B>(
+                device,
+                &config,
+                &|e| matches!(e, Error::EpsilonUnderflows { value } if same_f64(*value, eps)),
+            );
+            assert_names(&message, "epsilon", &format!("{eps:e}"));
+        }
+        for eps in [f32::from_bits(1) as f64, 1e-8] {
             assert!(
                 SparseAdamConfig::new().with_epsilon(eps).validate().is_ok(),
                 "{eps}"

@@ -5,6 +5,7 @@ mod errors;
 mod groups;
 mod hooks;
 mod learner;
+mod new_user;
 mod properties;
 mod robustness;
 mod sparse_path;
