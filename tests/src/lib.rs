@@ -1050,3 +1050,8 @@ pub fn assert_saved_states_bits_eq(
         assert_bits_eq(v, e_v, &format!("{what}: exp_avg_sq of {id}"));
     }
 }
+
+/// The root README's Rust snippets, compiled (and the runnable ones run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct RootReadmeDoctests;

@@ -66,3 +66,8 @@ pub use record::SparseAdamRecord;
 pub use row_grads::{collect_grads, RowGrad};
 pub use sparse_adam::SparseAdam;
 pub use state::SparseAdamState;
+
+/// The package README's Rust snippets, compiled (and the runnable ones run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
