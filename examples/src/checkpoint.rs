@@ -18,7 +18,7 @@ use std::fs;
 use std::path::Path;
 
 use burn::optim::Optimizer;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder, RecorderError};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,32 @@ impl CheckpointMeta {
     pub fn epochs_done(&self) -> usize {
         self.history.epochs.len()
     }
+}
+
+/// Why the `what` record of checkpoint `dir`, saved at `path` (without the recorder's
+/// `.bin`), cannot be read, and what to do about it. Burn's own message nests the decoder's
+/// error in a debug-escaped string and guesses at a format-version mismatch; what a user
+/// needs is the broken file and the way out.
+fn record_error(dir: &Path, what: &str, path: &Path, err: RecorderError) -> Error {
+    let file = path.with_extension("bin");
+    let problem = match &err {
+        RecorderError::FileNotFound(_) => format!("{} is missing", file.display()),
+        RecorderError::DeserializeError(message) | RecorderError::Unknown(message) => {
+            // Burn appends its metadata comparison after a line break: keep the cause.
+            let cause = message.lines().next().unwrap_or_default().trim();
+            format!(
+                "{} is damaged or incomplete and cannot be decoded ({cause})",
+                file.display()
+            )
+        }
+    };
+    checkpoint_error(
+        dir,
+        format!(
+            "the {what} record {problem}; this checkpoint cannot be resumed: run without --resume, or with another --out, to train from scratch (or delete {} first)",
+            dir.display()
+        ),
+    )
 }
 
 fn checkpoint_error(dir: &Path, reason: impl std::fmt::Display) -> Error {
@@ -186,12 +212,14 @@ where
     O: Optimizer<M, B>,
 {
     let recorder = CheckpointRecorder::new();
+    let model_path = dir.join(&meta.model_file);
     let model_record = recorder
-        .load(dir.join(&meta.model_file), device)
-        .map_err(|e| checkpoint_error(dir, format!("cannot read the model record: {e}")))?;
+        .load(model_path.clone(), device)
+        .map_err(|e| record_error(dir, "model", &model_path, e))?;
+    let optim_path = dir.join(&meta.optimizer_file);
     let optim_record = recorder
-        .load(dir.join(&meta.optimizer_file), device)
-        .map_err(|e| checkpoint_error(dir, format!("cannot read the optimizer record: {e}")))?;
+        .load(optim_path.clone(), device)
+        .map_err(|e| record_error(dir, "optimizer", &optim_path, e))?;
     let fresh = Training::<B, M, O>::new(meta.config.clone(), meta.graph.nodes, optim, device);
     let (config, model, optim, _) = fresh.into_parts();
     Ok(Training::from_parts(

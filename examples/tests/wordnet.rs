@@ -427,6 +427,26 @@ fn command_runs_and_resumes() {
     );
     let err = run_cli(&with(&["--out", none_dir, "--resume"])).unwrap_err();
     assert!(err.to_string().contains("nothing to resume"), "{err}");
+
+    // A truncated optimizer file: the error names that file and the way out, not Burn's
+    // nested decoder message and its format-version guess.
+    let meta = checkpoint::load_meta(Path::new(resumed_dir)).unwrap();
+    let optim_file = Path::new(resumed_dir)
+        .join(&meta.optimizer_file)
+        .with_extension("bin");
+    let bytes = std::fs::read(&optim_file).unwrap();
+    std::fs::write(&optim_file, &bytes[..bytes.len() / 2]).unwrap();
+    let err = run_cli(&with(&["--out", resumed_dir, "--resume"]))
+        .unwrap_err()
+        .to_string();
+    let named = format!(
+        "the optimizer record {} is damaged or incomplete",
+        optim_file.display()
+    );
+    assert!(err.contains(&named), "{err}");
+    assert!(err.contains("cannot be resumed"), "{err}");
+    assert!(!err.contains("Metadata has a different"), "{err}");
+    assert!(!err.contains("\\n"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
