@@ -1,14 +1,12 @@
 //! [`SparseAdamConfig`]: the hyperparameters of `torch.optim.SparseAdam`, as a Burn `Config`.
+//!
+//! What the config builds is built beside what it builds: `try_build` in the optimizer's
+//! per-parameter rule, `try_init`/`init` in the whole-model optimizer.
 
 use burn::config::Config;
-use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::optimizer::SparseAdamOptimizer;
-use crate::sparse_adam::SparseAdam;
-
-/// Configuration of [`SparseAdam`], PyTorch's `torch.optim.SparseAdam`.
+/// Configuration of [`SparseAdam`](crate::SparseAdam), PyTorch's `torch.optim.SparseAdam`.
 ///
 /// The learning rate is not part of the config: as everywhere in Burn, it is the step's
 /// (`Optimizer::step(lr, …)`), so a learning-rate scheduler drives it.
@@ -89,42 +87,5 @@ impl SparseAdamConfig {
         sparse_adam_core::Hyperparameters::from(self)
             .validate()
             .map_err(crate::Error::from)
-    }
-
-    /// Builds the [`SparseAdam`] update rule (a Burn `SimpleOptimizer`), after validation.
-    ///
-    /// # Errors
-    ///
-    /// As [`SparseAdamConfig::validate`].
-    pub fn try_build(&self) -> crate::Result<SparseAdam> {
-        self.validate()?;
-        Ok(SparseAdam::new_unchecked(self.clone()))
-    }
-
-    /// Builds the optimizer for module `M` on backend `B`, after validation.
-    ///
-    /// The optimizer serves the whole model: the rows of every
-    /// [`SparseEmbedding`](crate::SparseEmbedding) take the sparse path, every other
-    /// parameter the dense one.
-    ///
-    /// # Errors
-    ///
-    /// As [`SparseAdamConfig::validate`].
-    pub fn try_init<B: AutodiffBackend, M: AutodiffModule<B> + 'static>(
-        &self,
-    ) -> crate::Result<SparseAdamOptimizer<M, B>> {
-        self.validate()?;
-        Ok(SparseAdamOptimizer::new(self.clone()))
-    }
-
-    /// Builds the optimizer for module `M` on backend `B`.
-    ///
-    /// # Panics
-    ///
-    /// When the config is invalid, with the message of [`SparseAdamConfig::try_init`]'s error.
-    pub fn init<B: AutodiffBackend, M: AutodiffModule<B> + 'static>(
-        &self,
-    ) -> SparseAdamOptimizer<M, B> {
-        self.try_init().unwrap_or_else(|err| panic!("{err}"))
     }
 }

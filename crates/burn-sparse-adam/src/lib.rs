@@ -41,26 +41,32 @@
 
 #![warn(missing_docs)]
 
+// The layers, each importing only those listed before it:
+// the bottom (hyperparameters, errors, saved state, the formula on tensors) ...
 pub mod config;
-pub mod embedding;
 pub mod error;
-mod fused;
-pub mod groups;
-pub mod hooks;
-pub mod optimizer;
-pub mod record;
-pub mod row_grads;
-pub mod sparse_adam;
+pub mod formula;
 pub mod state;
+// ... the kernels (one dispatcher: fused burn-ndarray, fused wgpu, composed) ...
+mod kernels;
+// ... the sparse lookups (SparseEmbedding, row gradients, the marker protocol) ...
+pub mod embedding;
+// ... and the optimizer (public surface, rule, plan, apply, groups, hooks, record).
+pub mod optimizer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod update;
+
+// The module paths of 0.1.0, kept for its users.
+pub use embedding::row_grads;
+pub use formula as update;
+pub use optimizer::rule as sparse_adam;
+pub use optimizer::{groups, hooks, record};
 
 pub use config::{NonFinite, SparseAdamConfig};
 pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
 pub use error::{Error, Rejected, Result};
 pub use groups::{GroupLr, ParamGroup};
-pub use hooks::{HookHandle, ParamStep, StepInfo, StepPath};
+pub use hooks::{HookHandle, KernelPath, ParamStep, StepInfo, StepPath};
 pub use optimizer::SparseAdamOptimizer;
 pub use record::SparseAdamRecord;
 pub use row_grads::{collect_grads, RowGrad};

@@ -10,12 +10,12 @@ use burn::module::ParamId;
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use burn_sparse_adam::{
-    HookHandle, NonFinite, ParamGroup, ParamStep, SparseAdamConfig, SparseAdamOptimizer,
-    SparseAdamRecord, StepInfo, StepPath,
+    HookHandle, KernelPath, NonFinite, ParamGroup, ParamStep, SparseAdamConfig,
+    SparseAdamOptimizer, SparseAdamRecord, StepInfo, StepPath,
 };
 use burn_sparse_adam_tests::{
     linear, on_test_backend, saved_states, sparse_table, twin, DenseTower, Rng, SparseTower,
-    SplitBatch, TowerSpec,
+    SplitBatch, TestBackend, TowerSpec,
 };
 
 type Optim<B> = SparseAdamOptimizer<SparseTower<B>, B>;
@@ -86,15 +86,28 @@ fn param_step(
         step,
         touched_rows,
         path,
+        kernel: None,
     }
 }
 
-/// With `step` counts before (`pre`) or after the step.
+/// What post-hooks see: `info` with the step counts after the step, and the kernel each
+/// update ran on: the test backend's fused row update for touched rows (the suite builds
+/// burn-wgpu without fusion), the composed masked update for dense gradients, none for a
+/// row gradient that touches no row.
 fn with_steps(info: &StepInfo, steps: &[usize]) -> StepInfo {
     let mut info = info.clone();
     assert_eq!(info.params.len(), steps.len());
+    let fused = match TestBackend::selected() {
+        TestBackend::NdArray => KernelPath::FusedNdArray,
+        TestBackend::Wgpu => KernelPath::FusedWgpu,
+    };
     for (p, &s) in info.params.iter_mut().zip(steps) {
         p.step = s;
+        p.kernel = match p.path {
+            StepPath::Dense => Some(KernelPath::Composed),
+            StepPath::Rows if p.touched_rows > 0 => Some(fused),
+            StepPath::Rows | StepPath::SkippedNonFinite => None,
+        };
     }
     info
 }

@@ -4,14 +4,15 @@
 //! Every `register_*` returns a [`HookHandle`] whose [`remove`](HookHandle::remove) takes the
 //! hook out again. Clones of an optimizer share their hooks. A hook may register or remove
 //! hooks: each list is copied before its hooks run.
+//!
+//! The registry is generic over the optimizer `O` and record `R` types it hands to hooks,
+//! so that it knows nothing of the optimizer that owns it.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use burn::module::ParamId;
-use burn::tensor::backend::AutodiffBackend;
 
-use crate::optimizer::SparseAdamOptimizer;
-use crate::record::SparseAdamRecord;
+pub use crate::kernels::KernelPath;
 
 /// How a parameter takes (or took) its step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub struct ParamStep {
     pub touched_rows: usize,
     /// How it steps.
     pub path: StepPath,
+    /// Which implementation of the update ran: `None` in pre-hooks (nothing has run yet),
+    /// for a skipped parameter, and for a row gradient that touches no row.
+    pub kernel: Option<KernelPath>,
 }
 
 /// What step hooks receive.
@@ -76,8 +80,8 @@ trait RemoveHook: Send + Sync + core::fmt::Debug {
 }
 
 type StepHook = Arc<dyn Fn(&StepInfo) + Send + Sync>;
-type OptimizerHook<M, B> = Arc<dyn Fn(&SparseAdamOptimizer<M, B>) + Send + Sync>;
-type RecordHook<B> = Arc<dyn Fn(SparseAdamRecord<B>) -> SparseAdamRecord<B> + Send + Sync>;
+type OptimizerHook<O> = Arc<dyn Fn(&O) + Send + Sync>;
+type RecordHook<R> = Arc<dyn Fn(R) -> R + Send + Sync>;
 
 /// A list of hooks in calling order, each with its id.
 struct List<H>(Vec<(u64, H)>);
@@ -102,25 +106,25 @@ impl<H: Clone> List<H> {
     }
 }
 
-struct Lists<M, B: AutodiffBackend> {
+struct Lists<O, R> {
     next_id: u64,
     step_pre: List<StepHook>,
     step_post: List<StepHook>,
-    to_record_pre: List<OptimizerHook<M, B>>,
-    to_record_post: List<RecordHook<B>>,
-    load_record_pre: List<RecordHook<B>>,
-    load_record_post: List<OptimizerHook<M, B>>,
+    to_record_pre: List<OptimizerHook<O>>,
+    to_record_post: List<RecordHook<R>>,
+    load_record_pre: List<RecordHook<R>>,
+    load_record_post: List<OptimizerHook<O>>,
 }
 
-struct Registry<M, B: AutodiffBackend>(Mutex<Lists<M, B>>);
+struct Registry<O, R>(Mutex<Lists<O, R>>);
 
-impl<M, B: AutodiffBackend> core::fmt::Debug for Registry<M, B> {
+impl<O, R> core::fmt::Debug for Registry<O, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("HookRegistry")
     }
 }
 
-impl<M: 'static, B: AutodiffBackend> RemoveHook for Registry<M, B> {
+impl<O: 'static, R: 'static> RemoveHook for Registry<O, R> {
     fn remove(&self, id: u64) -> bool {
         let mut lists = lock(&self.0);
         // Ids are unique across lists, so at most one of these removes anything.
@@ -142,11 +146,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The hooks of an optimizer (shared by its clones).
-pub(crate) struct Hooks<M, B: AutodiffBackend> {
-    registry: Arc<Registry<M, B>>,
+pub(crate) struct Hooks<O, R> {
+    registry: Arc<Registry<O, R>>,
 }
 
-impl<M, B: AutodiffBackend> Clone for Hooks<M, B> {
+impl<O, R> Clone for Hooks<O, R> {
     fn clone(&self) -> Self {
         Self {
             registry: self.registry.clone(),
@@ -154,7 +158,7 @@ impl<M, B: AutodiffBackend> Clone for Hooks<M, B> {
     }
 }
 
-impl<M, B: AutodiffBackend> Default for Hooks<M, B> {
+impl<O, R> Default for Hooks<O, R> {
     fn default() -> Self {
         Self {
             registry: Arc::new(Registry(Mutex::new(Lists {
@@ -171,17 +175,17 @@ impl<M, B: AutodiffBackend> Default for Hooks<M, B> {
 }
 
 /// Which list a hook goes to.
-pub(crate) enum Hook<M, B: AutodiffBackend> {
+pub(crate) enum Hook<O, R> {
     StepPre(StepHook),
     StepPost(StepHook),
-    ToRecordPre(OptimizerHook<M, B>),
-    ToRecordPost(RecordHook<B>),
-    LoadRecordPre(RecordHook<B>),
-    LoadRecordPost(OptimizerHook<M, B>),
+    ToRecordPre(OptimizerHook<O>),
+    ToRecordPost(RecordHook<R>),
+    LoadRecordPre(RecordHook<R>),
+    LoadRecordPost(OptimizerHook<O>),
 }
 
-impl<M: 'static, B: AutodiffBackend> Hooks<M, B> {
-    pub(crate) fn register(&self, hook: Hook<M, B>, prepend: bool) -> HookHandle {
+impl<O: 'static, R: 'static> Hooks<O, R> {
+    pub(crate) fn register(&self, hook: Hook<O, R>, prepend: bool) -> HookHandle {
         let mut lists = lock(&self.registry.0);
         let id = lists.next_id;
         lists.next_id += 1;
@@ -216,22 +220,22 @@ impl<M: 'static, B: AutodiffBackend> Hooks<M, B> {
         hooks.iter().for_each(|h| h(info));
     }
 
-    pub(crate) fn to_record_pre(&self, optim: &SparseAdamOptimizer<M, B>) {
+    pub(crate) fn to_record_pre(&self, optim: &O) {
         let hooks = lock(&self.registry.0).to_record_pre.snapshot();
         hooks.iter().for_each(|h| h(optim));
     }
 
-    pub(crate) fn to_record_post(&self, record: SparseAdamRecord<B>) -> SparseAdamRecord<B> {
+    pub(crate) fn to_record_post(&self, record: R) -> R {
         let hooks = lock(&self.registry.0).to_record_post.snapshot();
         hooks.iter().fold(record, |record, h| h(record))
     }
 
-    pub(crate) fn load_record_pre(&self, record: SparseAdamRecord<B>) -> SparseAdamRecord<B> {
+    pub(crate) fn load_record_pre(&self, record: R) -> R {
         let hooks = lock(&self.registry.0).load_record_pre.snapshot();
         hooks.iter().fold(record, |record, h| h(record))
     }
 
-    pub(crate) fn load_record_post(&self, optim: &SparseAdamOptimizer<M, B>) {
+    pub(crate) fn load_record_post(&self, optim: &O) {
         let hooks = lock(&self.registry.0).load_record_post.snapshot();
         hooks.iter().for_each(|h| h(optim));
     }

@@ -3,7 +3,7 @@
 //! The composed path costs a dozen kernels per step on a GPU, three of them writing through
 //! table-sized `select_assign`s (each copies the table when it is not uniquely owned). Here
 //! the touched rows' indices go up as a small `u32` buffer and a single kernel reads each
-//! lane's gradient and moments, evaluates [`sparse_adam_delta`](crate::update::sparse_adam_delta)'s
+//! lane's gradient and moments, evaluates [`sparse_adam_delta`](crate::formula::sparse_adam_delta)'s
 //! operations in its order on `f32`, and adds the three deltas in place.
 //!
 //! Reached when `B`'s float primitive is burn-wgpu's `CubeTensor<WgpuRuntime>` (burn-wgpu
@@ -12,7 +12,7 @@
 //! backend, so `Autodiff<Wgpu>` models reach it as plain `Wgpu` tensors.
 //!
 //! The result is the composed path's bit for bit on Mesa's lavapipe (tested in
-//! `fused.rs`). The composed path runs each operation as its own kernel, so no compiler can
+//! `kernels/mod.rs`). The composed path runs each operation as its own kernel, so no compiler can
 //! contract its `(g − m)·(1 − β1) + m` into a fused multiply-add; a GPU driver that does so
 //! here would differ in the last bit, far inside the tolerance PyTorch conformance allows.
 
@@ -21,7 +21,9 @@ use burn::tensor::{backend::Backend, DType, Shape, Tensor};
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::{give_back, take_table, StepScalars, Table};
+use super::primitive::{downcast_update, restore};
+use super::ParamAndMoments;
+use crate::formula::StepScalars;
 
 /// One lane `ABSOLUTE_POS = i·d + j` of the touched rows: row `rows[i]`, column `j`.
 ///
@@ -33,7 +35,7 @@ use super::{give_back, take_table, StepScalars, Table};
 /// Δp = (m + Δm) / (sqrt(v + Δv) + ε) · (−α_t)    p ← p + Δp
 /// ```
 ///
-/// the operations of [`sparse_adam_delta`](crate::update::sparse_adam_delta) in its order
+/// the operations of [`sparse_adam_delta`](crate::formula::sparse_adam_delta) in its order
 /// (`m + Δm` is evaluated as `Δm + m`, as there), on the same `f32` scalars. Lanes past
 /// `grad.len()` (the last cube's tail) do nothing.
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -77,17 +79,16 @@ fn sparse_adam_rows(
 /// back untouched when `B` is not burn-wgpu or a tensor is not an `f32` contiguous one of
 /// the expected shape.
 pub(super) fn step_rows<B: Backend>(
-    table: Table<B>,
+    table: ParamAndMoments<B>,
     rows: &[i64],
     values: &Tensor<B, 2>,
     scalars: &StepScalars,
-) -> Result<Table<B>, Table<B>> {
-    let (table, grad) = take_table::<CubeTensor<WgpuRuntime>, B>(table, values)?;
+) -> Result<ParamAndMoments<B>, ParamAndMoments<B>> {
+    let (table, grad) = downcast_update::<CubeTensor<WgpuRuntime>, B>(table, values)?;
     let Some(indices) = indices(&table, &grad, rows) else {
-        let [param, exp_avg, exp_avg_sq] = table.map(release);
-        return Err([param, exp_avg, exp_avg_sq]);
+        return Err(table.map(restore));
     };
-    Ok(launch(table, indices, grad, scalars).map(release))
+    Ok(launch(table, indices, grad, scalars).map(restore))
 }
 
 /// `rows` as `u32`s, if the kernel can update `table` with `grad`: all `f32`, contiguous,
@@ -192,9 +193,4 @@ fn launch(
         );
     }
     [param, exp_avg, exp_avg_sq]
-}
-
-/// The tensor of `B` around a burn-wgpu primitive taken from it.
-fn release<B: Backend, const D: usize>(tensor: CubeTensor<WgpuRuntime>) -> Tensor<B, D> {
-    give_back(Box::new(tensor))
 }

@@ -1,5 +1,12 @@
-//! [`SparseEmbedding`]: a drop-in for `burn::nn::Embedding` whose gradient is the rows a
-//! batch looked up.
+//! The sparse-lookup layer: [`SparseEmbedding`], a drop-in for `burn::nn::Embedding` whose
+//! gradient is the rows a batch looked up, and how those rows reach the optimizer.
+//!
+//! - `row_grad`: [`RowGrad`](row_grads::RowGrad), sorted unique rows and their `[k, d]`
+//!   gradients;
+//! - `tape`: each table's lookups and collected row gradients, and the marker protocol
+//!   between [`collect_grads`](row_grads::collect_grads) and the optimizer, owned by one
+//!   type;
+//! - `collect`: [`collect_grads`](row_grads::collect_grads).
 
 use std::fmt;
 
@@ -12,9 +19,47 @@ use burn::nn::EmbeddingRecord;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor};
+use sparse_adam_core::{check_indices, check_padding_idx, LookupPlan};
 
-use crate::fused;
-use crate::row_grads::{scope, RowGradTape};
+use crate::kernels;
+use tape::{scope, RowGradTape};
+
+mod collect;
+mod row_grad;
+pub(crate) mod tape;
+
+/// Row gradients: how a [`SparseEmbedding`]'s gradient travels from the backward pass to the
+/// optimizer as rows, never as a table-sized tensor.
+///
+/// Burn's `GradientsParams` can only hold one float tensor per parameter, shaped like the
+/// parameter, and its plumbing (`GradientsAccumulator`, the Learner's multi-device merge)
+/// adds those tensors. A gradient made of rows (sorted unique indices plus a `[k, d]`
+/// block) fits neither. So, as PyTorch keeps a sparse embedding's gradient in
+/// `weight.grad` until the optimizer consumes it, each `SparseEmbedding` keeps its row
+/// gradients itself, on a tape that its clones share:
+///
+/// 1. a lookup under autodiff records the looked-up rows and its output, a copy of those
+///    rows that is a leaf of the autodiff graph of its own (the table itself is not part of
+///    that graph, so no table-sized gradient can arise); the tape keeps only the output's
+///    autodiff identity, not its values, and forgets lookups autodiff has released;
+/// 2. [`collect_grads`], the one line that replaces `GradientsParams::from_grads`, takes
+///    each output's gradient, sums it per distinct row onto the tape, and puts a small
+///    *marker* in the `GradientsParams` under the weight's id, so that Burn's plumbing
+///    carries "this table has a gradient" (accumulating markers, moving them between
+///    devices) like any other gradient;
+/// 3. the optimizer, finding a marker for a table, applies the row gradients of the
+///    backward passes that marker covers, summed, and clears the tape. A marker's value
+///    counts its backward passes, so several passes before one step add up (as in
+///    PyTorch), and the row gradients of a `GradientsParams` dropped without a step are
+///    dropped too, as the dense gradients in it are.
+///
+/// The tape of a table is reached while a visitor or mapper visits that table's weight:
+/// `SparseEmbedding::visit`/`map` open a scope for the duration of that one call. No
+/// registry outlives it.
+pub mod row_grads {
+    pub use super::collect::collect_grads;
+    pub use super::row_grad::RowGrad;
+}
 
 /// Configuration of a [`SparseEmbedding`]: `burn::nn::EmbeddingConfig` plus PyTorch's
 /// `padding_idx`.
@@ -41,12 +86,7 @@ impl SparseEmbeddingConfig {
     /// [`Error::PaddingIdxOutOfRange`](crate::Error::PaddingIdxOutOfRange) when
     /// `padding_idx >= n_embedding`.
     pub fn try_init<B: Backend>(&self, device: &B::Device) -> crate::Result<SparseEmbedding<B>> {
-        if let Some(padding_idx) = self.padding_idx.filter(|&p| p >= self.n_embedding) {
-            return Err(crate::Error::PaddingIdxOutOfRange {
-                padding_idx,
-                n_embedding: self.n_embedding,
-            });
-        }
+        check_padding_idx(self.padding_idx, self.n_embedding)?;
         let weight = self
             .initializer
             .init([self.n_embedding, self.d_model], device);
@@ -164,22 +204,20 @@ impl<B: Backend> SparseEmbedding<B> {
             .convert::<i64>()
             .into_vec()
             .expect("an Int tensor converts to i64");
-        if let Some(&index) = host.iter().find(|&&i| i < 0 || i as usize >= n_embedding) {
-            return Err(crate::Error::IndexOutOfRange { index, n_embedding });
-        }
+        check_indices(&host, n_embedding)?;
         let weight = self.weight.val();
         if !weight.is_require_grad() {
             return Ok(embedding(weight, indices));
         }
 
-        let lookup = Lookup::plan(&host, self.padding_idx);
+        let lookup = LookupPlan::new(&host, self.padding_idx);
         if host.is_empty() || d_model == 0 {
             // A lookup with no values has a leaf too, so that, as in PyTorch, the table
             // takes a step only if the lookup reached the loss. Where the backend cannot
             // differentiate through an empty tensor, the output stays untracked and the
             // lookup counts as an (empty) gradient at the next collection on this thread.
             let output = Tensor::zeros([batch, seq, d_model], &weight.device());
-            if !fused::differentiates_empty(&weight) {
+            if !kernels::differentiates_empty(&weight) {
                 self.tape.record_untracked(lookup.rows, lookup.slots);
                 return Ok(output);
             }
@@ -189,11 +227,7 @@ impl<B: Backend> SparseEmbedding<B> {
         }
         // The output is a leaf of its own, outside the table's autodiff graph: its gradient
         // is batch-sized, and `collect_grads` sums it per touched row.
-        let output = match fused::gather(&weight, &host, [batch, seq]) {
-            Some(rows) => rows,
-            None => embedding(weight.set_require_grad(false), indices),
-        }
-        .require_grad();
+        let output = kernels::gather(&weight, indices, &host).require_grad();
         self.tape.record(lookup.rows, lookup.slots, output.clone());
         Ok(output)
     }
@@ -220,38 +254,6 @@ impl<B: Backend> SparseEmbedding<B> {
     /// so a training loop only needs this after it decides to skip a step.
     pub fn clear_row_grads(&self) {
         self.tape.clear();
-    }
-}
-
-/// How a batch of indices maps onto its leaf.
-struct Lookup {
-    /// The distinct rows looked up, sorted, padding excluded: the rows that get a gradient.
-    rows: Vec<i64>,
-    /// For each index, its row's position in `rows`; `-1` for `padding_idx`.
-    slots: Vec<i64>,
-}
-
-impl Lookup {
-    fn plan(indices: &[i64], padding_idx: Option<usize>) -> Self {
-        let padding = padding_idx.map(|p| p as i64);
-        // One sort of (index, position) pairs gives both the unique rows and every
-        // position's slot.
-        let mut pairs: Vec<(i64, u32)> = indices
-            .iter()
-            .enumerate()
-            .filter(|&(_, &i)| Some(i) != padding)
-            .map(|(position, &i)| (i, position as u32))
-            .collect();
-        pairs.sort_unstable();
-        let mut rows = Vec::new();
-        let mut slots = vec![-1; indices.len()];
-        for (i, position) in pairs {
-            if rows.last() != Some(&i) {
-                rows.push(i);
-            }
-            slots[position as usize] = rows.len() as i64 - 1;
-        }
-        Self { rows, slots }
     }
 }
 
@@ -393,27 +395,5 @@ impl<B: Backend> ModuleDisplay for SparseEmbedding<B> {
 impl<B: Backend> fmt::Display for SparseEmbedding<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.format(DisplaySettings::new()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plan_maps_positions_to_unique_rows_and_padding_to_none() {
-        let plan = Lookup::plan(&[4, 0, 2, 4, 0], Some(0));
-        assert_eq!(plan.rows, vec![2, 4]);
-        assert_eq!(plan.slots, vec![1, -1, 0, 1, -1]);
-        let plan = Lookup::plan(&[7, 1, 7], None);
-        assert_eq!(plan.rows, vec![1, 7]);
-        assert_eq!(plan.slots, vec![1, 0, 1]);
-    }
-
-    #[test]
-    fn plan_of_only_padding_touches_nothing() {
-        let plan = Lookup::plan(&[3, 3], Some(3));
-        assert!(plan.rows.is_empty());
-        assert_eq!(plan.slots, vec![-1, -1]);
     }
 }

@@ -201,7 +201,9 @@ impl ParamGroup {
         match self.lr {
             GroupLr::Step => Ok(()),
             // A fixed rate is a rate: checked in the precision of the update.
-            GroupLr::Fixed(value) => crate::sparse_adam::validate_lr(value).map_err(in_group),
+            GroupLr::Fixed(value) => {
+                sparse_adam_core::validate_lr(value).map_err(|err| in_group(err.into()))
+            }
             // A scale is a factor of the step's rate: only the product is a rate, checked
             // at each step.
             GroupLr::Scale(value) if value.is_finite() && value > 0.0 => Ok(()),

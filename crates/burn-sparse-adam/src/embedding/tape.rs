@@ -1,32 +1,19 @@
-//! Row gradients: how a [`SparseEmbedding`](crate::SparseEmbedding)'s gradient travels from
-//! the backward pass to the optimizer as rows, never as a table-sized tensor.
+//! The tape of a table: the lookups it recorded under autodiff, the row gradients collected
+//! from backward passes, and the marker protocol between `collect_grads` and the optimizer.
 //!
-//! Burn's `GradientsParams` can only hold one float tensor per parameter, shaped like the
-//! parameter, and its plumbing (`GradientsAccumulator`, the Learner's multi-device merge)
-//! adds those tensors. A gradient made of rows (sorted unique indices plus a `[k, d]`
-//! block) fits neither. So, as PyTorch keeps a sparse embedding's gradient in
-//! `weight.grad` until the optimizer consumes it, each `SparseEmbedding` keeps its row
-//! gradients itself, on a `RowGradTape` that its clones share:
+//! One type, [`RowGradTape`], owns the protocol from end to end: [`RowGradTape::collect`]
+//! turns a backward pass's gradients of a table's lookups into a collected row gradient and
+//! the *marker* that announces it in the `GradientsParams`; [`RowGradTape::announced`]
+//! tells the optimizer which collected row gradients the markers it was given stand for;
+//! [`RowGradTape::claim`] hands them over when the step applies them.
 //!
-//! 1. a lookup under autodiff records the looked-up rows and its output, a copy of those
-//!    rows that is a leaf of the autodiff graph of its own (the table itself is not part of
-//!    that graph, so no table-sized gradient can arise);
-//! 2. [`collect_grads`], the one line that replaces `GradientsParams::from_grads`, takes
-//!    each output's gradient, sums it per distinct row onto the tape, and puts a
-//!    small *marker* in the `GradientsParams` under the weight's id, so that Burn's plumbing
-//!    carries "this table has a gradient" (accumulating markers, moving them between
-//!    devices) like any other gradient;
-//! 3. the optimizer, finding a marker for a table, applies the row gradients of the
-//!    backward passes that marker covers, summed, and clears the tape. Each collection
-//!    writes a marker of ones and Burn's plumbing adds markers, so a marker's value counts
-//!    its backward passes: several passes before one step add up (as in PyTorch), and the
-//!    row gradients of a `GradientsParams` that was dropped without a step (say, the partial
-//!    accumulation burn-train discards at the end of an epoch) are older than that count and
-//!    are dropped, exactly as the dense gradients in it are.
-//!
-//! The tape of a table is reached while a visitor or mapper visits that table's weight:
-//! `SparseEmbedding::visit`/`map` open a `scope` for the duration of that one call. No
-//! registry outlives it.
+//! A marker is a `[1, …, 1, d + 1]` tensor of ones (a shape no gradient of the table can
+//! have), so Burn's plumbing (`GradientsAccumulator`, multi-device merging) carries it like
+//! any gradient, adding markers as it adds gradients: a marker's value counts the backward
+//! passes it covers. Collected row gradients older than that count belong to a
+//! `GradientsParams` that was dropped without a step (say, the partial accumulation
+//! burn-train discards at the end of an epoch), and are dropped, as the dense gradients in
+//! it are.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -36,198 +23,12 @@ use std::thread::ThreadId;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
-use burn::optim::GradientsParams;
+use burn::module::ParamId;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{ElementConversion, Shape, Tensor, TensorPrimitive};
 
-use crate::fused;
-use crate::optimizer::to_rank;
-
-/// The gradient of some rows of a `[n, d]` table: the sorted, unique indices of the touched
-/// rows and the `[k, d]` block of their gradients, each row's lookups summed.
-///
-/// A row whose summed gradient is exactly zero is still touched (PyTorch's sparse layout).
-/// An empty row gradient (`k = 0`: a lookup of nothing, or only of `padding_idx`) is a
-/// gradient all the same: the table takes a step that changes nothing but its step count.
-#[derive(Clone, Debug)]
-pub struct RowGrad<B: Backend> {
-    rows: Vec<i64>,
-    values: Option<Tensor<B, 2>>,
-}
-
-impl<B: Backend> RowGrad<B> {
-    /// A row gradient from sorted, unique `rows` and their `[rows.len(), d]` `values`.
-    ///
-    /// # Panics
-    ///
-    /// When `rows` is not strictly increasing or `values` has another number of rows: both
-    /// are internal invariants of this crate.
-    pub fn new(rows: Vec<i64>, values: Tensor<B, 2>) -> Self {
-        assert!(
-            rows.windows(2).all(|w| w[0] < w[1]),
-            "row indices must be sorted and unique"
-        );
-        assert_eq!(values.dims()[0], rows.len(), "one value row per index");
-        if rows.is_empty() {
-            return Self::empty();
-        }
-        Self {
-            rows,
-            values: Some(values),
-        }
-    }
-
-    /// The empty row gradient: no touched row.
-    pub fn empty() -> Self {
-        Self {
-            rows: Vec::new(),
-            values: None,
-        }
-    }
-
-    /// The touched rows, sorted and unique.
-    pub fn rows(&self) -> &[i64] {
-        &self.rows
-    }
-
-    /// The `[k, d]` gradients of the touched rows; `None` when no row is touched.
-    pub fn values(&self) -> Option<&Tensor<B, 2>> {
-        self.values.as_ref()
-    }
-
-    /// Whether no row is touched.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
-    /// The touched rows as an index tensor on `device`.
-    pub fn indices(&self, device: &B::Device) -> Tensor<B, 1, Int> {
-        index_tensor(&self.rows, device)
-    }
-
-    /// The values' width `d`, if any row is touched.
-    pub fn width(&self) -> Option<usize> {
-        self.values.as_ref().map(|v| v.dims()[1])
-    }
-
-    /// Moves the values to `device`.
-    pub fn to_device(self, device: &B::Device) -> Self {
-        Self {
-            rows: self.rows,
-            values: self.values.map(|v| v.to_device(device)),
-        }
-    }
-
-    /// Converts the values to another backend through `f` (e.g. autodiff → inner).
-    pub(crate) fn map_values<B2: Backend>(
-        self,
-        f: impl FnOnce(Tensor<B, 2>) -> Tensor<B2, 2>,
-    ) -> RowGrad<B2> {
-        RowGrad {
-            rows: self.rows,
-            values: self.values.map(f),
-        }
-    }
-
-    /// The sum of several row gradients, on `device`: the union of their rows, with the
-    /// values of rows they share added (PyTorch's `coalesce`).
-    pub fn sum(grads: Vec<RowGrad<B>>, device: &B::Device) -> RowGrad<B> {
-        let mut grads: Vec<RowGrad<B>> = grads.into_iter().filter(|g| !g.is_empty()).collect();
-        match grads.len() {
-            0 => return RowGrad::empty(),
-            1 => return grads.pop().expect("one element").to_device(device),
-            _ => {}
-        }
-        let all_rows: Vec<i64> = grads.iter().flat_map(|g| g.rows.iter().copied()).collect();
-        let (rows, inverse) = unique_sorted(&all_rows);
-        let values: Vec<Tensor<B, 2>> = grads
-            .into_iter()
-            .filter_map(|g| g.values.map(|v| v.to_device(device)))
-            .collect();
-        let values = Tensor::cat(values, 0);
-        let width = values.dims()[1];
-        let summed = Tensor::zeros([rows.len(), width], device).select_assign(
-            0,
-            index_tensor(&inverse, device),
-            values,
-            IndexingUpdateOp::Add,
-        );
-        RowGrad::new(rows, summed)
-    }
-
-    /// Adds the rows into a dense gradient of the whole table, reshaped to `[n, d]`.
-    pub(crate) fn add_into<const D: usize>(self, dense: Tensor<B, D>) -> Tensor<B, D> {
-        let Some(values) = self.values else {
-            return dense;
-        };
-        let shape = dense.shape();
-        let [n, d] = [
-            shape.as_slice()[0],
-            shape.num_elements() / shape.as_slice()[0].max(1),
-        ];
-        let device = dense.device();
-        let summed = to_rank::<B, D, 2>(dense, [n, d]).select_assign(
-            0,
-            index_tensor(&self.rows, &device),
-            values,
-            IndexingUpdateOp::Add,
-        );
-        to_rank(summed, shape)
-    }
-}
-
-/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
-/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
-fn sum_per_row<B: Backend>(grad: Tensor<B, 3>, slots: &[i64], k: usize) -> Tensor<B, 2> {
-    let [batch, seq, d] = grad.dims();
-    let device = grad.device();
-    if d == 0 {
-        return Tensor::zeros([k, 0], &device);
-    }
-    if let Some(summed) = fused::coalesce(&grad, slots, k) {
-        return summed;
-    }
-    let grad = grad.reshape([batch * seq, d]);
-    let (positions, rows): (Vec<i64>, Vec<i64>) = slots
-        .iter()
-        .enumerate()
-        .filter(|&(_, &slot)| slot >= 0)
-        .map(|(position, &slot)| (position as i64, slot))
-        .unzip();
-    let grad = if positions.len() < slots.len() {
-        grad.select(0, index_tensor(&positions, &device))
-    } else {
-        grad
-    };
-    Tensor::zeros([k, d], &device).select_assign(
-        0,
-        index_tensor(&rows, &device),
-        grad,
-        IndexingUpdateOp::Add,
-    )
-}
-
-/// An index tensor from host indices.
-pub(crate) fn index_tensor<B: Backend>(indices: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
-    Tensor::from_data(TensorData::new(indices.to_vec(), [indices.len()]), device)
-}
-
-/// Sorted unique values of `indices`, and for each index its position among them.
-pub(crate) fn unique_sorted(indices: &[i64]) -> (Vec<i64>, Vec<i64>) {
-    let mut unique = indices.to_vec();
-    unique.sort_unstable();
-    unique.dedup();
-    let inverse = indices
-        .iter()
-        .map(|i| {
-            unique
-                .binary_search(i)
-                .expect("every index is among the unique ones") as i64
-        })
-        .collect();
-    (unique, inverse)
-}
+use super::row_grad::RowGrad;
+use crate::kernels;
 
 /// How many lookups whose output autodiff has released are kept on a tape, newest first.
 ///
@@ -456,16 +257,6 @@ impl<B: Backend> RowGradTape<B> {
         (state.pending.len(), state.collected.len())
     }
 
-    /// The collected row gradients, without taking them.
-    pub(crate) fn peek_collected(&self) -> Vec<RowGrad<B>> {
-        self.lock().collected.clone()
-    }
-
-    /// Takes every collected row gradient.
-    pub(crate) fn take_collected(&self) -> Vec<RowGrad<B>> {
-        std::mem::take(&mut self.lock().collected)
-    }
-
     /// Drops every row gradient, pending or collected.
     pub(crate) fn clear(&self) {
         let mut state = self.lock();
@@ -538,7 +329,7 @@ impl<B: AutodiffBackend> RowGradTape<B> {
             device.get_or_insert_with(|| grad.device());
             parts.push(match rows.len() {
                 0 => RowGrad::empty(),
-                k => RowGrad::new(rows, sum_per_row(grad, &slots, k)),
+                k => RowGrad::new(rows, kernels::sum_per_row(grad, &slots, k)),
             });
         }
         match device {
@@ -547,11 +338,81 @@ impl<B: AutodiffBackend> RowGradTape<B> {
             None => None,
         }
     }
+}
 
-    fn push_collected(&self, grad: RowGrad<B::InnerBackend>) {
-        self.lock()
-            .collected
-            .push(grad.map_values(Tensor::from_inner));
+/// The shape of the marker announcing row gradients for a parameter of shape `param`.
+fn marker_shape(param: &Shape) -> Shape {
+    let mut dims = vec![1; param.num_dims()];
+    if let Some(last) = dims.last_mut() {
+        *last = param.as_slice()[param.num_dims() - 1] + 1;
+    }
+    Shape::from(dims)
+}
+
+/// Whether a gradient of shape `grad`, given for a table's weight of shape `param`, is a
+/// marker.
+pub(crate) fn is_marker(param: &Shape, grad: &Shape) -> bool {
+    *grad == marker_shape(param)
+}
+
+/// How many backward passes a marker covers: each collection writes ones, and accumulating
+/// or merging gradients adds them up (one value read back).
+fn marker_passes<B: Backend, const D: usize>(marker: Tensor<B, D>) -> usize {
+    let n = marker.shape().num_elements();
+    let first = marker.reshape([n]).slice(0..1).into_scalar().elem::<f32>();
+    first.round().max(0.0) as usize
+}
+
+impl<B: AutodiffBackend> RowGradTape<B> {
+    /// The gradient to register for the table's weight `weight` after a backward pass:
+    /// this thread's lookups' gradients in `grads`, summed into one row gradient that the
+    /// tape keeps, announced by a marker; or, if the weight also got a dense gradient (a
+    /// penalty on `weight.val()`, say), the rows added into it. `None` when neither exists.
+    pub(crate) fn collect<const D: usize>(
+        &self,
+        grads: &mut B::Gradients,
+        weight: &Tensor<B, D>,
+    ) -> Option<Tensor<B::InnerBackend, D>> {
+        let dense = weight.grad_remove(grads);
+        let rows = self.take_from(grads);
+        match (dense, rows) {
+            (dense, None) => dense,
+            (Some(dense), Some(rows)) => Some(rows.add_into(dense)),
+            (None, Some(rows)) => {
+                self.lock()
+                    .collected
+                    .push(rows.map_values(Tensor::from_inner));
+                Some(Tensor::ones(
+                    marker_shape(&weight.shape()),
+                    &weight.device(),
+                ))
+            }
+        }
+    }
+
+    /// The collected row gradients that `markers` (the weight's gradients in a step, one per
+    /// device) announce, newest last, without taking them: as many as the markers count
+    /// backward passes; older ones were collected for gradients dropped without a step.
+    /// Empty when the row gradients were cleared since (`clear_row_grads`).
+    pub(crate) fn announced<const D: usize>(
+        &self,
+        markers: &[Tensor<B::InnerBackend, D>],
+    ) -> Vec<RowGrad<B::InnerBackend>> {
+        let mut collected = self.lock().collected.clone();
+        if collected.len() > 1 {
+            let passes: usize = markers.iter().map(|m| marker_passes(m.clone())).sum();
+            collected.drain(..collected.len().saturating_sub(passes));
+        }
+        collected
+            .into_iter()
+            .map(|rows| rows.map_values(Tensor::inner))
+            .collect()
+    }
+
+    /// Takes every collected row gradient: the step that applies the announced ones
+    /// consumes them, and older ones are stale.
+    pub(crate) fn claim(&self) {
+        self.lock().collected.clear();
     }
 }
 
@@ -592,105 +453,22 @@ pub(crate) mod scope {
     }
 }
 
-/// Builds the `GradientsParams` of a backward pass, row gradients included: the drop-in
-/// replacement of `GradientsParams::from_grads(grads, &model)`.
-///
-/// Every parameter's gradient is taken as Burn does; for each
-/// [`SparseEmbedding`](crate::SparseEmbedding) of `module`, the gradients of the lookups
-/// this thread made since its last collection are summed into one row gradient, kept by the
-/// table until the optimizer's next step, and announced in the result by a marker under the
-/// weight's id. The marker is a `[1, d + 1]` tensor of ones (a shape no table gradient can
-/// have), so Burn's `GradientsAccumulator` and multi-device merging carry it like any
-/// gradient, and its value counts the backward passes it covers.
-///
-/// If the weight also received a dense gradient (say, a penalty on `weight.val()`), the rows
-/// are added into it and the table takes the dense path for that step.
-///
-/// # Example
-///
-/// ```
-/// use burn::backend::{Autodiff, NdArray};
-/// use burn::optim::Optimizer;
-/// use burn::tensor::{Int, Tensor};
-/// use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbeddingConfig};
-///
-/// type B = Autodiff<NdArray>;
-/// let device = Default::default();
-/// let table = SparseEmbeddingConfig::new(1000, 8).init::<B>(&device);
-/// let mut optim = SparseAdamConfig::new().init();
-///
-/// let indices = Tensor::<B, 2, Int>::from_data([[3, 7, 3]], &device);
-/// let loss = table.forward(indices).sum();
-/// let grads = collect_grads(loss.backward(), &table); // not GradientsParams::from_grads
-/// let table = optim.step(1e-2, table, grads);         // updates rows 3 and 7 only
-/// # let _ = table;
-/// ```
-pub fn collect_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
-    mut grads: B::Gradients,
-    module: &M,
-) -> GradientsParams {
-    let mut collector = Collector::<B> {
-        grads: &mut grads,
-        params: GradientsParams::new(),
-    };
-    module.visit(&mut collector);
-    collector.params
-}
-
-struct Collector<'a, B: AutodiffBackend> {
-    grads: &'a mut B::Gradients,
-    params: GradientsParams,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Collector<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let value = param.val();
-        let dense = value.grad_remove(self.grads);
-        let rows = scope::tape::<B>(param.id)
-            .and_then(|tape| tape.take_from(self.grads).map(|rows| (tape, rows)));
-        match (dense, rows) {
-            (None, None) => {}
-            (Some(dense), None) => self.params.register(param.id, dense),
-            (Some(dense), Some((_, rows))) => self.params.register(param.id, rows.add_into(dense)),
-            (None, Some((tape, rows))) => {
-                tape.push_collected(rows);
-                let marker = marker::<B::InnerBackend, D>(&value.shape(), &value.device());
-                self.params.register(param.id, marker);
-            }
-        }
-    }
-}
-
-/// The shape of the marker announcing row gradients for a parameter of shape `param`.
-pub(crate) fn marker_shape(param: &Shape) -> Shape {
-    let mut dims = vec![1; param.num_dims()];
-    if let Some(last) = dims.last_mut() {
-        *last = param.as_slice()[param.num_dims() - 1] + 1;
-    }
-    Shape::from(dims)
-}
-
-fn marker<B: Backend, const D: usize>(param: &Shape, device: &B::Device) -> Tensor<B, D> {
-    Tensor::ones(marker_shape(param), device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn unique_sorted_maps_every_index() {
-        let (unique, inverse) = unique_sorted(&[5, 1, 5, 3, 1]);
-        assert_eq!(unique, vec![1, 3, 5]);
-        assert_eq!(inverse, vec![2, 0, 2, 1, 0]);
-        assert_eq!(unique_sorted(&[]), (vec![], vec![]));
+    fn markers_are_never_a_table_shape() {
+        assert_eq!(marker_shape(&Shape::new([10, 4])), Shape::new([1, 5]));
+        assert_eq!(marker_shape(&Shape::new([1, 1])), Shape::new([1, 2]));
+        assert!(!is_marker(&Shape::new([2, 1]), &Shape::new([2, 1])));
     }
 
     /// Once the tape knows its backend is autodiff, a pending lookup keeps one value, not
     /// its output's, and counts as released once autodiff lets go of the output.
     #[test]
     fn pending_lookups_keep_no_values() {
-        use burn::backend::{Autodiff, NdArray};
+        use burn::backend::NdArray;
         type B = Autodiff<NdArray>;
         let device = Default::default();
         let tape = RowGradTape::<B>::tracked();
@@ -707,11 +485,5 @@ mod tests {
         let rows = tape.take_from(&mut grads).expect("the lookup took part");
         assert_eq!(rows.rows(), [0, 1]);
         assert_eq!(tape.counts(), (0, 0));
-    }
-
-    #[test]
-    fn marker_shape_is_never_a_table_shape() {
-        assert_eq!(marker_shape(&Shape::new([10, 4])), Shape::new([1, 5]));
-        assert_eq!(marker_shape(&Shape::new([1, 1])), Shape::new([1, 2]));
     }
 }

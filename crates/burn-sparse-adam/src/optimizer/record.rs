@@ -3,14 +3,14 @@
 //! and the parameter groups with their hyperparameters (PyTorch's `state_dict`).
 
 use burn::module::ParamId;
-use burn::optim::record::AdaptorRecord;
+use burn::optim::record::{AdaptorRecord, AdaptorRecordV1};
 use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::AutodiffBackend;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::groups::{ParamGroup, ParamGroupItem};
-use crate::sparse_adam::SparseAdam;
+use super::groups::{ParamGroup, ParamGroupItem};
+use super::rule::SparseAdam;
 
 /// The per-parameter states, in the format of Burn's own `OptimizerAdaptor` records.
 pub type ParamStates<B> = HashMap<ParamId, AdaptorRecord<SparseAdam, B>>;
@@ -30,6 +30,32 @@ impl<B: AutodiffBackend> Clone for SparseAdamRecord<B> {
             groups: self.groups.clone(),
         }
     }
+}
+
+/// Applies `f` to a saved state whatever its rank.
+macro_rules! with_state {
+    ($record:expr, |$s:ident| $body:expr) => {{
+        let AdaptorRecord::V1(record) = $record;
+        match record {
+            AdaptorRecordV1::Rank0($s) => $body,
+            AdaptorRecordV1::Rank1($s) => $body,
+            AdaptorRecordV1::Rank2($s) => $body,
+            AdaptorRecordV1::Rank3($s) => $body,
+            AdaptorRecordV1::Rank4($s) => $body,
+            AdaptorRecordV1::Rank5($s) => $body,
+            AdaptorRecordV1::Rank6($s) => $body,
+            AdaptorRecordV1::Rank7($s) => $body,
+            AdaptorRecordV1::Rank8($s) => $body,
+        }
+    }};
+}
+
+pub(super) fn state_step<B: AutodiffBackend>(record: &AdaptorRecord<SparseAdam, B>) -> usize {
+    with_state!(record, |s| s.step)
+}
+
+pub(super) fn state_shape<B: AutodiffBackend>(record: &AdaptorRecord<SparseAdam, B>) -> Vec<usize> {
+    with_state!(record, |s| s.shape())
 }
 
 /// [`SparseAdamRecord`] as it is serialized.

@@ -1,4 +1,4 @@
-//! [`SparseAdam`]: the update rule for one parameter, on its two paths.
+//! [`SparseAdam`]: the per-parameter rule, on its two paths.
 //!
 //! - The **dense path** ([`SparseAdam::step_dense`], and Burn's `SimpleOptimizer::step`)
 //!   takes a gradient shaped like the parameter, as stock Burn modules produce. A row (a
@@ -15,14 +15,14 @@
 //! row is touched (an all-zero dense gradient, an empty row gradient), as PyTorch does.
 
 use burn::optim::{LearningRate, SimpleOptimizer};
-use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Tensor};
+use burn::tensor::{backend::Backend, Bool, Tensor};
 
 use crate::config::SparseAdamConfig;
+use crate::embedding::row_grads::RowGrad;
 use crate::error::{Error, Result};
-use crate::fused;
-use crate::row_grads::RowGrad;
+use crate::formula::{sparse_adam_delta, StepScalars};
+use crate::kernels::{self, KernelPath};
 use crate::state::SparseAdamState;
-use crate::update::{sparse_adam_delta, StepScalars};
 
 /// The SparseAdam update rule (PyTorch's `torch.optim.SparseAdam`) for one parameter at a
 /// time: a Burn [`SimpleOptimizer`] for dense gradients, plus the row path.
@@ -108,49 +108,44 @@ impl SparseAdam {
         grad: &RowGrad<B>,
         state: Option<SparseAdamState<B, 2>>,
     ) -> (Tensor<B, 2>, SparseAdamState<B, 2>) {
+        let (param, state, _) = self.step_rows_on_path(lr, param, grad, state);
+        (param, state)
+    }
+
+    /// [`SparseAdam::step_rows`], also saying which kernel ran (`None`: nothing to update).
+    pub(crate) fn step_rows_on_path<B: Backend>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<B, 2>,
+        grad: &RowGrad<B>,
+        state: Option<SparseAdamState<B, 2>>,
+    ) -> (Tensor<B, 2>, SparseAdamState<B, 2>, Option<KernelPath>) {
         let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
         state.step += 1;
         // No touched row, or rows of width 0: only the step count changes.
         let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
-            return (param, state);
+            return (param, state, None);
         };
         let scalars = StepScalars::new(&self.config, lr, state.step);
         let table = [param, state.exp_avg, state.exp_avg_sq];
-        let [param, exp_avg, exp_avg_sq] = fused::step_rows(table, grad.rows(), values, &scalars)
-            .unwrap_or_else(|table| composed_step_rows(table, grad, values, &scalars));
+        let ([param, exp_avg, exp_avg_sq], path) =
+            kernels::step_rows(table, grad.rows(), values, &scalars);
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
-        (param, state)
+        (param, state, Some(path))
     }
 }
 
-/// The row update of any backend, in Burn tensor operations: gather the touched rows of
-/// the parameter and both moments, compute [`sparse_adam_delta`] on the `[k, d]` blocks, add
-/// the deltas back.
-pub(crate) fn composed_step_rows<B: Backend>(
-    [param, exp_avg, exp_avg_sq]: fused::Table<B>,
-    grad: &RowGrad<B>,
-    values: &Tensor<B, 2>,
-    scalars: &StepScalars,
-) -> fused::Table<B> {
-    let rows = grad.indices(&param.device());
-    let gather = |t: &Tensor<B, 2>| t.clone().select(0, rows.clone());
-    let delta = sparse_adam_delta(
-        values.clone(),
-        gather(&exp_avg),
-        gather(&exp_avg_sq),
-        scalars,
-    );
-    // Indices are unique, so the additive scatter is exactly PyTorch's
-    // `tensor.add_(sparse_delta)`.
-    let add_rows = |t: Tensor<B, 2>, d: Tensor<B, 2>| {
-        t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add)
-    };
-    [
-        add_rows(param, delta.param),
-        add_rows(exp_avg, delta.exp_avg),
-        add_rows(exp_avg_sq, delta.exp_avg_sq),
-    ]
+impl SparseAdamConfig {
+    /// Builds the [`SparseAdam`] update rule (a Burn `SimpleOptimizer`), after validation.
+    ///
+    /// # Errors
+    ///
+    /// As [`SparseAdamConfig::validate`].
+    pub fn try_build(&self) -> crate::Result<SparseAdam> {
+        self.validate()?;
+        Ok(SparseAdam::new_unchecked(self.clone()))
+    }
 }
 
 /// Checks a step's learning rate as PyTorch does (`0 < lr`), finite too, and that it is a

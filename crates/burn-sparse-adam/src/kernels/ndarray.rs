@@ -1,0 +1,120 @@
+//! The fused kernels on burn-ndarray (feature `ndarray`): the core's loops over the `f32`
+//! storage of burn-ndarray tensors, with or without burn-autodiff around them.
+//!
+//! The lookup's output and its row gradient are built in reused buffers (`recycle`).
+//! Tensors shared with another owner are copied before an in-place update (burn-ndarray's
+//! copy-on-write), so nobody else sees the change.
+
+use std::any::Any;
+
+use burn::backend::ndarray::NdArrayTensor;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use sparse_adam_core::kernels::{gather_rows, sum_per_row, update_rows};
+
+use super::primitive::{downcast, downcast_update, restore, upcast};
+use super::{recycle, ParamAndMoments};
+use crate::formula::StepScalars;
+
+/// The burn-ndarray tensor holding `tensor`'s values, to read: `B` is burn-ndarray, or
+/// burn-ndarray (default element types) under burn-autodiff.
+fn values_of<B: Backend, const D: usize>(tensor: &Tensor<B, D>) -> Option<NdArrayTensor> {
+    let tensor = match downcast::<NdArrayTensor, B, D>(tensor.clone()) {
+        Ok(values) => return Some(values),
+        Err(tensor) => tensor,
+    };
+    let boxed: Box<dyn Any> = Box::new(tensor);
+    let tracked = boxed.downcast::<Tensor<Autodiff<NdArray>, D>>().ok()?;
+    downcast::<NdArrayTensor, NdArray, D>(tracked.inner()).ok()
+}
+
+/// The tensor of `B` (burn-ndarray, or burn-ndarray under burn-autodiff, as [`values_of`]
+/// reads) holding `values`; under burn-autodiff, an untracked tensor.
+fn tensor_of<B: Backend, const D: usize>(values: NdArrayTensor) -> Option<Tensor<B, D>> {
+    let values = match upcast::<B, D, NdArrayTensor>(values) {
+        Ok(tensor) => return Some(tensor),
+        Err(values) => values,
+    };
+    let inner = Tensor::<NdArray, D>::from_primitive(TensorPrimitive::Float(values));
+    let tracked: Box<dyn Any> = Box::new(Tensor::<Autodiff<NdArray>, D>::from_inner(inner));
+    tracked
+        .downcast::<Tensor<B, D>>()
+        .ok()
+        .map(|tensor| *tensor)
+}
+
+/// Whether `tensor` is a burn-ndarray tensor, or one under burn-autodiff.
+pub(super) fn is_ndarray<B: Backend, const D: usize>(tensor: &Tensor<B, D>) -> bool {
+    values_of(tensor).is_some()
+}
+
+pub(super) fn gather<B: Backend>(
+    table: &Tensor<B, 2>,
+    indices: &[i64],
+    [batch, seq]: [usize; 2],
+) -> Option<Tensor<B, 3>> {
+    let NdArrayTensor::F32(table) = values_of(table)? else {
+        return None;
+    };
+    let d = *table.shape().get(1)?;
+    let view = table.view();
+    let mut out = recycle::buffer(indices.len() * d);
+    gather_rows(view.as_slice()?, d, indices, &mut out);
+    tensor_of(recycle::tensor(out, &[batch, seq, d]))
+}
+
+pub(super) fn sum_per_row_fused<B: Backend>(
+    grad: &Tensor<B, 3>,
+    slots: &[i64],
+    k: usize,
+) -> Option<Tensor<B, 2>> {
+    let NdArrayTensor::F32(grad) = values_of(grad)? else {
+        return None;
+    };
+    let d = *grad.shape().get(2)?;
+    let view = grad.view();
+    let mut out = recycle::buffer(k * d);
+    sum_per_row(view.as_slice()?, d, slots, k, &mut out);
+    tensor_of(recycle::tensor(out, &[k, d]))
+}
+
+pub(super) fn step_rows<B: Backend>(
+    table: ParamAndMoments<B>,
+    rows: &[i64],
+    values: &Tensor<B, 2>,
+    scalars: &StepScalars,
+) -> Result<ParamAndMoments<B>, ParamAndMoments<B>> {
+    let ([param, exp_avg, exp_avg_sq], grad) = downcast_update::<NdArrayTensor, B>(table, values)?;
+    let (mut param, mut exp_avg, mut exp_avg_sq, grad) = match (param, exp_avg, exp_avg_sq, grad) {
+        (
+            NdArrayTensor::F32(param),
+            NdArrayTensor::F32(exp_avg),
+            NdArrayTensor::F32(exp_avg_sq),
+            NdArrayTensor::F32(grad),
+        ) => (param, exp_avg, exp_avg_sq, grad),
+        // Another element type: the composed path.
+        (param, exp_avg, exp_avg_sq, _) => {
+            return Err([param, exp_avg, exp_avg_sq].map(restore));
+        }
+    };
+    let d = grad.shape().get(1).copied().unwrap_or(0);
+    let grad_view = grad.view();
+    let updated = match (
+        param.ensure_owned().as_slice_mut(),
+        exp_avg.ensure_owned().as_slice_mut(),
+        exp_avg_sq.ensure_owned().as_slice_mut(),
+        grad_view.as_slice(),
+    ) {
+        (Some(p), Some(m), Some(v), Some(g)) => {
+            update_rows(p, m, v, g, rows, d, scalars);
+            true
+        }
+        _ => false,
+    };
+    let table = [param, exp_avg, exp_avg_sq].map(|t| restore(NdArrayTensor::F32(t)));
+    if updated {
+        Ok(table)
+    } else {
+        Err(table)
+    }
+}
