@@ -101,6 +101,53 @@ pub fn indices<B: Backend>(
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 
+/// The summed row gradients of lookups into an `[n, d]` table: what the host knows the
+/// table's gradient to be, for comparing the optimizer with a reference.
+///
+/// Lookup `j` looks up row `indices[j]` with the loss coefficients
+/// `upstream[j·d..(j + 1)·d]` (the loss is `sum(table(indices) · upstream)`, so `upstream` is
+/// row-major `[indices.len(), d]`, whatever the shape the lookups had in the model). Each
+/// row's gradient is the sum of the coefficients of its lookups, duplicates summed in `f32`
+/// in lookup order starting from `0.0`, as the optimizer's row path and PyTorch sum them
+/// (with multiples of 1/8, see [`Rng::dyadic`], the sum is exact whatever the order).
+/// Lookups of `padding_idx` add nothing and do not count as looking the row up.
+///
+/// Returns the gradient `[n, d]`, row-major (zero on rows not looked up), and per row
+/// whether it was looked up (`padding_idx` excluded): the rows the row path touches, even
+/// when their lookups cancel to zero.
+///
+/// # Panics
+///
+/// When `upstream.len() ≠ indices.len() · d`, or an index is outside `0..n`.
+pub fn summed_row_grads(
+    n: usize,
+    d: usize,
+    indices: &[i64],
+    upstream: &[f32],
+    padding_idx: Option<usize>,
+) -> (Vec<f32>, Vec<bool>) {
+    assert_eq!(
+        upstream.len(),
+        indices.len() * d,
+        "upstream must be [indices.len(), d]"
+    );
+    let mut grad = vec![0.0f32; n * d];
+    let mut looked_up = vec![false; n];
+    for (j, &index) in indices.iter().enumerate() {
+        let coefficients = &upstream[j * d..(j + 1) * d];
+        let r = usize::try_from(index).expect("a non-negative index");
+        assert!(r < n, "index {index} outside a table of {n} rows");
+        if Some(r) == padding_idx {
+            continue;
+        }
+        looked_up[r] = true;
+        for (g, &c) in grad[r * d..(r + 1) * d].iter_mut().zip(coefficients) {
+            *g += c;
+        }
+    }
+    (grad, looked_up)
+}
+
 /// SplitMix64: a tiny deterministic generator, so that every model and batch of the suite
 /// is reproducible without Burn's global RNG.
 #[derive(Clone, Debug)]
@@ -871,19 +918,7 @@ impl SplitBatch {
         d: usize,
         padding_idx: Option<usize>,
     ) -> (Vec<f32>, Vec<bool>) {
-        let mut grad = vec![0.0f32; n * d];
-        let mut looked_up = vec![false; n];
-        for (j, &i) in self.indices.iter().enumerate() {
-            let i = i as usize;
-            if Some(i) == padding_idx {
-                continue;
-            }
-            looked_up[i] = true;
-            for c in 0..d {
-                grad[i * d + c] += self.table_coefficients[j * d + c];
-            }
-        }
-        (grad, looked_up)
+        summed_row_grads(n, d, &self.indices, &self.table_coefficients, padding_idx)
     }
 
     /// The head's gradients: the weight's `xᵀ·e` (`[d, d_out]`) and the bias' `Σ e`.

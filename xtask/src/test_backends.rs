@@ -1,10 +1,26 @@
-//! `cargo xtask test-backends [--require wgpu]`: runs the whole test suite once per backend
-//! and prints a table of passed, failed and skipped tests.
+//! `cargo xtask test-backends [--require wgpu]`: runs the test suite once per backend and
+//! prints a table of passed, failed and skipped tests.
 //!
 //! The suite is built once; each pass sets `BURN_SPARSE_ADAM_BACKEND` and runs it. Where no
 //! wgpu adapter exists, wgpu is reported as skipped, with the reason and the fix, unless
-//! `--require wgpu` makes that a failure (as CI does). Doctests are documentation examples
-//! on ndarray, so they run in the ndarray pass only.
+//! `--require wgpu` makes that a failure (as CI does).
+//!
+//! What runs in which pass: a test runs once per backend only when its outcome depends on
+//! the backend `BURN_SPARSE_ADAM_BACKEND` selects; everything else runs once, in the ndarray
+//! pass.
+//!
+//! - The **ndarray pass** runs everything: every package's unit and integration tests, and
+//!   the doctests (documentation examples, on ndarray).
+//! - The **wgpu pass** runs the integration tests (`--test '*'`: the suite in `tests/` and
+//!   the example's `examples/tests`), the only targets that read the selection (through
+//!   `on_test_backend!` or `with_test_backend!`; the unit test
+//!   `the_backend_selection_is_read_by_integration_tests_only` keeps it so). Unit tests run
+//!   on the host or on a backend they name themselves (burn-sparse-adam's wgpu kernel tests
+//!   ask for wgpu), so a second run would repeat the first.
+//! - Of those, it leaves out the packages whose tests never touch a Burn backend
+//!   ([`HOST_ONLY_PACKAGES`], `--exclude`), and inside the suite the tests that run on the
+//!   host only (fixture listings, the reference's self-checks), which live in a `host`
+//!   module of their topic and are skipped by name ([`HOST_ONLY_TESTS`], `--skip`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -13,6 +29,21 @@ use crate::workspace_root;
 
 const BACKENDS: [&str; 2] = ["ndarray", "wgpu"];
 const ENV: &str = "BURN_SPARSE_ADAM_BACKEND";
+
+/// Packages whose tests never touch a Burn backend: the Burn-free core, the WordNet graph,
+/// these chores, and the benchmark (its tests check its sampler, its medians and its JSON
+/// lines). The wgpu pass leaves them out.
+const HOST_ONLY_PACKAGES: [&str; 4] = [
+    "sparse-adam-core",
+    "wordnet-graph",
+    "xtask",
+    "sparse-adam-bench",
+];
+
+/// The part of a test's name that marks it host-only: the suite keeps such tests in a `host`
+/// module of their topic (`conformance::host::every_fixture_is_listed`). The wgpu pass
+/// skips them.
+const HOST_ONLY_TESTS: &str = "host::";
 
 /// One backend's outcome.
 enum Outcome {
@@ -51,7 +82,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     // One build for both passes.
-    let status = cargo_test(&["--no-run"], None)
+    let status = cargo_test(&["--no-run"], &[], None)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
@@ -67,12 +98,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             },
             Ok(()) => {
                 println!("\n=== test suite on {backend} ===");
-                let extra: &[&str] = if backend == "ndarray" {
-                    &[]
-                } else {
-                    &["--lib", "--bins", "--tests"]
-                };
-                run_suite(cargo_test(extra, Some(backend)))?
+                let (cargo_args, test_args) = pass_args(backend);
+                run_suite(cargo_test(&cargo_args, &test_args, Some(backend)))?
             }
         };
         rows.push((backend, outcome));
@@ -117,12 +144,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// `cargo test --workspace --no-fail-fast <extra>`, on `backend` if given.
-fn cargo_test(extra: &[&str], backend: Option<&str>) -> Command {
+/// The arguments of `backend`'s pass: cargo's, and the test binaries' (after `--`).
+fn pass_args(backend: &str) -> (Vec<&'static str>, Vec<&'static str>) {
+    if backend == "ndarray" {
+        return (Vec::new(), Vec::new());
+    }
+    let mut cargo_args = vec!["--test", "*"];
+    for package in HOST_ONLY_PACKAGES {
+        cargo_args.extend(["--exclude", package]);
+    }
+    (cargo_args, vec!["--skip", HOST_ONLY_TESTS])
+}
+
+/// `cargo test --workspace --no-fail-fast <cargo_args> -- <test_args>`, on `backend` if
+/// given.
+fn cargo_test(cargo_args: &[&str], test_args: &[&str], backend: Option<&str>) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(workspace_root())
         .args(["test", "--workspace", "--no-fail-fast"])
-        .args(extra);
+        .args(cargo_args);
+    if !test_args.is_empty() {
+        cmd.arg("--").args(test_args);
+    }
     if let Some(backend) = backend {
         cmd.env(ENV, backend);
     }
@@ -200,7 +243,10 @@ fn count(counts: &str, what: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use std::path::Path;
+
+    use super::{count, pass_args, HOST_ONLY_PACKAGES};
+    use crate::workspace_root;
 
     #[test]
     fn counts_a_cargo_test_summary() {
@@ -210,5 +256,72 @@ mod tests {
         assert_eq!(count(line, "failed"), 1);
         assert_eq!(count(line, "ignored"), 3);
         assert_eq!(count("FAILED. 2 passed; 4 failed; 0 ignored", "failed"), 4);
+    }
+
+    #[test]
+    fn the_wgpu_pass_runs_integration_tests_without_the_host_only_ones() {
+        assert_eq!(pass_args("ndarray"), (vec![], vec![]));
+        let (cargo_args, test_args) = pass_args("wgpu");
+        assert_eq!(cargo_args[..2], ["--test", "*"]);
+        for package in HOST_ONLY_PACKAGES {
+            assert!(cargo_args.windows(2).any(|w| w == ["--exclude", package]));
+        }
+        assert_eq!(test_args, ["--skip", "host::"]);
+    }
+
+    /// The wgpu pass runs integration tests only (`--test '*'`): a test that reads the backend
+    /// selection anywhere else would silently run on ndarray alone. The selection is read
+    /// through `on_test_backend!` and `with_test_backend!`; their invocations must be in
+    /// integration tests (`tests/` directories), not in a package's `src/`.
+    #[test]
+    fn the_backend_selection_is_read_by_integration_tests_only() {
+        let macros = [
+            concat!("on_test", "_backend!("),
+            concat!("with_test", "_backend!("),
+        ];
+        let mut found = Vec::new();
+        let root = workspace_root();
+        let members = ["crates", "examples", "tests", "xtask"];
+        for member in members.iter().map(|m| root.join(m)) {
+            let packages: Vec<_> = if member.join("Cargo.toml").is_file() {
+                vec![member]
+            } else {
+                std::fs::read_dir(&member)
+                    .expect("a workspace directory")
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.join("Cargo.toml").is_file())
+                    .collect()
+            };
+            for package in packages {
+                sources(&package.join("src"), &mut |file, text| {
+                    for (n, line) in text.lines().enumerate() {
+                        let code = line.trim_start();
+                        if !code.starts_with("//") && macros.iter().any(|m| code.contains(m)) {
+                            found.push(format!("{}:{}", file.display(), n + 1));
+                        }
+                    }
+                });
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "tests that read the backend selection outside integration tests, which the wgpu \
+             pass does not run: {found:?}"
+        );
+    }
+
+    /// Calls `f` on every `.rs` file under `dir`, with its text.
+    fn sources(dir: &Path, f: &mut dyn FnMut(&Path, &str)) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.is_dir() {
+                sources(&path, f);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a readable source file");
+                f(&path, &text);
+            }
+        }
     }
 }

@@ -8,12 +8,14 @@
 mod measure;
 mod record;
 mod report;
+mod targets;
 mod torch;
 
 use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 
-use measure::{BackendKind, Impl, Workload};
+use burn_sparse_adam::testing::TestBackend;
+use measure::{Impl, Workload};
 use record::{Record, TorchRecord};
 
 const USAGE: &str = "usage: cargo xtask bench [OPTIONS]
@@ -32,7 +34,8 @@ options:
   --warmup N         untimed steps before them (default 3)
   --impls LIST       sparse (SparseEmbedding + SparseAdam), dense (Embedding + SparseAdam),
                      adam (Embedding + Burn's Adam, epsilon 1e-8); default sparse,dense,adam
-  --backend NAME     ndarray (default) or wgpu
+  --backend NAME     ndarray or wgpu (default: the test suite's selection,
+                     BURN_SPARSE_ADAM_BACKEND, ndarray when unset)
   --gpu              wgpu's adapter is a real GPU: its timings count (without it, wgpu
                      results are marked functional_only: a software adapter's timings
                      mean nothing)
@@ -57,7 +60,7 @@ struct Options {
     steps: usize,
     warmup: usize,
     impls: Vec<Impl>,
-    backend: BackendKind,
+    backend: TestBackend,
     gpu: bool,
     phases: bool,
     torch: bool,
@@ -87,7 +90,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         steps: 30,
         warmup: 3,
         impls: Impl::ALL.to_vec(),
-        backend: BackendKind::NdArray,
+        // Replaced below by `--backend`, or else by the test suite's selection.
+        backend: TestBackend::NdArray,
         gpu: false,
         phases: false,
         torch: false,
@@ -97,6 +101,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         malloc_keep: false,
         single: None,
     };
+    let mut backend = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -121,7 +126,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     .map(|v| Impl::parse(v.trim()))
                     .collect::<Result<_, _>>()?
             }
-            "--backend" => o.backend = BackendKind::parse(value()?)?,
+            "--backend" => backend = Some(TestBackend::parse(value()?)?),
             "--gpu" => o.gpu = true,
             "--phases" => o.phases = true,
             "--torch" => o.torch = true,
@@ -137,6 +142,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    o.backend = backend.unwrap_or_else(TestBackend::selected);
     if o.rows.is_empty() || o.rows.contains(&0) {
         return Err("--rows: every table needs at least one row".into());
     }
@@ -166,7 +172,7 @@ impl Options {
     /// Whether the phases of a step are timed: always on ndarray, where synchronizing costs
     /// nothing; on wgpu with `--phases` only.
     fn phases(&self) -> bool {
-        self.phases || self.backend == BackendKind::NdArray
+        self.phases || self.backend == TestBackend::NdArray
     }
 }
 
@@ -230,7 +236,7 @@ fn main() -> ExitCode {
 
     if let Some((imp, rows)) = o.single {
         let record = measure::run_single(imp, &o.workload(rows));
-        print_line(&record.to_json().to_string());
+        print_line(&record.to_json());
         return ExitCode::SUCCESS;
     }
 
@@ -240,7 +246,14 @@ fn main() -> ExitCode {
             o.steps
         );
     }
-    if o.backend == BackendKind::Wgpu && !o.gpu {
+    if let Err(why) = o.backend.probe() {
+        eprintln!(
+            "sparse-adam-bench: {} cannot run here: {why}",
+            o.backend.name()
+        );
+        return ExitCode::FAILURE;
+    }
+    if o.backend == TestBackend::Wgpu && !o.gpu {
         eprintln!(
             "sparse-adam-bench: wgpu results are marked functional_only (the adapter is not \
              identified; pass --gpu when it is a real GPU)"
@@ -260,7 +273,7 @@ fn main() -> ExitCode {
             );
             match run_child(&o, imp, rows) {
                 Ok(record) => {
-                    print_line(&record.to_json().to_string());
+                    print_line(&record.to_json());
                     records.push(record);
                 }
                 Err(err) => {
@@ -287,7 +300,7 @@ fn main() -> ExitCode {
                         match runner.run(rows, o.dim, o.batch, o.steps, mode) {
                             Ok(lines) => {
                                 for t in lines {
-                                    print_line(&t.json.to_string());
+                                    print_line(&t.to_json());
                                     torch_records.push(t);
                                 }
                             }
@@ -337,15 +350,15 @@ fn main() -> ExitCode {
         );
         println!(
             "SparseAdam row update: {}",
-            match (cfg!(feature = "fused"), o.backend) {
-                (true, BackendKind::NdArray) => {
+            // burn-sparse-adam's feature `testing` includes its kernels.
+            match o.backend {
+                TestBackend::NdArray => {
                     "fused lookup, row sum and row update (burn-sparse-adam feature `ndarray`)"
                 }
-                (true, BackendKind::Wgpu) => {
+                TestBackend::Wgpu => {
                     "fused row update, one CubeCL kernel (burn-sparse-adam feature `wgpu`); \
                      lookup and row sum composed"
                 }
-                (false, _) => "composed tensor operations",
             }
         );
         println!();
@@ -367,7 +380,7 @@ fn main() -> ExitCode {
         println!("issue 4's targets:");
         print!(
             "{}",
-            report::targets_text(&report::targets(&records, &torch_records))
+            report::targets_text(&targets::targets(&records, &torch_records))
         );
     }
     if failures > 0 {

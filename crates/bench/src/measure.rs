@@ -9,12 +9,12 @@
 
 use std::time::Instant;
 
-use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::module::AutodiffModule;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use burn_sparse_adam::testing::{NdArrayAutodiff, TestBackend, WgpuAutodiff};
 use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig};
 
 use crate::record::Record;
@@ -68,36 +68,6 @@ impl Impl {
     }
 }
 
-/// The backend a measurement runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendKind {
-    /// burn-ndarray on the CPU.
-    NdArray,
-    /// burn-wgpu.
-    Wgpu,
-}
-
-impl BackendKind {
-    /// The name on the command line and in JSON lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::NdArray => "ndarray",
-            BackendKind::Wgpu => "wgpu",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        match name {
-            "ndarray" => Ok(BackendKind::NdArray),
-            "wgpu" => Ok(BackendKind::Wgpu),
-            other => Err(format!(
-                "unknown backend {other:?}: expected ndarray or wgpu"
-            )),
-        }
-    }
-}
-
 /// The workload's sizes and the measurement's length.
 #[derive(Clone, Debug)]
 pub struct Workload {
@@ -111,8 +81,8 @@ pub struct Workload {
     pub steps: usize,
     /// Untimed steps before them.
     pub warmup: usize,
-    /// The backend.
-    pub backend: BackendKind,
+    /// The backend: one of the test suite's.
+    pub backend: TestBackend,
     /// Whether the wgpu adapter is a real GPU (`--gpu`): otherwise wgpu timings are recorded
     /// as functional only.
     pub gpu: bool,
@@ -396,6 +366,9 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
     let table_mib = (work.rows * work.dim * 4) as f64 / (1024.0 * 1024.0);
     let mut unique = t.unique_rows.iter().map(|&u| u as f64).collect::<Vec<_>>();
     unique.sort_by(f64::total_cmp);
+    let phases = work
+        .phases
+        .then(|| t.phase_ms.each_ref().map(|v| median(v)));
     Record {
         imp: imp.name().to_string(),
         backend: work.backend.name().to_string(),
@@ -406,9 +379,10 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
         median_ms_per_step: median(&t.step_ms),
         median_ms_optimizer_step: median(&t.optimizer_ms),
         median_ms_forward_backward: median(&t.forward_backward_ms),
-        median_ms_phases: work
-            .phases
-            .then(|| t.phase_ms.each_ref().map(|v| median(v))),
+        median_ms_lookup: phases.map(|p| p[0]),
+        median_ms_loss: phases.map(|p| p[1]),
+        median_ms_backward: phases.map(|p| p[2]),
+        median_ms_gradients: phases.map(|p| p[3]),
         min_ms_per_step: t.step_ms.iter().copied().fold(f64::INFINITY, f64::min),
         peak_rss_mb: mib(peak_kib),
         baseline_rss_mb: mib(baseline_kib),
@@ -416,18 +390,19 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
         table_and_moments_mb: 3.0 * table_mib,
         median_unique_rows: median(&unique),
         final_loss: t.final_loss,
-        functional_only: work.backend == BackendKind::Wgpu && !work.gpu,
+        functional_only: work.backend == TestBackend::Wgpu && !work.gpu,
         load_1m: load_average(),
         glibc_tunables: glibc_tunables(),
-        fused_ndarray: cfg!(feature = "fused") && work.backend == BackendKind::NdArray,
+        // burn-sparse-adam's feature `testing` includes its feature `ndarray`.
+        fused_ndarray: work.backend == TestBackend::NdArray,
     }
 }
 
 /// Runs one measurement in this process.
 pub fn run_single(imp: Impl, work: &Workload) -> Record {
     match work.backend {
-        BackendKind::NdArray => run_on::<Autodiff<NdArray>>(imp, work, &Default::default()),
-        BackendKind::Wgpu => run_on::<Autodiff<Wgpu>>(imp, work, &Default::default()),
+        TestBackend::NdArray => run_on::<NdArrayAutodiff>(imp, work, &Default::default()),
+        TestBackend::Wgpu => run_on::<WgpuAutodiff>(imp, work, &Default::default()),
     }
 }
 

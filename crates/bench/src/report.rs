@@ -1,23 +1,20 @@
 //! The human-readable part: the results table, the side-by-side comparison with PyTorch and
-//! issue 4's targets.
+//! the verdicts on issue 4's targets (judged in [`crate::targets`]).
 
 use crate::record::{Record, TorchRecord};
+use crate::targets::Target;
 
-/// One of issue 4's targets, judged on the figures at hand.
-pub struct Target {
-    /// What is required.
-    pub name: String,
-    /// The figure it is judged on.
-    pub value: String,
-    /// `None`: not judged (missing figures, or functional-only timings).
-    pub pass: Option<bool>,
-}
-
-fn find<'a>(records: &'a [Record], imp: &str, rows: usize) -> Option<&'a Record> {
+/// The record of `imp` at `rows` rows.
+pub(crate) fn find<'a>(records: &'a [Record], imp: &str, rows: usize) -> Option<&'a Record> {
     records.iter().find(|r| r.imp == imp && r.rows == rows)
 }
 
-fn find_torch<'a>(torch: &'a [TorchRecord], imp: &str, rows: usize) -> Option<&'a TorchRecord> {
+/// PyTorch's record of `imp` at `rows` rows.
+pub(crate) fn find_torch<'a>(
+    torch: &'a [TorchRecord],
+    imp: &str,
+    rows: usize,
+) -> Option<&'a TorchRecord> {
     torch.iter().find(|t| t.imp == imp && t.rows == rows)
 }
 
@@ -83,7 +80,7 @@ pub fn results_table(records: &[Record]) -> String {
 pub fn phases_table(records: &[Record]) -> String {
     let timed: Vec<(&Record, [f64; 4])> = records
         .iter()
-        .filter_map(|r| r.median_ms_phases.map(|p| (r, p)))
+        .filter_map(|r| r.phases().map(|p| (r, p)))
         .collect();
     if timed.is_empty() {
         return String::new();
@@ -169,142 +166,6 @@ pub fn torch_table(records: &[Record], torch: &[TorchRecord]) -> String {
         "  sparse: burn-sparse; torch: torch-sparse (nn.Embedding(sparse=True) + SparseAdam); adam: burn-adam;\n  \
          torch-dns: torch-dense (nn.Embedding + Adam); MiB: peak resident set of the process\n",
     );
-    out
-}
-
-/// Issue 4's targets, judged on `records` (one backend) and `torch` (may be empty).
-pub fn targets(records: &[Record], torch: &[TorchRecord]) -> Vec<Target> {
-    let mut out = Vec::new();
-    let functional = records.iter().any(|r| r.functional_only);
-    let judge = |ok: bool| if functional { None } else { Some(ok) };
-    let sparse: Vec<&Record> = records.iter().filter(|r| r.imp == "burn-sparse").collect();
-    let smallest = sparse.iter().min_by_key(|r| r.rows);
-    let largest = sparse.iter().max_by_key(|r| r.rows);
-
-    match (smallest, largest) {
-        (Some(s), Some(l)) if s.rows < l.rows => {
-            for (what, a, b) in [
-                (
-                    "optimizer step",
-                    l.median_ms_optimizer_step,
-                    s.median_ms_optimizer_step,
-                ),
-                ("training step", l.median_ms_per_step, s.median_ms_per_step),
-            ] {
-                let r = a / b;
-                // The sampler touches more distinct rows in a larger table: per touched row,
-                // the cost that the table size alone adds.
-                let per_row = |ms: f64, k: f64| ms * 1e3 / k.max(1.0);
-                out.push(Target {
-                    name: format!(
-                        "sparse {what} flat in the table size: t({}) / t({}) <= 1.3",
-                        l.rows, s.rows
-                    ),
-                    value: format!(
-                        "{a:.3} / {b:.3} ms = {r:.2} (k = {:.0} vs {:.0} rows; per touched row {:.3} vs {:.3} us)",
-                        l.median_unique_rows,
-                        s.median_unique_rows,
-                        per_row(a, l.median_unique_rows),
-                        per_row(b, s.median_unique_rows)
-                    ),
-                    pass: judge(r <= 1.3),
-                });
-            }
-        }
-        _ => out.push(Target {
-            name: "sparse step flat in the table size".into(),
-            value: "needs burn-sparse at two table sizes".into(),
-            pass: None,
-        }),
-    }
-
-    if let Some(l) = largest {
-        match find(records, "burn-adam", l.rows) {
-            Some(adam) => {
-                let r = adam.median_ms_optimizer_step / l.median_ms_optimizer_step;
-                out.push(Target {
-                    name: format!(
-                        "sparse optimizer step >= 50x faster than Burn's Adam at {} rows",
-                        l.rows
-                    ),
-                    value: format!(
-                        "{:.3} / {:.3} ms = {r:.1}x (whole step: {:.1}x)",
-                        adam.median_ms_optimizer_step,
-                        l.median_ms_optimizer_step,
-                        adam.median_ms_per_step / l.median_ms_per_step
-                    ),
-                    pass: judge(r >= 50.0),
-                });
-            }
-            None => out.push(Target {
-                name: "sparse step >= 50x faster than Burn's Adam".into(),
-                value: "needs burn-adam".into(),
-                pass: None,
-            }),
-        }
-    }
-
-    for s in &sparse {
-        let Some(t) = find_torch(torch, "torch-sparse", s.rows) else {
-            continue;
-        };
-        let r = s.median_ms_per_step / t.median_ms_per_step;
-        out.push(Target {
-            name: format!("sparse training step <= 1.0x PyTorch's at {} rows", s.rows),
-            value: format!(
-                "{:.3} / {:.3} ms = {r:.2}",
-                s.median_ms_per_step, t.median_ms_per_step
-            ),
-            pass: judge(r <= 1.0),
-        });
-        let r = s.median_ms_optimizer_step / t.median_ms_optimizer_step;
-        out.push(Target {
-            name: format!(
-                "sparse optimizer step <= 0.5x PyTorch's SparseAdam.step at {} rows",
-                s.rows
-            ),
-            value: format!(
-                "{:.3} / {:.3} ms = {r:.2}",
-                s.median_ms_optimizer_step, t.median_ms_optimizer_step
-            ),
-            pass: judge(r <= 0.5),
-        });
-    }
-    if torch.is_empty() {
-        out.push(Target {
-            name: "sparse step against PyTorch".into(),
-            value: "not measured (run with --torch, which needs python3 with torch)".into(),
-            pass: None,
-        });
-    }
-
-    if let Some(l) = largest {
-        if let (Some(peak), Some(base)) = (l.peak_rss_mb, l.baseline_rss_mb) {
-            let excess = peak - base - l.table_and_moments_mb;
-            // Any buffer of the table's size (a dense gradient, a copy of the table or of a
-            // moment) would push the excess past half a table; below that, O(batch) is
-            // allowed sixteen `[batch, d]` f32 blocks (which also covers tables smaller than
-            // a batch's temporaries).
-            let batch_block_mb = (l.batch * l.dim * 4) as f64 / (1024.0 * 1024.0);
-            let allowed = (l.table_mb / 2.0).max(16.0 * batch_block_mb);
-            out.push(Target {
-                name: format!(
-                    "sparse peak RSS at {} rows = table + 2 moments + O(batch) (excess < {allowed:.1} MiB)",
-                    l.rows
-                ),
-                value: format!(
-                    "peak {peak:.1} - base {base:.1} - (table + 2 moments) {:.1} = {excess:.1} MiB (table {:.1})",
-                    l.table_and_moments_mb, l.table_mb
-                ),
-                // RSS is host memory: on a GPU the tensors are elsewhere.
-                pass: if l.backend == "ndarray" {
-                    Some(excess < allowed)
-                } else {
-                    None
-                },
-            });
-        }
-    }
     out
 }
 

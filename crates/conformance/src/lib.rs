@@ -8,6 +8,11 @@
 //!
 //! A value passes when `|ours − torch| ≤ 1e-5 + 1e-4·|torch|`; a fixture's *score* is its
 //! worst `|ours − torch|` divided by that bound, so it passes when the score is at most 1.
+//!
+//! Every compared value is also measured in units in the last place ([`ulp_distance`]): a
+//! replay's [`Report::ulps`] counts the distances of the weights and of both moments per
+//! bucket ([`UlpDistribution`]), and [`ulp_distances`] replays a whole set of fixtures for
+//! their distribution.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -275,6 +280,8 @@ pub struct Report {
     pub values: usize,
     /// Exact disagreements that no tolerance excuses (a step count, a missing state).
     pub mismatches: Vec<String>,
+    /// The distances of the compared values in units in the last place.
+    pub ulps: Ulps,
 }
 
 impl Report {
@@ -285,7 +292,13 @@ impl Report {
             && self.worst.as_ref().is_none_or(|w| w.score <= 1.0)
     }
 
-    fn compare(&mut self, place: impl Fn(usize) -> String, ours: &[f32], torch: &[f32]) {
+    fn compare(
+        &mut self,
+        kind: ValueKind,
+        place: impl Fn(usize) -> String,
+        ours: &[f32],
+        torch: &[f32],
+    ) {
         if ours.len() != torch.len() {
             self.mismatches.push(format!(
                 "{}: {} values, PyTorch has {}",
@@ -296,6 +309,7 @@ impl Report {
             return;
         }
         for (i, (&o, &t)) in ours.iter().zip(torch).enumerate() {
+            self.ulps.of(kind).add(o, t, || place(i));
             let (o, t) = (o as f64, t as f64);
             let score = if o == t {
                 0.0
@@ -331,6 +345,232 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The distance between two `f32` in units in the last place: how many representable `f32`
+/// lie between them, plus one (`0` when they are equal, `1` for neighbours).
+///
+/// Each value's bits are mapped to an integer whose order is the values' order (the
+/// negative values' magnitudes negated), so the distance counts across zero too; `+0` and
+/// `−0` are the same point, 0 apart. A NaN is 0 from another NaN and `u64::MAX` from any
+/// number; the infinities are one step beyond the largest finite values.
+pub fn ulp_distance(a: f32, b: f32) -> u64 {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => 0,
+        (false, false) => ordered(a).abs_diff(ordered(b)),
+        _ => u64::MAX,
+    }
+}
+
+/// The position of `x` on the line of `f32` values: `0` for both zeros, `n` for the `n`-th
+/// representable value above zero and `−n` for the `n`-th below.
+fn ordered(x: f32) -> i64 {
+    let magnitude = i64::from(x.to_bits() & 0x7fff_ffff);
+    if x.is_sign_negative() {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// Which recorded values a distance is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A table's weights after a step (`expected`).
+    Weight,
+    /// A table's first moments after the last step (`final_state`).
+    ExpAvg,
+    /// A table's second moments after the last step (`final_state`).
+    ExpAvgSq,
+}
+
+/// Where the largest distance of a [`UlpDistribution`] is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UlpPlace {
+    /// The value, as the conformance report names it (prefixed by the fixture's name in a
+    /// distribution over several fixtures).
+    pub place: String,
+    /// Ours.
+    pub ours: f32,
+    /// PyTorch's.
+    pub torch: f32,
+}
+
+/// How many values lie how many units in the last place from PyTorch's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UlpDistribution {
+    /// Values per bucket of [`UlpDistribution::BUCKETS`].
+    pub counts: [u64; 8],
+    /// Values measured.
+    pub values: u64,
+    /// The largest distance.
+    pub max: u64,
+    /// Where the (first) largest distance is; `None` when no value is 1 ulp or more apart.
+    pub max_at: Option<UlpPlace>,
+}
+
+impl UlpDistribution {
+    /// The buckets: the distances from `.0` to `.1`, both included.
+    pub const BUCKETS: [(u64, u64); 8] = [
+        (0, 0),
+        (1, 1),
+        (2, 2),
+        (3, 4),
+        (5, 8),
+        (9, 16),
+        (17, 64),
+        (65, u64::MAX),
+    ];
+
+    /// The buckets' names: `0`, `1`, `2`, `3-4`, `5-8`, `9-16`, `17-64`, `>64`.
+    pub const LABELS: [&'static str; 8] = ["0", "1", "2", "3-4", "5-8", "9-16", "17-64", ">64"];
+
+    /// Counts the distance between `ours` and `torch`; `place` names the value, asked for
+    /// only when it is a new largest distance.
+    pub fn add(&mut self, ours: f32, torch: f32, place: impl FnOnce() -> String) {
+        let ulps = ulp_distance(ours, torch);
+        let bucket = Self::BUCKETS
+            .iter()
+            .position(|&(lo, hi)| (lo..=hi).contains(&ulps))
+            .expect("the buckets cover every u64");
+        self.counts[bucket] += 1;
+        self.values += 1;
+        if ulps > self.max {
+            self.max = ulps;
+            self.max_at = Some(UlpPlace {
+                place: place(),
+                ours,
+                torch,
+            });
+        }
+    }
+
+    /// Adds `other`'s counts to these; `prefix` goes before the name of its largest
+    /// distance's place (a fixture's name).
+    pub fn merge(&mut self, other: &UlpDistribution, prefix: &str) {
+        for (count, other) in self.counts.iter_mut().zip(other.counts) {
+            *count += other;
+        }
+        self.values += other.values;
+        if other.max > self.max {
+            self.max = other.max;
+            self.max_at = other.max_at.clone().map(|at| UlpPlace {
+                place: format!("{prefix}{}", at.place),
+                ..at
+            });
+        }
+    }
+
+    /// The share of the values exactly equal to PyTorch's.
+    pub fn exact_share(&self) -> f64 {
+        if self.values == 0 {
+            1.0
+        } else {
+            self.counts[0] as f64 / self.values as f64
+        }
+    }
+}
+
+impl fmt::Display for UlpDistribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts: Vec<String> = Self::LABELS
+            .iter()
+            .zip(self.counts)
+            .map(|(label, n)| format!("{label}: {n}"))
+            .collect();
+        write!(
+            f,
+            "{} values, ulps {}; max {}",
+            self.values,
+            counts.join(", "),
+            self.max
+        )?;
+        if let Some(at) = &self.max_at {
+            write!(
+                f,
+                " at {} (ours {:e}, torch {:e})",
+                at.place, at.ours, at.torch
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The [`UlpDistribution`]s of a replay, or of several: the weights and both moments.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ulps {
+    /// The weights after the recorded steps.
+    pub weight: UlpDistribution,
+    /// The first moments after the last step.
+    pub exp_avg: UlpDistribution,
+    /// The second moments after the last step.
+    pub exp_avg_sq: UlpDistribution,
+}
+
+impl Ulps {
+    /// The distribution of `kind`.
+    pub fn of(&mut self, kind: ValueKind) -> &mut UlpDistribution {
+        match kind {
+            ValueKind::Weight => &mut self.weight,
+            ValueKind::ExpAvg => &mut self.exp_avg,
+            ValueKind::ExpAvgSq => &mut self.exp_avg_sq,
+        }
+    }
+
+    /// Adds `other`'s distributions to these, naming its places with `prefix`.
+    pub fn merge(&mut self, other: &Ulps, prefix: &str) {
+        self.weight.merge(&other.weight, prefix);
+        self.exp_avg.merge(&other.exp_avg, prefix);
+        self.exp_avg_sq.merge(&other.exp_avg_sq, prefix);
+    }
+
+    /// Every value, whatever its kind.
+    pub fn all(&self) -> UlpDistribution {
+        let mut all = UlpDistribution::default();
+        for part in [&self.weight, &self.exp_avg, &self.exp_avg_sq] {
+            all.merge(part, "");
+        }
+        all
+    }
+}
+
+impl fmt::Display for Ulps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "weight:     {}", self.weight)?;
+        writeln!(f, "exp_avg:    {}", self.exp_avg)?;
+        write!(f, "exp_avg_sq: {}", self.exp_avg_sq)
+    }
+}
+
+/// Replays every fixture of `files` on backend `B` and returns the distances of our values
+/// from PyTorch's in units in the last place: per fixture (named by its file's stem), and
+/// over all of them (each largest distance's place prefixed by its fixture's name).
+///
+/// # Errors
+///
+/// The first fixture that cannot be loaded or replayed, or that fails beyond the tolerance
+/// (its distances would measure a bug, not rounding), naming it.
+pub fn ulp_distances<B: AutodiffBackend>(
+    files: &[PathBuf],
+    device: &B::Device,
+) -> Result<(Vec<(String, Ulps)>, Ulps), String> {
+    let mut per_fixture = Vec::new();
+    let mut all = Ulps::default();
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let report = Fixture::load(file)
+            .and_then(|fixture| replay::<B>(&fixture, device))
+            .map_err(|e| format!("{name}: {e}"))?;
+        if !report.passed() {
+            return Err(format!("{name}: {report}"));
+        }
+        all.merge(&report.ulps, &format!("{name}: "));
+        per_fixture.push((name, report.ulps));
+    }
+    Ok((per_fixture, all))
 }
 
 /// Replays `fixture` on backend `B` and compares with PyTorch.
@@ -416,6 +656,7 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
         worst: None,
         values: 0,
         mismatches: Vec::new(),
+        ulps: Ulps::default(),
     };
 
     for (s, step) in fixture.steps.iter().enumerate() {
@@ -457,6 +698,7 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
             for (t, (table, torch)) in tables.iter().zip(&expected.tables).enumerate() {
                 let ours = values(table.weight().val());
                 report.compare(
+                    ValueKind::Weight,
                     |i| {
                         format!(
                             "table {t} weight[{}] after step {}",
@@ -492,11 +734,13 @@ fn replay_with<B: AutodiffBackend, T: Table<B>>(fixture: &Fixture, device: &B::D
                 }
                 let dim = fixture.tables[t].dim;
                 report.compare(
+                    ValueKind::ExpAvg,
                     |i| format!("table {t} exp_avg[{}]", index_2d(i, dim)),
                     &values(ours.exp_avg),
                     &torch.exp_avg,
                 );
                 report.compare(
+                    ValueKind::ExpAvgSq,
                     |i| format!("table {t} exp_avg_sq[{}]", index_2d(i, dim)),
                     &values(ours.exp_avg_sq),
                     &torch.exp_avg_sq,
@@ -580,4 +824,63 @@ pub fn fixture_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 /// The repository's copy of the fixtures.
 pub fn default_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulp_distance_counts_representable_values() {
+        assert_eq!(ulp_distance(1.0, 1.0), 0);
+        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 1)), 1);
+        assert_eq!(ulp_distance(f32::from_bits(1.0f32.to_bits() + 3), 1.0), 3);
+        assert_eq!(
+            ulp_distance(-1.0, f32::from_bits((-1.0f32).to_bits() + 2)),
+            2
+        );
+        // Across a power of two: 1.0's lower neighbour is half an ulp of 1.0 away.
+        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() - 1)), 1);
+    }
+
+    #[test]
+    fn ulp_distance_across_zero() {
+        assert_eq!(ulp_distance(0.0, -0.0), 0);
+        let tiny = f32::from_bits(1);
+        assert_eq!(ulp_distance(tiny, -tiny), 2);
+        assert_eq!(ulp_distance(tiny, 0.0), 1);
+        assert_eq!(ulp_distance(-tiny, -0.0), 1);
+        assert_eq!(
+            ulp_distance(f32::MIN_POSITIVE, -f32::MIN_POSITIVE),
+            2 * u64::from(f32::MIN_POSITIVE.to_bits())
+        );
+    }
+
+    #[test]
+    fn ulp_distance_of_nan_and_infinities() {
+        assert_eq!(ulp_distance(f32::NAN, f32::NAN), 0);
+        assert_eq!(ulp_distance(f32::NAN, 1.0), u64::MAX);
+        assert_eq!(ulp_distance(f32::INFINITY, f32::MAX), 1);
+        assert_eq!(ulp_distance(f32::NEG_INFINITY, f32::MIN), 1);
+    }
+
+    #[test]
+    fn distributions_bucket_merge_and_name_the_largest() {
+        let mut d = UlpDistribution::default();
+        let up = |x: f32, n: u32| f32::from_bits(x.to_bits() + n);
+        for (n, place) in [(0, "a"), (1, "b"), (4, "c"), (70, "d"), (9, "e")] {
+            d.add(up(1.0, n), 1.0, || place.to_string());
+        }
+        assert_eq!(d.counts, [1, 1, 0, 1, 0, 1, 0, 1]);
+        assert_eq!((d.values, d.max), (5, 70));
+        assert_eq!(d.max_at.as_ref().unwrap().place, "d");
+
+        let mut e = UlpDistribution::default();
+        e.add(up(2.0, 100), 2.0, || "f".to_string());
+        d.merge(&e, "fixture: ");
+        assert_eq!(d.counts, [1, 1, 0, 1, 0, 1, 0, 2]);
+        assert_eq!((d.values, d.max), (6, 100));
+        assert_eq!(d.max_at.as_ref().unwrap().place, "fixture: f");
+        assert!((d.exact_share() - 1.0 / 6.0).abs() < 1e-12);
+    }
 }

@@ -1,13 +1,15 @@
 //! `conformance [--fixtures DIR] [--backend ndarray|wgpu]`: replays every fixture of DIR
 //! (default: the repository's copy) on every available backend (or the one named), prints
-//! one line per fixture and backend and a summary, and exits non-zero on any failure.
+//! one line per fixture and backend, per backend the distribution of the distances to
+//! PyTorch's values in units in the last place, and a summary, and exits non-zero on any
+//! failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn_sparse_adam::testing::{NdArrayAutodiff, TestBackend, WgpuAutodiff};
 use sparse_adam_conformance::{
-    default_fixture_dir, fixture_files, replay, Fixture, FixtureError, Report,
+    default_fixture_dir, fixture_files, replay, Fixture, FixtureError, Report, Ulps,
 };
 
 struct Args {
@@ -87,12 +89,17 @@ fn main() -> ExitCode {
             }
             continue;
         }
+        let (mut ulps, mut replayed) = (Ulps::default(), 0);
         for file in &files {
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let outcome = Fixture::load(file).and_then(|fixture| run(&fixture, *backend));
+            if let Ok(report) = &outcome {
+                ulps.merge(&report.ulps, &format!("{name}: "));
+                replayed += 1;
+            }
             match outcome {
                 Ok(report) if report.passed() => {
                     passed += 1;
@@ -106,6 +113,16 @@ fn main() -> ExitCode {
                     failed += 1;
                     println!("FAIL  {name:<24} {:<8} {err}", backend.name());
                 }
+            }
+        }
+        if replayed > 0 {
+            println!(
+                "ULPS  {:<24} {:<8} distances to PyTorch's values in units in the last place, {replayed} fixtures:",
+                "*",
+                backend.name()
+            );
+            for line in ulps.to_string().lines() {
+                println!("      {line}");
             }
         }
     }

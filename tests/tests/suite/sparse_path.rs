@@ -18,8 +18,8 @@ use burn_sparse_adam::{
 };
 use burn_sparse_adam_tests::{
     assert_bits_eq, assert_close, assert_params_close, assert_states_close, copy_grads, indices,
-    on_test_backend, param_values, row, sparse_table, state_values, stock_table, values,
-    weighted_sum, Batch, RefParam, RefSparseAdam, Rng, SparseTower, TowerSpec,
+    on_test_backend, param_values, row, sparse_table, state_values, stock_table, summed_row_grads,
+    values, weighted_sum, Batch, RefParam, RefSparseAdam, Rng, SparseTower, TowerSpec,
 };
 
 /// A batch of lookups into a table: indices `[1, k]` and dyadic loss coefficients `[1, k, d]`.
@@ -61,25 +61,10 @@ impl Lookups {
         weighted_sum(out, &self.coefficients)
     }
 
-    /// The exact summed gradient `[n, d]` of these lookups, `padding_idx` excluded.
-    fn summed_grad(&self, n: usize, d: usize, padding_idx: Option<usize>) -> Vec<f32> {
-        let mut grad = vec![0.0; n * d];
-        for (k, &i) in self.indices.iter().enumerate() {
-            if Some(i as usize) == padding_idx {
-                continue;
-            }
-            for j in 0..d {
-                grad[i as usize * d + j] += self.coefficients[k * d + j];
-            }
-        }
-        grad
-    }
-
-    /// Whether each row is looked up, `padding_idx` excluded.
-    fn touched(&self, n: usize, padding_idx: Option<usize>) -> Vec<bool> {
-        (0..n)
-            .map(|r| Some(r) != padding_idx && self.indices.contains(&(r as i64)))
-            .collect()
+    /// The exact summed gradient `[N, D]` of these lookups into this file's table, and
+    /// whether each row is looked up, `padding_idx` excluded.
+    fn row_grads(&self, padding_idx: Option<usize>) -> (Vec<f32>, Vec<bool>) {
+        summed_row_grads(N, D, &self.indices, &self.coefficients, padding_idx)
     }
 }
 
@@ -228,12 +213,8 @@ fn two_backward_passes_before_a_step_equal_one_pass_over_the_concatenated_batch(
         let mut expected = RefParam::new(&init, D);
         for (s, (a, b)) in steps.iter().enumerate() {
             let both = a.concat(b);
-            reference.step_rows(
-                0.02 * (s + 1) as f64,
-                &mut expected,
-                &both.summed_grad(N, D, None),
-                &both.touched(N, None),
-            );
+            let (grad, touched) = both.row_grads(None);
+            reference.step_rows(0.02 * (s + 1) as f64, &mut expected, &grad, &touched);
         }
         assert_table_matches(
             &table_state(&whole_optim, &whole.weight),
@@ -532,12 +513,8 @@ fn padding_lookups_return_the_row_and_give_it_no_gradient() {
                 &table,
             );
             table = optim.step(0.1, table, grads);
-            reference.step_rows(
-                0.1,
-                &mut expected,
-                &lookups.summed_grad(N, D, Some(P)),
-                &lookups.touched(N, Some(P)),
-            );
+            let (grad, touched) = lookups.row_grads(Some(P));
+            reference.step_rows(0.1, &mut expected, &grad, &touched);
             let state = table_state(&optim, &table.weight);
             assert_table_matches(&state, &expected, &format!("step {}", s + 1));
             assert_bits_eq(
@@ -578,12 +555,8 @@ fn a_batch_of_only_padding_counts_a_step() {
         let first = Lookups::new(&[1, 3, P as i64], &rng.dyadic_vec(3 * D));
         let grads = collect_grads(first.loss(|i| table.forward(i), device).backward(), &table);
         table = optim.step(0.1, table, grads);
-        reference.step_rows(
-            0.1,
-            &mut expected,
-            &first.summed_grad(N, D, Some(P)),
-            &first.touched(N, Some(P)),
-        );
+        let (grad, touched) = first.row_grads(Some(P));
+        reference.step_rows(0.1, &mut expected, &grad, &touched);
         let before = table_state(&optim, &table.weight);
 
         let padding = Lookups::new(&[P as i64, P as i64], &rng.dyadic_vec(2 * D));
@@ -604,12 +577,8 @@ fn a_batch_of_only_padding_counts_a_step() {
         let third = Lookups::new(&[1, 6], &rng.dyadic_vec(2 * D));
         let grads = collect_grads(third.loss(|i| table.forward(i), device).backward(), &table);
         table = optim.step(0.1, table, grads);
-        reference.step_rows(
-            0.1,
-            &mut expected,
-            &third.summed_grad(N, D, Some(P)),
-            &third.touched(N, Some(P)),
-        );
+        let (grad, touched) = third.row_grads(Some(P));
+        reference.step_rows(0.1, &mut expected, &grad, &touched);
         assert_table_matches(
             &table_state(&optim, &table.weight),
             &expected,
@@ -657,8 +626,8 @@ fn a_looked_up_row_with_a_zero_sum_is_touched_on_the_row_path_only() {
                 &dense,
             );
             dense = dense_optim.step(0.1, dense, grads);
-            let grad = lookups.summed_grad(N, D, None);
-            reference.step_rows(0.1, &mut expected_sparse, &grad, &lookups.touched(N, None));
+            let (grad, touched) = lookups.row_grads(None);
+            reference.step_rows(0.1, &mut expected_sparse, &grad, &touched);
             reference.step_dense(0.1, &mut expected_dense, &grad);
             let sparse_after = table_state(&sparse_optim, &sparse.weight);
             let dense_after = table_state(&dense_optim, &dense.weight);
@@ -732,12 +701,8 @@ fn an_empty_gradient_still_counts_a_step() {
         let mut expected = RefParam::new(&init, D);
         let grads = collect_grads(first.loss(|i| table.forward(i), device).backward(), &table);
         table = optim.step(0.1, table, grads);
-        reference.step_rows(
-            0.1,
-            &mut expected,
-            &first.summed_grad(N, D, None),
-            &first.touched(N, None),
-        );
+        let (grad, touched) = first.row_grads(None);
+        reference.step_rows(0.1, &mut expected, &grad, &touched);
         let before = table_state(&optim, &table.weight);
         // A lookup of no index, part of the loss: its (empty) output adds nothing to it. As
         // in the conformance runner, where the output is not tracked (wgpu: Burn 0.21 cannot
@@ -761,12 +726,8 @@ fn an_empty_gradient_still_counts_a_step() {
         );
         let grads = collect_grads(last.loss(|i| table.forward(i), device).backward(), &table);
         table = optim.step(0.1, table, grads);
-        reference.step_rows(
-            0.1,
-            &mut expected,
-            &last.summed_grad(N, D, None),
-            &last.touched(N, None),
-        );
+        let (grad, touched) = last.row_grads(None);
+        reference.step_rows(0.1, &mut expected, &grad, &touched);
         assert_table_matches(
             &table_state(&optim, &table.weight),
             &expected,
@@ -782,7 +743,7 @@ fn an_empty_gradient_still_counts_a_step() {
             &table,
         );
         table = optim.step(0.1, table, grads);
-        reference.step_dense(0.1, &mut expected, &first.summed_grad(N, D, None));
+        reference.step_dense(0.1, &mut expected, &first.row_grads(None).0);
         let before = table_state(&optim, &table.weight);
         let loss = table.weight.val().sum().mul_scalar(0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &table);
@@ -801,7 +762,7 @@ fn an_empty_gradient_still_counts_a_step() {
         let grads =
             GradientsParams::from_grads(last.loss(|i| table.forward(i), device).backward(), &table);
         table = optim.step(0.1, table, grads);
-        reference.step_dense(0.1, &mut expected, &last.summed_grad(N, D, None));
+        reference.step_dense(0.1, &mut expected, &last.row_grads(None).0);
         assert_table_matches(
             &table_state(&optim, &table.weight),
             &expected,
@@ -837,7 +798,8 @@ fn a_table_used_directly_and_through_lookups_takes_the_dense_path_on_the_sum() {
             let grads = collect_grads(loss.backward(), &table);
             table = optim.step(0.1, table, grads);
             let grad: Vec<f32> = lookups
-                .summed_grad(N, D, None)
+                .row_grads(None)
+                .0
                 .iter()
                 .zip(&direct)
                 .map(|(a, b)| a + b)
