@@ -394,7 +394,7 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
         load_1m: load_average(),
         glibc_tunables: glibc_tunables(),
         // burn-sparse-adam's feature `testing` includes its feature `ndarray`.
-        fused_ndarray: work.backend == TestBackend::NdArray,
+        fused_ndarray: cfg!(feature = "fused") && work.backend == TestBackend::NdArray,
     }
 }
 
