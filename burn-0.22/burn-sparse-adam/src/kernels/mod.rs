@@ -1,0 +1,273 @@
+//! The kernels layer: every computation on tensors that the embedding and the optimizer
+//! share, behind one dispatcher per operation.
+//!
+//! Today each operation has one path, *composed*: Burn tensor operations that run on every
+//! backend (flex, wgpu with or without fusion, ndarray). The fused paths of the 0.1 line
+//! (loops over flex's storage with the core's slice kernels, a CubeCL row update under
+//! fusion) are not ported yet; when they are, they plug in here and the callers do not
+//! change.
+//!
+//! The formula itself is not written here: it is the core's
+//! [`sparse_adam_delta`](sparse_adam_core::sparse_adam_delta), run on whole tensors through
+//! the [`Lanes`] newtype (Rust's orphan rule keeps the core's trait off Burn's `Tensor`).
+
+use burn::tensor::module::embedding;
+use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
+use sparse_adam_core::{Elementwise, RowDelta, StepScalars};
+
+/// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on
+/// whole tensors operation for operation as it runs on `f32` lanes.
+#[derive(Clone, Debug)]
+pub(crate) struct Lanes<const D: usize>(pub(crate) Tensor<D>);
+
+impl<const D: usize> Elementwise for Lanes<D> {
+    fn add(self, rhs: Self) -> Self {
+        Lanes(self.0 + rhs.0)
+    }
+    fn sub(self, rhs: Self) -> Self {
+        Lanes(self.0 - rhs.0)
+    }
+    fn mul(self, rhs: Self) -> Self {
+        Lanes(self.0 * rhs.0)
+    }
+    fn div(self, rhs: Self) -> Self {
+        Lanes(self.0 / rhs.0)
+    }
+    fn scale(self, s: f32) -> Self {
+        Lanes(self.0.mul_scalar(s))
+    }
+    fn shift(self, s: f32) -> Self {
+        Lanes(self.0.add_scalar(s))
+    }
+    fn sqrt(self) -> Self {
+        Lanes(self.0.sqrt())
+    }
+    fn neg(self) -> Self {
+        Lanes(self.0.neg())
+    }
+}
+
+/// The core's SparseAdam update on whole tensors, as deltas (see
+/// [`sparse_adam_core::update`]).
+pub(crate) fn delta<const D: usize>(
+    grad: Tensor<D>,
+    exp_avg: Tensor<D>,
+    exp_avg_sq: Tensor<D>,
+    scalars: &StepScalars,
+) -> RowDelta<Tensor<D>> {
+    let d = sparse_adam_core::sparse_adam_delta(
+        Lanes(grad),
+        Lanes(exp_avg),
+        Lanes(exp_avg_sq),
+        scalars,
+    );
+    RowDelta {
+        param: d.param.0,
+        exp_avg: d.exp_avg.0,
+        exp_avg_sq: d.exp_avg_sq.0,
+    }
+}
+
+/// A parameter and its two moments, `[n, d]` each.
+pub(crate) type Table = [Tensor<2>; 3];
+
+/// An index tensor on `device` from host indices.
+pub(crate) fn index_tensor(indices: &[i64], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(indices.to_vec(), [indices.len()]), device)
+}
+
+/// The rows `indices` (`[batch, seq]`) of `weight` (`[n, d]`), `[batch, seq, d]`: the values
+/// of a lookup, on `weight`'s device. Neither input may carry autodiff.
+pub(crate) fn gather(weight: Tensor<2>, indices: Tensor<2, Int>) -> Tensor<3> {
+    embedding(weight, indices)
+}
+
+/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
+/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
+pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2> {
+    let [batch, seq, d] = grad.dims();
+    let device = grad.device();
+    if d == 0 || k == 0 {
+        return Tensor::zeros([k, d], &device);
+    }
+    let grad = grad.reshape([batch * seq, d]);
+    let (positions, rows): (Vec<i64>, Vec<i64>) = slots
+        .iter()
+        .enumerate()
+        .filter(|&(_, &slot)| slot >= 0)
+        .map(|(position, &slot)| (position as i64, slot))
+        .unzip();
+    let grad = if positions.len() < slots.len() {
+        grad.select(0, index_tensor(&positions, &device))
+    } else {
+        grad
+    };
+    Tensor::zeros([k, d], &device).select_assign(
+        0,
+        index_tensor(&rows, &device),
+        grad,
+        IndexingUpdateOp::Add,
+    )
+}
+
+/// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
+/// values of shared rows added in the order given (the core's
+/// [`coalesce`](sparse_adam_core::coalesce), on the device).
+pub(crate) fn coalesce(parts: Vec<(Vec<i64>, Tensor<2>)>, device: &Device) -> (Vec<i64>, Tensor<2>) {
+    let all_rows: Vec<i64> = parts.iter().flat_map(|(rows, _)| rows.iter().copied()).collect();
+    let (rows, inverse) = sparse_adam_core::unique_sorted(&all_rows);
+    let values: Vec<Tensor<2>> = parts
+        .into_iter()
+        .map(|(_, values)| values.to_device(device))
+        .collect();
+    let values = Tensor::cat(values, 0);
+    let width = values.dims()[1];
+    let summed = Tensor::zeros([rows.len(), width], device).select_assign(
+        0,
+        index_tensor(&inverse, device),
+        values,
+        IndexingUpdateOp::Add,
+    );
+    (rows, summed)
+}
+
+/// The row update: gathers the touched rows of the parameter and both moments, computes the
+/// delta on the `[k, d]` blocks, adds the deltas back. `rows` are sorted, unique and in
+/// range; `values` is `[rows.len(), d]`.
+pub(crate) fn step_rows(
+    [param, exp_avg, exp_avg_sq]: Table,
+    rows: &[i64],
+    values: Tensor<2>,
+    scalars: &StepScalars,
+) -> Table {
+    let rows = index_tensor(rows, &param.device());
+    let gather = |t: &Tensor<2>| t.clone().select(0, rows.clone());
+    let delta = delta(values, gather(&exp_avg), gather(&exp_avg_sq), scalars);
+    // Indices are unique, so the additive scatter is exactly PyTorch's
+    // `tensor.add_(sparse_delta)`.
+    let add_rows =
+        |t: Tensor<2>, d: Tensor<2>| t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add);
+    [
+        add_rows(param, delta.param),
+        add_rows(exp_avg, delta.exp_avg),
+        add_rows(exp_avg_sq, delta.exp_avg_sq),
+    ]
+}
+
+/// The rows of `grad` (slices along dim 0) with a non-zero entry, broadcast to its shape.
+pub(crate) fn touched_rows<const D: usize>(grad: &Tensor<D>) -> Tensor<D, Bool> {
+    let mut touched = grad.clone().not_equal_elem(0.0);
+    for dim in 1..D {
+        touched = touched.any_dim(dim);
+    }
+    touched.expand(grad.shape())
+}
+
+/// The dense update: the delta of every entry, kept only on the rows with a non-zero
+/// gradient entry (`mask_where` keeps the others bit for bit).
+pub(crate) fn step_dense<const D: usize>(
+    param: Tensor<D>,
+    exp_avg: Tensor<D>,
+    exp_avg_sq: Tensor<D>,
+    grad: Tensor<D>,
+    scalars: &StepScalars,
+) -> [Tensor<D>; 3] {
+    let touched = touched_rows(&grad);
+    let d = delta(grad, exp_avg.clone(), exp_avg_sq.clone(), scalars);
+    let masked_add =
+        |old: Tensor<D>, delta: Tensor<D>| old.clone().mask_where(touched.clone(), old + delta);
+    [
+        masked_add(param, d.param),
+        masked_add(exp_avg, d.exp_avg),
+        masked_add(exp_avg_sq, d.exp_avg_sq),
+    ]
+}
+
+/// Whether every value is finite: one reduction on the device, one value read back.
+pub(crate) fn all_finite<const D: usize>(t: &Tensor<D>) -> bool {
+    t.clone().is_finite().all().into_scalar::<bool>()
+}
+
+/// `[n, d]`: a parameter seen as rows (dim 0) of flattened entries.
+pub(crate) fn as_rows(shape: &Shape) -> [usize; 2] {
+    let n = shape.as_slice().first().copied().unwrap_or(1);
+    [n, shape.num_elements() / n.max(1)]
+}
+
+/// `tensor` with rank `D2` and shape `shape` (of as many elements). When the shape does not
+/// change only the type does, so no backend gets a chance to copy a table.
+pub(crate) fn to_rank<const D: usize, const D2: usize>(
+    tensor: Tensor<D>,
+    shape: impl Into<Shape>,
+) -> Tensor<D2> {
+    let shape = shape.into();
+    if D == D2 && tensor.shape() == shape {
+        Tensor::from_bridge(tensor.into_bridge())
+    } else {
+        tensor.reshape(shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparse_adam_core::Hyperparameters;
+
+    /// The tensor form of the update is the core's lane form, bit for bit, lane by lane:
+    /// the dense and composed paths compute exactly what the core's slice kernels compute.
+    #[test]
+    fn tensors_compute_what_lanes_compute() {
+        let device = Device::flex();
+        let hyper = Hyperparameters {
+            beta_2: 0.99,
+            maximize: true,
+            ..Default::default()
+        };
+        let scalars = StepScalars::new(hyper, 0.03, 4);
+        let (g, m, v) = (
+            [0.5f32, -2.0, 0.0],
+            [0.1f32, 0.0, -0.3],
+            [0.2f32, 1e-8, 0.0],
+        );
+        let tensor = |x: [f32; 3]| Tensor::<1>::from_floats(x, &device);
+        let whole = delta(tensor(g), tensor(m), tensor(v), &scalars);
+        let bits = |t: Tensor<1>| {
+            let values = t.into_data().try_into_vec::<f32>().unwrap();
+            values.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        let lanes: Vec<RowDelta<f32>> = (0..3)
+            .map(|i| sparse_adam_core::sparse_adam_delta(g[i], m[i], v[i], &scalars))
+            .collect();
+        let lane_bits =
+            |f: fn(&RowDelta<f32>) -> f32| lanes.iter().map(|d| f(d).to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(whole.param), lane_bits(|d| d.param));
+        assert_eq!(bits(whole.exp_avg), lane_bits(|d| d.exp_avg));
+        assert_eq!(bits(whole.exp_avg_sq), lane_bits(|d| d.exp_avg_sq));
+    }
+
+    #[test]
+    fn rows_update_as_the_cores_slice_kernel_does() {
+        let device = Device::flex();
+        let (n, d) = (5, 3);
+        let init: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let rows = [1i64, 4];
+        let grad = [0.5f32, -1.0, 0.25, 0.0, 0.0, 0.0];
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.1, 2);
+        let table = |values: &[f32]| {
+            Tensor::<2>::from_data(TensorData::new(values.to_vec(), [n, d]), &device)
+        };
+        let moments = vec![0.01f32; n * d];
+        let [p, m, v] = step_rows(
+            [table(&init), table(&moments), table(&moments)],
+            &rows,
+            Tensor::<2>::from_data(TensorData::new(grad.to_vec(), [2, d]), &device),
+            &scalars,
+        );
+        let (mut p2, mut m2, mut v2) = (init.clone(), moments.clone(), moments.clone());
+        sparse_adam_core::update_rows(&mut p2, &mut m2, &mut v2, &grad, &rows, d, &scalars);
+        let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(read(p), p2);
+        assert_eq!(read(m), m2);
+        assert_eq!(read(v), v2);
+    }
+}

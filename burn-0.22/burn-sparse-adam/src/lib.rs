@@ -1,0 +1,26 @@
+//! PyTorch's [`torch.optim.SparseAdam`] for [Burn] 0.22: an Adam whose step touches only the
+//! rows of an embedding table that a batch looked up, with PyTorch's numerics.
+//!
+//! This is the 0.2 line of `burn-sparse-adam`, for Burn 0.22; the 0.1 line serves Burn 0.21.
+//! Both run the same Burn-free core, [`sparse_adam_core`]: the formula, its validation, the
+//! lookup planning.
+//!
+//! The layers, each importing only those above it: [`error`], [`config`] and [`state`] at
+//! the bottom; `kernels` (the tensor computations, one dispatcher); then the embedding and
+//! the optimizer.
+//!
+//! [`torch.optim.SparseAdam`]: https://pytorch.org/docs/stable/generated/torch.optim.SparseAdam.html
+//! [Burn]: https://burn.dev
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+#[allow(dead_code)] // used by the embedding and optimizer layers, which come next
+mod kernels;
+pub mod state;
+
+pub use config::{NonFinite, SparseAdamConfig};
+pub use error::{Error, Rejected, Result};
+pub use sparse_adam_core;
+pub use state::SparseAdamState;
