@@ -5,9 +5,14 @@
 //! Both run the same Burn-free core, [`sparse_adam_core`]: the formula, its validation, the
 //! lookup planning.
 //!
+//! - [`SparseEmbedding`], a drop-in for `burn::nn::Embedding` whose gradient is the rows a
+//!   batch looked up (a `[k, d]` block), never a table-sized tensor.
+//! - [`collect_grads`], the one line that replaces `GradientsParams::from_grads` so that
+//!   those row gradients reach the optimizer.
+//!
 //! The layers, each importing only those above it: [`error`], [`config`] and [`state`] at
-//! the bottom; `kernels` (the tensor computations, one dispatcher); then the embedding and
-//! the optimizer.
+//! the bottom; `kernels` (the tensor computations, one dispatcher); [`embedding`] (the
+//! table, its row gradients, the marker protocol); then the optimizer.
 //!
 //! [`torch.optim.SparseAdam`]: https://pytorch.org/docs/stable/generated/torch.optim.SparseAdam.html
 //! [Burn]: https://burn.dev
@@ -15,12 +20,15 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod embedding;
 pub mod error;
-#[allow(dead_code)] // used by the embedding and optimizer layers, which come next
+#[allow(dead_code)] // the row update is used by the optimizer layer, which comes next
 mod kernels;
 pub mod state;
 
 pub use config::{NonFinite, SparseAdamConfig};
+pub use embedding::row_grads::{RowGrad, collect_grads};
+pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
 pub use error::{Error, Rejected, Result};
 pub use sparse_adam_core;
 pub use state::SparseAdamState;

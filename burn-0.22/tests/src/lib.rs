@@ -6,3 +6,12 @@ use burn::tensor::Device;
 pub fn device() -> Device {
     Device::flex().autodiff()
 }
+
+/// A tensor's values, row-major.
+pub fn values<const D: usize>(tensor: burn::tensor::Tensor<D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float data")
+}
