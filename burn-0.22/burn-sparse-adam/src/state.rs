@@ -11,7 +11,9 @@ use burn_pack::Scalar;
 /// that touch it.
 ///
 /// Its burnpack form (Burn 0.22's [`RecordState`]) is the fields under the parameter's
-/// prefix: the scalar `step` and the tensors `exp_avg` and `exp_avg_sq`.
+/// prefix: the scalar `step` and the tensors `exp_avg` and `exp_avg_sq`, so a record of
+/// Burn's `ModuleOptimizer` built from [`SparseAdam`](crate::SparseAdam) and one of
+/// [`SparseAdamOptimizer`](crate::SparseAdamOptimizer) hold the same entries.
 #[derive(Clone, Debug)]
 pub struct SparseAdamState<const D: usize> {
     /// Steps this parameter has taken, PyTorch's `state["step"]`: one per optimizer step in

@@ -16,8 +16,9 @@
 //!    *marker* in the `GradientsParams` under the weight's id, so that Burn's plumbing
 //!    carries "this table has a gradient" (accumulating markers, moving them between
 //!    devices) like any other gradient;
-//! 3. the optimizer (this crate's `SparseAdamOptimizer`, or Burn's `ModuleOptimizer`
-//!    running the `SparseAdam` rule), finding a marker for a table, applies the row gradients of the backward passes that marker
+//! 3. the optimizer (this crate's [`SparseAdamOptimizer`](crate::SparseAdamOptimizer), or
+//!    Burn's `ModuleOptimizer` running the [`SparseAdam`](crate::SparseAdam) rule), finding
+//!    a marker for a table, applies the row gradients of the backward passes that marker
 //!    covers, summed, and clears the tape. Each collection writes a marker of ones and
 //!    Burn's plumbing adds markers, so a marker's value counts its backward passes: several
 //!    passes before one step add up (as in PyTorch), and the row gradients of a
@@ -228,7 +229,6 @@ impl RowGradTape {
     }
 
     /// Whether lookups were recorded and not collected.
-    #[allow(dead_code)] // read by the optimizer layer
     pub(crate) fn has_pending(&self) -> bool {
         !self.lock().pending.is_empty()
     }
@@ -241,13 +241,11 @@ impl RowGradTape {
     }
 
     /// The collected row gradients, without taking them.
-    #[allow(dead_code)] // read by the optimizer layer
     pub(crate) fn peek_collected(&self) -> Vec<RowGrad> {
         self.lock().collected.clone()
     }
 
     /// Takes every collected row gradient.
-    #[allow(dead_code)] // read by the optimizer layer
     pub(crate) fn take_collected(&self) -> Vec<RowGrad> {
         std::mem::take(&mut self.lock().collected)
     }
@@ -337,7 +335,6 @@ pub(crate) mod scope {
 
     /// The tape of the table whose weight is being visited, if any: what a per-tensor rule,
     /// which is not told the parameter's id, can see.
-    #[allow(dead_code)] // read by the optimizer layer
     pub(crate) fn current() -> Option<RowGradTape> {
         OPEN.with(|open| open.borrow().last().map(|(_, tape)| tape.clone()))
     }
@@ -408,7 +405,6 @@ pub(crate) fn marker_shape(param: &Shape) -> Shape {
 /// How many backward passes a marker covers: each `collect_grads` writes ones, and
 /// accumulating or merging gradients adds them up (one value read back). A marker scaled
 /// below one (by gradient clipping) still covers one pass.
-#[allow(dead_code)] // read by the optimizer layer
 pub(crate) fn marker_passes<const D: usize>(marker: &Tensor<D>) -> usize {
     let n = marker.shape().num_elements();
     let first = marker
