@@ -140,6 +140,13 @@ pub enum Error {
         param: ParamId,
     },
 
+    /// An optimizer record cannot be read as SparseAdam's.
+    #[error("cannot read the optimizer record: {detail}")]
+    Record {
+        /// What is wrong with it.
+        detail: String,
+    },
+
     /// A parameter group names a parameter that the model does not have.
     #[error(
         "parameter group {group:?} names parameter {param}, which the model does not have (loading a module record replaces its parameter ids: create groups after loading)"

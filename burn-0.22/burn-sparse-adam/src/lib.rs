@@ -40,6 +40,7 @@ pub use embedding::row_grads::{RowGrad, collect_grads};
 pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
 pub use error::{Error, Rejected, Result};
 pub use optimizer::SparseAdamOptimizer;
+pub use optimizer::hooks::{HookHandle, ParamStep, StepInfo, StepPath};
 pub use optimizer::rule::SparseAdam;
 pub use sparse_adam_core;
 pub use state::SparseAdamState;

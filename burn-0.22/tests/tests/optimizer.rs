@@ -222,3 +222,32 @@ fn accumulated_passes_add_up_and_dropped_ones_are_dropped() {
     assert_eq!(after[20..24], before[20..24], "row 5's dropped pass is not applied");
     assert_ne!(after[24..28], before[24..28], "row 6 moved");
 }
+
+/// What code that inspects `GradientsParams` sees of a table: its marker (`[1, d + 1]`, its
+/// value the count of backward passes), never the rows. Burn's gradient clipping in
+/// `ModuleOptimizer` clips that marker, not the row gradients: a clipped marker still
+/// announces its rows, which step unclipped.
+#[test]
+fn gradient_clipping_sees_the_marker_and_leaves_the_rows_alone() {
+    use burn::grad_clipping::GradientClipping;
+    let device = device();
+    let model = Model::new(&device);
+    let grads = || collect_grads(model.loss(&[1, 7], &device).backward(), &model);
+
+    let g = grads();
+    let marker = g.get::<2>(model.table.weight.id).unwrap();
+    assert_eq!(marker.dims(), [1, 5]);
+    assert_eq!(values(marker), vec![1.0; 5]);
+
+    let mut clipped: ModuleOptimizer = SparseAdamConfig::new()
+        .init()
+        .with_grad_clipping(GradientClipping::Value(1e-3));
+    let mut plain: ModuleOptimizer = SparseAdamConfig::new().init();
+    let a = clipped.step(1e-2, model.clone(), g);
+    let b = plain.step(1e-2, model.clone(), grads());
+    assert_eq!(
+        values(a.table.weight.val()),
+        values(b.table.weight.val()),
+        "the rows are not clipped"
+    );
+}

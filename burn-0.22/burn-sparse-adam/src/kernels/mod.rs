@@ -183,6 +183,27 @@ pub(crate) fn step_dense<const D: usize>(
     ]
 }
 
+/// How many rows of the sum of `grads` (one per device) have a non-zero entry (one value
+/// read back).
+pub(crate) fn count_touched_rows<const D: usize>(grads: &[Tensor<D>]) -> usize {
+    let Some(first) = grads.first() else {
+        return 0;
+    };
+    let device = first.device();
+    let sum = grads
+        .iter()
+        .map(|g| g.clone().to_device(&device))
+        .reduce(|a, b| a + b)
+        .expect("at least one gradient");
+    let [n, d] = as_rows(&sum.shape());
+    sum.reshape([n, d])
+        .not_equal_elem(0.0)
+        .any_dim(1)
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize
+}
+
 /// Whether every value is finite: one reduction on the device, one value read back.
 pub(crate) fn all_finite<const D: usize>(t: &Tensor<D>) -> bool {
     t.clone().is_finite().all().into_scalar::<bool>()

@@ -14,27 +14,34 @@
 //!   the model and the gradients ([`Rejected`]); its states can be read
 //!   ([`SparseAdamOptimizer::state`]).
 //!
-//! A step of [`SparseAdamOptimizer`] runs in two passes. The first *plans* it and changes
-//! nothing: it checks the learning rate, every gradient's shape, every row gradient's rows
-//! and width, every saved state's rank and shape, and (when the config asks) whether
-//! gradients are finite. The second applies the plan.
+//! A step of [`SparseAdamOptimizer`] runs in two passes: [`plan`] checks everything and
+//! changes nothing, [`apply`] applies the plan. [`groups`] pairs Burn's `ParamGroup`s with
+//! hyperparameters, [`hooks`] are PyTorch's step and state-dict hooks, [`record`] writes and
+//! reads Burn 0.22's burnpack `OptimizerRecord`.
 
+mod apply;
+mod groups;
+pub mod hooks;
+mod plan;
+mod record;
 pub mod rule;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::{
-    DynState, GradientsParams, LearningRate, ModuleOptimizer, MultiGradientsParams,
-};
-use burn::tensor::{Device, Shape, Tensor};
+use burn::module::{Module, ParamGroup, ParamId};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{DynState, GradientsParams, ModuleOptimizer, MultiGradientsParams, OptimizerRecord};
+use burn::tensor::{Bytes, Device};
 
-use crate::config::{NonFinite, SparseAdamConfig};
-use crate::embedding::row_grads::{RowGrad, marker_shape, scope};
+use crate::config::SparseAdamConfig;
 use crate::error::{Error, Rejected, Result};
-use crate::kernels;
 use crate::state::SparseAdamState;
-use rule::{SparseAdam, reshape_state};
+use apply::Stepper;
+use groups::Groups;
+use hooks::{Hook, HookHandle, Hooks, StepInfo};
+use plan::{Grads, Planner, state_step};
+use rule::SparseAdam;
 
 impl SparseAdamConfig {
     /// Builds the per-tensor [`SparseAdam`] rule (Burn's `Optimizer`), after validation.
@@ -102,30 +109,60 @@ impl SparseAdamConfig {
     }
 }
 
-/// SparseAdam over a whole model, with fallible steps: built by
+/// SparseAdam over a whole model, with fallible steps, groups and hooks: built by
 /// [`SparseAdamConfig::init_optimizer`].
 ///
 /// It walks the model and gives each parameter that has a gradient one [`SparseAdam`] step:
 /// the row path for a [`SparseEmbedding`](crate::SparseEmbedding) whose row gradients were
 /// collected by [`collect_grads`](crate::collect_grads), the dense path for every other
-/// gradient. Its states are keyed by parameter id, as `ModuleOptimizer`'s.
+/// gradient. Its surface is `ModuleOptimizer`'s (`step(lr, module, grads)` with a learning
+/// rate or a `ModuleLearningRate`, `step_multi`, `with_group`, `to_record`/`load_record`,
+/// the same burnpack records), plus `try_step` and the hooks. Clones share their hooks.
 #[derive(Clone)]
 pub struct SparseAdamOptimizer {
-    rule: SparseAdam,
+    base: SparseAdam,
+    groups: Groups,
     states: HashMap<ParamId, DynState>,
+    hooks: Hooks,
+    /// A record was loaded and has not yet been checked against a model.
+    verify_record: bool,
 }
 
 impl SparseAdamOptimizer {
-    fn new(rule: SparseAdam) -> Self {
+    fn new(base: SparseAdam) -> Self {
         Self {
-            rule,
+            base,
+            groups: Groups::default(),
             states: HashMap::new(),
+            hooks: Hooks::default(),
+            verify_record: false,
         }
     }
 
-    /// The hyperparameters.
+    /// The hyperparameters of parameters in no group.
     pub fn config(&self) -> &SparseAdamConfig {
-        self.rule.config()
+        self.base.config()
+    }
+
+    /// The hyperparameters of the groups, in the order they were added.
+    pub fn group_configs(&self) -> Vec<SparseAdamConfig> {
+        self.groups.configs().cloned().collect()
+    }
+
+    /// Adds a parameter group: the parameters Burn's `group` matches (by id, or by path in
+    /// the model such as `"table.weight"`) take the hyperparameters of `config`; as in
+    /// `ModuleOptimizer::with_group`, the last group added that matches a parameter wins.
+    /// The group's learning rate is the step's `ModuleLearningRate` for those parameters
+    /// (build it with a `ModuleLrScheduler` and its own `with_group`). Unlike
+    /// `ModuleOptimizer::with_group`, the state of parameters that already stepped is kept,
+    /// as PyTorch's `add_param_group` keeps it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InGroup`] naming the group (`#index`) and its invalid hyperparameter.
+    pub fn with_group(mut self, group: ParamGroup, config: SparseAdamConfig) -> Result<Self> {
+        self.groups.add(group, config)?;
+        Ok(self)
     }
 
     /// The state of parameter `id`, if it has taken a step.
@@ -139,23 +176,172 @@ impl SparseAdamOptimizer {
         Some(state.downcast_ref::<SparseAdamState<D>>().clone())
     }
 
+    /// Registers `hook`, called before each step with the step's [`StepInfo`] (PyTorch's
+    /// `register_step_pre_hook`). While a step hook is registered, the touched rows of dense
+    /// gradients are counted (a one-value read-back per parameter).
+    pub fn register_step_pre_hook(
+        &self,
+        hook: impl Fn(&StepInfo) + Send + Sync + 'static,
+    ) -> HookHandle {
+        self.hooks.register(Hook::StepPre(Arc::new(hook)), false)
+    }
+
+    /// Registers `hook`, called after each step (PyTorch's `register_step_post_hook`).
+    pub fn register_step_post_hook(
+        &self,
+        hook: impl Fn(&StepInfo) + Send + Sync + 'static,
+    ) -> HookHandle {
+        self.hooks.register(Hook::StepPost(Arc::new(hook)), false)
+    }
+
+    /// Registers `hook`, called with the optimizer before [`SparseAdamOptimizer::to_record`]
+    /// builds the record (PyTorch's `register_state_dict_pre_hook`). `prepend` puts it
+    /// first.
+    pub fn register_to_record_pre_hook(
+        &self,
+        hook: impl Fn(&Self) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks.register(Hook::ToRecordPre(Arc::new(hook)), prepend)
+    }
+
+    /// Registers `hook`, which receives the record [`SparseAdamOptimizer::to_record`] built
+    /// and returns the record to give out (PyTorch's `register_state_dict_post_hook`).
+    pub fn register_to_record_post_hook(
+        &self,
+        hook: impl Fn(OptimizerRecord) -> OptimizerRecord + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks.register(Hook::ToRecordPost(Arc::new(hook)), prepend)
+    }
+
+    /// Registers `hook`, which receives a record about to be loaded and returns the record
+    /// to load (PyTorch's `register_load_state_dict_pre_hook`).
+    pub fn register_load_record_pre_hook(
+        &self,
+        hook: impl Fn(OptimizerRecord) -> OptimizerRecord + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks.register(Hook::LoadRecordPre(Arc::new(hook)), prepend)
+    }
+
+    /// Registers `hook`, called with the optimizer after a record was loaded (PyTorch's
+    /// `register_load_state_dict_post_hook`).
+    pub fn register_load_record_post_hook(
+        &self,
+        hook: impl Fn(&Self) + Send + Sync + 'static,
+        prepend: bool,
+    ) -> HookHandle {
+        self.hooks
+            .register(Hook::LoadRecordPost(Arc::new(hook)), prepend)
+    }
+
+    /// The optimizer's state as Burn 0.22's `OptimizerRecord` (burnpack), entry for entry
+    /// what Burn's `ModuleOptimizer` over the [`SparseAdam`] rule writes, so either loads
+    /// the other's record: per parameter, the scalars `"{id}.__rank"` and `"{id}.step"` and
+    /// the tensors `"{id}.exp_avg"` and `"{id}.exp_avg_sq"`. Groups are not saved (as with
+    /// `ModuleOptimizer`, they are configuration: add them again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Record`] when the record cannot be written.
+    pub fn to_record(&self) -> Result<OptimizerRecord> {
+        self.hooks.to_record_pre(self);
+        Ok(self.hooks.to_record_post(record::to_record(&self.states)?))
+    }
+
+    /// The optimizer's state as the bytes of a burnpack `OptimizerRecord` (through the
+    /// record hooks, as [`SparseAdamOptimizer::to_record`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Record`] when the record cannot be written.
+    pub fn into_bytes(&self) -> Result<Bytes> {
+        self.to_record()?.into_bytes().map_err(record_error)
+    }
+
+    /// Saves the optimizer's state to a burnpack file, as `ModuleOptimizer::save` does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Record`] when the record cannot be written.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.to_record()?.save(path).map_err(record_error)
+    }
+
+    /// Loads a record (PyTorch's `load_state_dict`) written by this optimizer or by Burn's
+    /// `ModuleOptimizer` over the [`SparseAdam`] rule, or changes nothing. The states are
+    /// checked against the model at the next step: a state of a parameter the model does not
+    /// have, or of another shape, is an error there, before anything changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Record`] when the record cannot be read or holds something other than
+    /// SparseAdam states.
+    pub fn try_load_record(&mut self, record: OptimizerRecord) -> Result<()> {
+        let record = self.hooks.load_record_pre(record);
+        self.states = record::from_record(record, &Device::default())?;
+        self.verify_record = true;
+        self.hooks.load_record_post(self);
+        Ok(())
+    }
+
+    /// Loads a record (see [`SparseAdamOptimizer::try_load_record`]).
+    ///
+    /// # Panics
+    ///
+    /// Where [`SparseAdamOptimizer::try_load_record`] returns an error, with its message.
+    pub fn load_record(mut self, record: OptimizerRecord) -> Self {
+        self.try_load_record(record)
+            .unwrap_or_else(|err| panic!("{err}"));
+        self
+    }
+
+    /// Loads a burnpack record file (see [`SparseAdamOptimizer::try_load_record`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Record`] when the file cannot be read or holds something other than
+    /// SparseAdam states.
+    pub fn load(mut self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        self.try_load_record(OptimizerRecord::load(path).map_err(record_error)?)?;
+        Ok(self)
+    }
+
+    /// Burn's `ModuleOptimizer` over the same rule, with this optimizer's states: how a
+    /// manual loop hands over to burn-train's `Learner`. Groups are not carried over: add
+    /// them with `ModuleOptimizer::with_group(group, config.build(), None)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Record`] when the states cannot be written or read back.
+    pub fn to_module_optimizer(&self) -> Result<ModuleOptimizer> {
+        let optim: ModuleOptimizer = self.base.clone().into();
+        Ok(optim.load_record(record::to_record(&self.states)?))
+    }
+
     /// One optimizer step, or an error that leaves everything unchanged and hands the model
     /// and the gradients back (in [`Rejected`]), so that nothing is lost.
+    ///
+    /// `lr` is a learning rate (`f64`) or Burn's `ModuleLearningRate` (per-group learning
+    /// rates from a `ModuleLrScheduler`), as for `ModuleOptimizer::step`.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidLearningRate`], [`Error::LearningRateOutOfRange`],
-    /// [`Error::StepSizeOverflow`], [`Error::GradientShape`], [`Error::IndexOutOfRange`]
-    /// (a row gradient beyond its table), [`Error::StateShape`] and [`Error::StateRank`] (a
-    /// state that does not fit its parameter), [`Error::NonFiniteGradient`],
+    /// [`Error::StepSizeOverflow`], [`Error::InGroup`] (one of these for a group's
+    /// hyperparameters), [`Error::GradientShape`], [`Error::IndexOutOfRange`] (a row
+    /// gradient beyond its table), [`Error::StateShape`] and [`Error::StateRank`] (a state
+    /// that does not fit its parameter), [`Error::RecordParamNotInModel`] (a loaded
+    /// record's state of a parameter the model does not have), [`Error::NonFiniteGradient`],
     /// [`Error::RowGradientsNotCollected`].
     pub fn try_step<M: Module>(
         &mut self,
-        lr: LearningRate,
+        lr: impl Into<ModuleLearningRate>,
         module: M,
         grads: GradientsParams,
     ) -> core::result::Result<M, Rejected<M, GradientsParams>> {
-        self.step_checked(lr, module, Grads::Single(grads))
+        self.step_checked(lr.into(), module, Grads::Single(grads))
             .map_err(|(error, module, grads)| match grads {
                 Grads::Single(grads) => Rejected {
                     error,
@@ -175,11 +361,11 @@ impl SparseAdamOptimizer {
     /// As [`SparseAdamOptimizer::try_step`].
     pub fn try_step_multi<M: Module>(
         &mut self,
-        lr: LearningRate,
+        lr: impl Into<ModuleLearningRate>,
         module: M,
         grads: MultiGradientsParams,
     ) -> core::result::Result<M, Rejected<M, MultiGradientsParams>> {
-        self.step_checked(lr, module, Grads::Multi(grads))
+        self.step_checked(lr.into(), module, Grads::Multi(grads))
             .map_err(|(error, module, grads)| match grads {
                 Grads::Multi(grads) => Rejected {
                     error,
@@ -196,7 +382,12 @@ impl SparseAdamOptimizer {
     ///
     /// Where [`SparseAdamOptimizer::try_step`] returns an error, with its message, before
     /// changing anything.
-    pub fn step<M: Module>(&mut self, lr: LearningRate, module: M, grads: GradientsParams) -> M {
+    pub fn step<M: Module>(
+        &mut self,
+        lr: impl Into<ModuleLearningRate>,
+        module: M,
+        grads: GradientsParams,
+    ) -> M {
         self.try_step(lr, module, grads)
             .unwrap_or_else(|rejected| panic!("{}", rejected.error))
     }
@@ -208,7 +399,7 @@ impl SparseAdamOptimizer {
     /// As [`SparseAdamOptimizer::step`].
     pub fn step_multi<M: Module>(
         &mut self,
-        lr: LearningRate,
+        lr: impl Into<ModuleLearningRate>,
         module: M,
         grads: MultiGradientsParams,
     ) -> M {
@@ -220,297 +411,61 @@ impl SparseAdamOptimizer {
     #[allow(clippy::result_large_err)]
     fn step_checked<M: Module>(
         &mut self,
-        lr: LearningRate,
+        lr: ModuleLearningRate,
         module: M,
         mut grads: Grads,
     ) -> core::result::Result<M, (Error, M, Grads)> {
-        if let Err(err) = sparse_adam_core::validate_lr(lr) {
+        let base_lr = lr.base();
+        if let Err(err) = sparse_adam_core::validate_lr(base_lr) {
             return Err((err.into(), module, grads));
         }
+        let gather_info = self.hooks.has_step_hooks();
         let mut planner = Planner {
             grads: &grads,
-            rule: &self.rule,
+            base: &self.base,
+            groups: &self.groups,
             states: &self.states,
-            lr,
+            lr: &lr,
+            verify_all_states: self.verify_record,
+            count_rows: gather_info,
+            path: Vec::new(),
             plans: HashMap::new(),
+            order: Vec::new(),
+            seen: HashSet::new(),
             error: None,
         };
         module.visit(&mut planner);
-        let plans = match planner.error {
-            Some(err) => return Err((err, module, grads)),
-            None => planner.plans,
+        let plan = match planner.finish() {
+            Err(err) => return Err((err, module, grads)),
+            Ok(plan) => plan,
         };
+        self.verify_record = false;
+        let states = &self.states;
+        let info = gather_info
+            .then(|| plan.info(base_lr, |id| states.get(&id).map_or(0, state_step)));
+        if let Some(info) = &info {
+            self.hooks.step_pre(info);
+        }
         let mut stepper = Stepper {
-            rule: &self.rule,
-            lr,
-            plans,
+            base: &self.base,
+            groups: &self.groups,
+            plans: plan.plans,
             states: &mut self.states,
             grads: &mut grads,
         };
-        Ok(module.map(&mut stepper))
-    }
-}
-
-/// Single- or multi-device gradients.
-enum Grads {
-    Single(GradientsParams),
-    Multi(MultiGradientsParams),
-}
-
-impl Grads {
-    /// Every gradient of `id` (one per device), without taking them.
-    fn peek<const D: usize>(&self, id: ParamId) -> Vec<Tensor<D>> {
-        match self {
-            Grads::Single(grads) => grads.get::<D>(id).into_iter().collect(),
-            Grads::Multi(multi) => multi
-                .grads
-                .iter()
-                .filter_map(|(grads, _)| grads.get::<D>(id))
-                .collect(),
-        }
-    }
-
-    /// The gradient of `id`, summed over devices, and the device it was summed on.
-    fn remove<const D: usize>(&mut self, id: ParamId) -> Option<(Tensor<D>, Device)> {
-        match self {
-            Grads::Single(grads) => grads.remove::<D>(id).map(|g| {
-                let device = g.device();
-                (g, device)
-            }),
-            Grads::Multi(multi) => multi.remove::<D>(id),
-        }
-    }
-}
-
-/// What the step does to one parameter.
-enum Update {
-    Dense,
-    Rows(RowGrad),
-    Skip,
-}
-
-/// The first pass of a step: checks everything and plans each parameter, changing nothing.
-struct Planner<'a> {
-    grads: &'a Grads,
-    rule: &'a SparseAdam,
-    states: &'a HashMap<ParamId, DynState>,
-    lr: LearningRate,
-    plans: HashMap<ParamId, Update>,
-    error: Option<Error>,
-}
-
-impl Planner<'_> {
-    fn check_state<const D: usize>(&self, id: ParamId, shape: &Shape) -> Result<usize> {
-        let Some(state) = self.states.get(&id) else {
-            return Ok(0);
-        };
-        if state.rank() != D {
-            return Err(Error::StateRank {
-                param: id,
-                expected: D,
-                found: state.rank(),
-            });
-        }
-        let state = state.downcast_ref::<SparseAdamState<D>>();
-        if state.shape() != shape.to_vec() {
-            return Err(Error::StateShape {
-                param: id,
-                expected: shape.to_vec(),
-                found: state.shape(),
-            });
-        }
-        Ok(state.step)
-    }
-
-    fn plan<const D: usize>(&self, id: ParamId, param: &Tensor<D>) -> Result<Option<Update>> {
-        let shape = param.shape();
-        let tape = scope::tape(id);
-        let grads = self.grads.peek::<D>(id);
-        let Some(first) = grads.first() else {
-            return match tape {
-                Some(tape) if tape.has_pending() && tape.peek_collected().is_empty() => {
-                    Err(Error::RowGradientsNotCollected { param: id })
-                }
-                _ => Ok(None),
-            };
-        };
-        let rows_kind = first.shape() != shape
-            && tape.is_some()
-            && first.shape() == marker_shape(&shape);
-        if first.shape() != shape && !rows_kind {
-            return Err(Error::GradientShape {
-                param: id,
-                expected: shape.to_vec(),
-                found: first.shape().to_vec(),
-            });
-        }
-        let step = self.check_state::<D>(id, &shape)? + 1;
-        // The step's scalars, checked here so that a step size that overflows `f32` is an
-        // error before anything changes (the update computes them again).
-        self.rule.scalars(self.lr, step)?;
-
-        let non_finite = self.rule.config().non_finite;
-        let (update, finite) = match tape.filter(|_| rows_kind) {
-            Some(tape) => {
-                let rows = match SparseAdam::rows_of_marker(
-                    &tape,
-                    &grads,
-                    kernels::as_rows(&shape),
-                    &param.device(),
-                ) {
-                    // A marker whose rows were dropped (`clear_row_grads`) announces
-                    // nothing: the table has no gradient, and takes no step.
-                    None => return Ok(None),
-                    Some(rows) => rows.map_err(|misfit| misfit.error(Some(id), &shape))?,
-                };
-                let finite = match non_finite {
-                    NonFinite::Propagate => true,
-                    _ => rows.values().is_none_or(kernels::all_finite),
-                };
-                (Update::Rows(rows), finite)
+        let module = module.map(&mut stepper);
+        if let Some(mut info) = info {
+            for param in &mut info.params {
+                param.step = self.states.get(&param.param).map_or(0, state_step);
             }
-            None => {
-                let finite = match non_finite {
-                    NonFinite::Propagate => true,
-                    _ => grads.iter().all(kernels::all_finite),
-                };
-                (Update::Dense, finite)
-            }
-        };
-        match (finite, non_finite) {
-            (true, _) | (false, NonFinite::Propagate) => Ok(Some(update)),
-            (false, NonFinite::Skip) => Ok(Some(Update::Skip)),
-            (false, NonFinite::Error) => Err(Error::NonFiniteGradient { param: id }),
+            self.hooks.step_post(&info);
         }
+        Ok(module)
     }
 }
 
-impl ModuleVisitor for Planner<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.error.is_some() {
-            return;
-        }
-        match self.plan(param.id, &param.val()) {
-            Ok(Some(update)) => {
-                self.plans.insert(param.id, update);
-            }
-            Ok(None) => {}
-            Err(err) => self.error = Some(err),
-        }
-    }
-}
-
-/// The second pass of a step: applies the plan, parameter by parameter.
-struct Stepper<'a> {
-    rule: &'a SparseAdam,
-    lr: LearningRate,
-    plans: HashMap<ParamId, Update>,
-    states: &'a mut HashMap<ParamId, DynState>,
-    grads: &'a mut Grads,
-}
-
-impl Stepper<'_> {
-    fn step<const D: usize>(
-        &mut self,
-        id: ParamId,
-        update: Update,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        device: &Device,
-    ) -> Tensor<D> {
-        let rows = match update {
-            Update::Skip => return param,
-            Update::Dense => None,
-            Update::Rows(rows) => Some(rows),
-        };
-        let state = self
-            .states
-            .remove(&id)
-            .map(|state| state.downcast::<SparseAdamState<D>>().to_device(device));
-        let (param, state) = match rows {
-            Some(rows) => {
-                let shape = param.shape();
-                let [n, d] = kernels::as_rows(&shape);
-                let rows = rows.to_device(device);
-                let state = state.map(|s| reshape_state(s, [n, d]));
-                let (param, state) =
-                    self.rule
-                        .step_rows(self.lr, kernels::to_rank(param, [n, d]), &rows, state);
-                (
-                    kernels::to_rank(param, shape.clone()),
-                    reshape_state(state, shape),
-                )
-            }
-            None => self.rule.step_dense(self.lr, param, grad, state),
-        };
-        self.states.insert(id, DynState::create(state, D));
-        param
-    }
-}
-
-impl ModuleMapper for Stepper<'_> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(update) = self.plans.remove(&id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let (grad, device) = self
-            .grads
-            .remove::<D>(id)
-            .expect("the plan only covers parameters with a gradient");
-        if let Some(tape) = scope::tape(id) {
-            // The rows of these gradients are in the plan, summed; older ones are stale. The
-            // step consumes them all.
-            drop(tape.take_collected());
-        }
-        let context = Context::capture(&tensor);
-        // As Burn's `ModuleOptimizer` does: the parameter follows its gradient's device
-        // (multi-device training picks one device per parameter).
-        let tensor = if tensor.device() != device {
-            tensor.to_device(&device)
-        } else {
-            tensor
-        };
-        let stepped = self.step(id, update, tensor.inner(), grad, &device);
-        Param::from_mapped_value(id, context.restore(stepped, id), mapper)
-    }
-}
-
-/// The autodiff state a parameter carries, taken before the update runs on its values and
-/// put back on the result (what burn-optim's crate-private `ParameterContext` does for
-/// `ModuleOptimizer`): autodiff, the gradient-checkpointing strategy, whether it requires
-/// its gradient and whether it is distributed.
-struct Context {
-    autodiff: bool,
-    strategy: Option<burn::tensor::GradientCheckpointingStrategy>,
-    require_grad: bool,
-    distributed: bool,
-}
-
-impl Context {
-    fn capture<const D: usize>(tensor: &Tensor<D>) -> Self {
-        Self {
-            autodiff: tensor.is_autodiff(),
-            strategy: tensor.gradient_checkpointing_strategy(),
-            require_grad: tensor.is_require_grad(),
-            distributed: tensor.is_distributed(),
-        }
-    }
-
-    fn restore<const D: usize>(self, updated: Tensor<D>, id: ParamId) -> Tensor<D> {
-        if !self.autodiff {
-            return updated;
-        }
-        let mut tensor = Tensor::from_inner(updated);
-        if let Some(strategy) = self.strategy {
-            tensor = tensor.with_gradient_checkpointing_strategy(strategy);
-        }
-        if self.require_grad {
-            tensor = tensor.require_grad();
-        }
-        if self.distributed {
-            tensor = tensor.set_distributed(id);
-        }
-        tensor
+fn record_error(err: burn::store::RecordError) -> Error {
+    Error::Record {
+        detail: err.to_string(),
     }
 }
