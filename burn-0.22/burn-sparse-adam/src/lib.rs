@@ -39,6 +39,7 @@ pub use config::{NonFinite, SparseAdamConfig};
 pub use embedding::row_grads::{RowGrad, collect_grads};
 pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
 pub use error::{Error, Rejected, Result};
+pub use kernels::{Kernel, use_fused_kernels};
 pub use optimizer::SparseAdamOptimizer;
 pub use optimizer::hooks::{HookHandle, ParamStep, StepInfo, StepPath};
 pub use optimizer::rule::SparseAdam;

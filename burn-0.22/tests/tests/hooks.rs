@@ -6,7 +6,8 @@ use burn::module::{Module, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use burn_sparse_adam::{
-    SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, StepInfo, StepPath, collect_grads,
+    Kernel, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, StepInfo, StepPath,
+    collect_grads,
 };
 use burn_sparse_adam_tests::device;
 
@@ -62,9 +63,13 @@ fn step_hooks_see_each_parameters_path_group_step_and_touched_rows() {
         let head = &info.params[1];
         assert_eq!(head.module_path, "head.weight");
         assert_eq!((head.group, head.touched_rows, head.path), (Some(0), 4, StepPath::Dense));
+        assert_eq!(table.kernel, None, "pre-hooks do not know the path yet");
         let (when, info) = &seen[1];
         assert_eq!(*when, "post");
         assert_eq!(info.params[0].step, 1);
+        // On flex the row update ran fused, over flex's storage.
+        assert_eq!(info.params[0].kernel, Some(Kernel::Fused));
+        assert_eq!(info.params[1].kernel, None);
     }
     assert!(pre.remove());
     assert!(post.remove());

@@ -139,7 +139,7 @@ impl SparseEmbedding {
         // The output is a leaf of its own, outside the table's autodiff graph: its gradient
         // is batch-sized, and `collect_grads` sums it per touched row. It takes the weight's
         // checkpointing strategy, since operations mixing two strategies panic in Burn 0.22.
-        let output = kernels::gather(weight.inner(), indices.inner())
+        let output = kernels::gather(weight.inner(), indices.inner(), &host)
             .autodiff()
             .with_gradient_checkpointing_strategy(strategy)
             .require_grad();

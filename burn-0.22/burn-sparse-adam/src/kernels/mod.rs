@@ -1,19 +1,121 @@
 //! The kernels layer: every computation on tensors that the embedding and the optimizer
-//! share, behind one dispatcher per operation.
+//! share, behind one dispatcher per operation, which says which path ran ([`Kernel`]).
 //!
-//! Today each operation has one path, *composed*: Burn tensor operations that run on every
-//! backend (flex, wgpu with or without fusion, ndarray). The fused paths of the 0.1 line
-//! (loops over flex's storage with the core's slice kernels, a CubeCL row update under
-//! fusion) are not ported yet; when they are, they plug in here and the callers do not
-//! change.
+//! - *fused* on burn-flex (feature `flex`, on by default): the lookup's gather, the row
+//!   gradient's per-row sum and coalescing, and the row update run as the core's loops over
+//!   flex's `f32` storage ([`sparse_adam_core::kernels`]), reached through Burn 0.22's
+//!   `Tensor::try_into_primitive::<Flex>()` (`burn-tensor-0.22.1/src/tensor/api/extension.rs`).
+//!   The optimizer hands this layer values without autodiff, so this also serves autodiff
+//!   training;
+//! - *composed* everywhere else: Burn tensor operations that run on every backend (wgpu
+//!   with or without fusion, ndarray, a flex tensor that is not `f32`).
 //!
 //! The formula itself is not written here: it is the core's
 //! [`sparse_adam_delta`](sparse_adam_core::sparse_adam_delta), run on whole tensors through
 //! the [`Lanes`] newtype (Rust's orphan rule keeps the core's trait off Burn's `Tensor`).
 
-use burn::tensor::module::embedding;
-use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
+mod composed;
+#[cfg(feature = "flex")]
+mod flex;
+
+use burn::tensor::{Bool, Device, Int, Shape, Tensor, TensorData};
 use sparse_adam_core::{Elementwise, RowDelta, StepScalars};
+
+/// Which path an operation took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The core's loops over a backend's storage (burn-flex).
+    Fused,
+    /// Burn tensor operations.
+    Composed,
+}
+
+/// Whether the fused paths may run (they do by default; [`use_fused_kernels`] turns them
+/// off, so that a test can check the composed paths on a backend that has fused ones).
+static FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Lets the fused paths run (`true`, the default) or makes every operation take the composed
+/// path (`false`), process-wide. For tests and comparisons: the numbers are the same either
+/// way, only the speed differs.
+pub fn use_fused_kernels(enabled: bool) {
+    FUSED.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "flex")]
+fn fused() -> bool {
+    FUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The rows `indices` of `weight` (`[n, d]`), `[batch, seq, d]`: the values of a lookup, on
+/// `weight`'s device. `host` holds the indices, checked; neither tensor carries autodiff.
+pub(crate) fn gather(weight: Tensor<2>, indices: Tensor<2, Int>, host: &[i64]) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    let (weight, indices) = match fused() {
+        true => match flex::gather(weight, host, indices.dims()) {
+            Ok(output) => return output,
+            Err(weight) => (weight, indices),
+        },
+        false => (weight, indices),
+    };
+    let _ = host;
+    composed::gather(weight, indices)
+}
+
+/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
+/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
+pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    let grad = match fused() {
+        true => match flex::sum_per_row(grad, slots, k) {
+            Ok(summed) => return summed,
+            Err(grad) => grad,
+        },
+        false => grad,
+    };
+    composed::sum_per_row(grad, slots, k)
+}
+
+/// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
+/// values of shared rows added in the order given (the core's
+/// [`coalesce`](sparse_adam_core::coalesce)), on `device`.
+pub(crate) fn coalesce(
+    parts: Vec<(Vec<i64>, Tensor<2>)>,
+    device: &Device,
+) -> (Vec<i64>, Tensor<2>) {
+    let parts: Vec<(Vec<i64>, Tensor<2>)> = parts
+        .into_iter()
+        .map(|(rows, values)| (rows, values.to_device(device)))
+        .collect();
+    #[cfg(feature = "flex")]
+    let parts = match fused() {
+        true => match flex::coalesce(parts) {
+            Ok(summed) => return summed,
+            Err(parts) => parts,
+        },
+        false => parts,
+    };
+    composed::coalesce(parts, device)
+}
+
+/// The row update: rows `rows` (sorted, unique, in range) of the parameter and both moments
+/// take the core's update with the `[rows.len(), d]` gradient `values`; other rows are not
+/// touched. Returns the table and the path that ran.
+pub(crate) fn step_rows(
+    table: Table,
+    rows: &[i64],
+    values: Tensor<2>,
+    scalars: &StepScalars,
+) -> (Table, Kernel) {
+    #[cfg(feature = "flex")]
+    let (table, values) = match fused() {
+        true => match flex::step_rows(table, rows, values, scalars) {
+            Ok(table) => return (table, Kernel::Fused),
+            Err(given_back) => given_back,
+        },
+        false => (table, values),
+    };
+    (composed::step_rows(table, rows, values, scalars), Kernel::Composed)
+}
 
 /// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on
 /// whole tensors operation for operation as it runs on `f32` lanes.
@@ -74,84 +176,6 @@ pub(crate) type Table = [Tensor<2>; 3];
 /// An index tensor on `device` from host indices.
 pub(crate) fn index_tensor(indices: &[i64], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(indices.to_vec(), [indices.len()]), device)
-}
-
-/// The rows `indices` (`[batch, seq]`) of `weight` (`[n, d]`), `[batch, seq, d]`: the values
-/// of a lookup, on `weight`'s device. Neither input may carry autodiff.
-pub(crate) fn gather(weight: Tensor<2>, indices: Tensor<2, Int>) -> Tensor<3> {
-    embedding(weight, indices)
-}
-
-/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
-/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
-pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2> {
-    let [batch, seq, d] = grad.dims();
-    let device = grad.device();
-    if d == 0 || k == 0 {
-        return Tensor::zeros([k, d], &device);
-    }
-    let grad = grad.reshape([batch * seq, d]);
-    let (positions, rows): (Vec<i64>, Vec<i64>) = slots
-        .iter()
-        .enumerate()
-        .filter(|&(_, &slot)| slot >= 0)
-        .map(|(position, &slot)| (position as i64, slot))
-        .unzip();
-    let grad = if positions.len() < slots.len() {
-        grad.select(0, index_tensor(&positions, &device))
-    } else {
-        grad
-    };
-    Tensor::zeros([k, d], &device).select_assign(
-        0,
-        index_tensor(&rows, &device),
-        grad,
-        IndexingUpdateOp::Add,
-    )
-}
-
-/// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
-/// values of shared rows added in the order given (the core's
-/// [`coalesce`](sparse_adam_core::coalesce), on the device).
-pub(crate) fn coalesce(parts: Vec<(Vec<i64>, Tensor<2>)>, device: &Device) -> (Vec<i64>, Tensor<2>) {
-    let all_rows: Vec<i64> = parts.iter().flat_map(|(rows, _)| rows.iter().copied()).collect();
-    let (rows, inverse) = sparse_adam_core::unique_sorted(&all_rows);
-    let values: Vec<Tensor<2>> = parts
-        .into_iter()
-        .map(|(_, values)| values.to_device(device))
-        .collect();
-    let values = Tensor::cat(values, 0);
-    let width = values.dims()[1];
-    let summed = Tensor::zeros([rows.len(), width], device).select_assign(
-        0,
-        index_tensor(&inverse, device),
-        values,
-        IndexingUpdateOp::Add,
-    );
-    (rows, summed)
-}
-
-/// The row update: gathers the touched rows of the parameter and both moments, computes the
-/// delta on the `[k, d]` blocks, adds the deltas back. `rows` are sorted, unique and in
-/// range; `values` is `[rows.len(), d]`.
-pub(crate) fn step_rows(
-    [param, exp_avg, exp_avg_sq]: Table,
-    rows: &[i64],
-    values: Tensor<2>,
-    scalars: &StepScalars,
-) -> Table {
-    let rows = index_tensor(rows, &param.device());
-    let gather = |t: &Tensor<2>| t.clone().select(0, rows.clone());
-    let delta = delta(values, gather(&exp_avg), gather(&exp_avg_sq), scalars);
-    // Indices are unique, so the additive scatter is exactly PyTorch's
-    // `tensor.add_(sparse_delta)`.
-    let add_rows =
-        |t: Tensor<2>, d: Tensor<2>| t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add);
-    [
-        add_rows(param, delta.param),
-        add_rows(exp_avg, delta.exp_avg),
-        add_rows(exp_avg_sq, delta.exp_avg_sq),
-    ]
 }
 
 /// The rows of `grad` (slices along dim 0) with a non-zero entry, broadcast to its shape.
@@ -266,6 +290,9 @@ mod tests {
         assert_eq!(bits(whole.exp_avg_sq), lane_bits(|d| d.exp_avg_sq));
     }
 
+    /// The composed row update computes what the core's slice kernel computes, bit for bit
+    /// (so the fused path, which is that kernel, does too); on flex the dispatcher takes the
+    /// fused path.
     #[test]
     fn rows_update_as_the_cores_slice_kernel_does() {
         let device = Device::flex();
@@ -278,12 +305,25 @@ mod tests {
             Tensor::<2>::from_data(TensorData::new(values.to_vec(), [n, d]), &device)
         };
         let moments = vec![0.01f32; n * d];
-        let [p, m, v] = step_rows(
+        let values = || Tensor::<2>::from_data(TensorData::new(grad.to_vec(), [2, d]), &device);
+        let [p, m, v] = composed::step_rows(
             [table(&init), table(&moments), table(&moments)],
             &rows,
-            Tensor::<2>::from_data(TensorData::new(grad.to_vec(), [2, d]), &device),
+            values(),
             &scalars,
         );
+        let (_, kernel) = step_rows(
+            [table(&init), table(&moments), table(&moments)],
+            &rows,
+            values(),
+            &scalars,
+        );
+        let expected = if cfg!(feature = "flex") {
+            Kernel::Fused
+        } else {
+            Kernel::Composed
+        };
+        assert_eq!(kernel, expected);
         let (mut p2, mut m2, mut v2) = (init.clone(), moments.clone(), moments.clone());
         sparse_adam_core::update_rows(&mut p2, &mut m2, &mut v2, &grad, &rows, d, &scalars);
         let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();

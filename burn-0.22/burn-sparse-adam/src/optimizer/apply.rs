@@ -8,7 +8,7 @@ use burn::optim::DynState;
 use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use crate::embedding::row_grads::scope;
-use crate::kernels;
+use crate::kernels::{self, Kernel};
 use crate::optimizer::groups::Groups;
 use crate::optimizer::plan::{Grads, ParamPlan, Update};
 use crate::optimizer::rule::{SparseAdam, reshape_state};
@@ -21,6 +21,8 @@ pub(crate) struct Stepper<'a> {
     pub(crate) plans: HashMap<ParamId, ParamPlan>,
     pub(crate) states: &'a mut HashMap<ParamId, DynState>,
     pub(crate) grads: &'a mut Grads,
+    /// The path each row update took.
+    pub(crate) kernels: HashMap<ParamId, Kernel>,
 }
 
 impl Stepper<'_> {
@@ -48,8 +50,15 @@ impl Stepper<'_> {
                 let [n, d] = kernels::as_rows(&shape);
                 let rows = rows.to_device(device);
                 let state = state.map(|s| reshape_state(s, [n, d]));
-                let (param, state) =
-                    rule.step_rows(plan.lr, kernels::to_rank(param, [n, d]), &rows, state);
+                let (param, state, kernel) = rule.step_rows_reporting(
+                    plan.lr,
+                    kernels::to_rank(param, [n, d]),
+                    &rows,
+                    state,
+                );
+                if let Some(kernel) = kernel {
+                    self.kernels.insert(id, kernel);
+                }
                 (
                     kernels::to_rank(param, shape.clone()),
                     reshape_state(state, shape),

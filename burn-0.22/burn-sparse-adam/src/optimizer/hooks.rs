@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use burn::module::ParamId;
 use burn::optim::OptimizerRecord;
 
+use crate::kernels::Kernel;
 use crate::optimizer::SparseAdamOptimizer;
 
 /// How a parameter takes (or took) its step.
@@ -46,6 +47,10 @@ pub struct ParamStep {
     pub touched_rows: usize,
     /// How it steps.
     pub path: StepPath,
+    /// For post-hooks, the path its row update took ([`Kernel::Fused`] on burn-flex with
+    /// feature `flex`); `None` in pre-hooks, for dense steps and for steps that touch no
+    /// row.
+    pub kernel: Option<Kernel>,
 }
 
 /// What step hooks receive.

@@ -452,11 +452,14 @@ impl SparseAdamOptimizer {
             plans: plan.plans,
             states: &mut self.states,
             grads: &mut grads,
+            kernels: HashMap::new(),
         };
         let module = module.map(&mut stepper);
+        let kernels = stepper.kernels;
         if let Some(mut info) = info {
             for param in &mut info.params {
                 param.step = self.states.get(&param.param).map_or(0, state_step);
+                param.kernel = kernels.get(&param.param).copied();
             }
             self.hooks.step_post(&info);
         }

@@ -100,6 +100,7 @@ impl StepPlan {
                             Update::Rows(_) => StepPath::Rows,
                             Update::Skip => StepPath::SkippedNonFinite,
                         },
+                        kernel: None,
                     }
                 })
                 .collect(),

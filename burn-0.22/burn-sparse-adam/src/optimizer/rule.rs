@@ -33,7 +33,7 @@ use sparse_adam_core::StepScalars;
 use crate::config::{NonFinite, SparseAdamConfig};
 use crate::embedding::row_grads::{RowGrad, RowGradTape, marker_passes, marker_shape, scope};
 use crate::error::Error;
-use crate::kernels;
+use crate::kernels::{self, Kernel};
 use crate::state::SparseAdamState;
 
 /// The SparseAdam update rule (PyTorch's `torch.optim.SparseAdam`) for one parameter at a
@@ -106,6 +106,19 @@ impl SparseAdam {
         grad: &RowGrad,
         state: Option<SparseAdamState<2>>,
     ) -> (Tensor<2>, SparseAdamState<2>) {
+        let (param, state, _) = self.step_rows_reporting(lr, param, grad, state);
+        (param, state)
+    }
+
+    /// [`SparseAdam::step_rows`], and the path the row update took (`None` when no row was
+    /// touched).
+    pub(crate) fn step_rows_reporting(
+        &self,
+        lr: LearningRate,
+        param: Tensor<2>,
+        grad: &RowGrad,
+        state: Option<SparseAdamState<2>>,
+    ) -> (Tensor<2>, SparseAdamState<2>, Option<Kernel>) {
         let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
         state.step += 1;
         let scalars = self
@@ -113,14 +126,14 @@ impl SparseAdam {
             .unwrap_or_else(|err| panic!("{err}"));
         // No touched row, or rows of width 0: only the step count changes.
         let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
-            return (param, state);
+            return (param, state, None);
         };
         let table = [param, state.exp_avg, state.exp_avg_sq];
-        let [param, exp_avg, exp_avg_sq] =
+        let ([param, exp_avg, exp_avg_sq], kernel) =
             kernels::step_rows(table, grad.rows(), values.clone(), &scalars);
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
-        (param, state)
+        (param, state, Some(kernel))
     }
 
     /// The row gradient a marker announces: the newest collected row gradients of `tape`,
