@@ -251,3 +251,47 @@ fn gradient_clipping_sees_the_marker_and_leaves_the_rows_alone() {
         "the rows are not clipped"
     );
 }
+
+/// Gradients of several devices (here two passes on flex, as burn-train's multi-device
+/// strategy hands them over) step as their sum: markers add up, rows of both count.
+#[test]
+fn step_multi_sums_the_devices_gradients_rows_included() {
+    use burn::optim::{GradientsAccumulator, MultiGradientsParams};
+    let device = device();
+    let model = Model::new(&device);
+    let pass = |rows: &[i64]| collect_grads(model.loss(rows, &device).backward(), &model);
+
+    let multi = MultiGradientsParams {
+        grads: vec![(pass(&[1, 2]), device.clone()), (pass(&[2, 9]), device.clone())],
+    };
+    let mut ours = SparseAdamConfig::new().init_optimizer();
+    let a = ours.step_multi(1e-2, model.clone(), multi);
+
+    let mut accumulator = GradientsAccumulator::new();
+    accumulator.accumulate(&model, pass(&[1, 2]));
+    accumulator.accumulate(&model, pass(&[2, 9]));
+    let mut single = SparseAdamConfig::new().init_optimizer();
+    let b = single.step(1e-2, model.clone(), accumulator.grads());
+    assert_eq!(values(a.table.weight.val()), values(b.table.weight.val()));
+    assert_eq!(values(a.head.weight.val()), values(b.head.weight.val()));
+
+    let multi = MultiGradientsParams {
+        grads: vec![(pass(&[1, 2]), device.clone()), (pass(&[2, 9]), device.clone())],
+    };
+    let mut burns: ModuleOptimizer = SparseAdamConfig::new().init();
+    let c = burns.step_multi(1e-2, model.clone(), multi);
+    assert_eq!(values(c.table.weight.val()), values(b.table.weight.val()));
+}
+
+/// A table moved with `to_device` or `fork` keeps its weight a leaf that trains.
+#[test]
+fn a_moved_table_still_trains() {
+    let device = device();
+    let model = Model::new(&device).to_device(&device).fork(&device);
+    assert!(model.table.weight.val().is_require_grad());
+    let before = values(model.table.weight.val());
+    let grads = collect_grads(model.loss(&[4], &device).backward(), &model);
+    let mut optim = SparseAdamConfig::new().init_optimizer();
+    let model = optim.try_step(1e-2, model, grads).unwrap();
+    assert_ne!(values(model.table.weight.val()), before);
+}
