@@ -28,6 +28,11 @@
 
 #![warn(missing_docs)]
 
+/// The package README's Rust snippets, compiled (and the runnable ones run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod config;
 pub mod embedding;
 pub mod error;
