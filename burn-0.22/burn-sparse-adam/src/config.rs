@@ -3,8 +3,7 @@
 //!
 //! This is the bottom layer with [`error`](crate::error) and [`state`](crate::state): it
 //! imports nothing else of this crate. What a config builds (`build`, `init`, `try_init`)
-//! is defined beside what it builds, in [`optimizer`](crate::optimizer), as Burn's own
-//! `adam.rs` does.
+//! is defined beside what it builds, in the optimizer layer, as Burn's own `adam.rs` does.
 
 use burn::config::Config;
 use serde::{Deserialize, Serialize};

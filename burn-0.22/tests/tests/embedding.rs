@@ -198,3 +198,26 @@ fn display_names_the_table_and_its_padding() {
         "SparseEmbedding {n_embedding: 100, d_model: 10, padding_idx: Some(0), params: 1000}"
     );
 }
+
+/// A lookup made for the next backward pass survives the collection of the current one; a
+/// lookup that no collected pass used is dropped after two collections (Burn 0.22 shows no
+/// liveness of an autodiff tensor, so pending lookups are aged by collections).
+#[test]
+fn a_lookup_for_the_next_pass_survives_and_stray_lookups_are_dropped() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(8, 2).init(&device);
+    let first = table.forward(indices(&[1], &device)).sum();
+    let second = table.forward(indices(&[2], &device)).sum();
+    assert_eq!(table.pending_lookups(), 2);
+    let _ = collect_grads(first.backward(), &table);
+    assert_eq!((table.pending_lookups(), table.collected_row_grads()), (1, 1));
+    let _ = collect_grads(second.backward(), &table);
+    assert_eq!((table.pending_lookups(), table.collected_row_grads()), (0, 2));
+
+    let _stray = table.forward(indices(&[5], &device));
+    for _ in 0..2 {
+        let loss = table.forward(indices(&[3], &device)).sum();
+        let _ = collect_grads(loss.backward(), &table);
+    }
+    assert_eq!(table.pending_lookups(), 0);
+}
