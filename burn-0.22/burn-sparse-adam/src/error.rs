@@ -89,7 +89,9 @@ pub enum Error {
     },
 
     /// A gradient's shape differs from its parameter's.
-    #[error("gradient of parameter {param} has shape {found:?}, but the parameter has shape {expected:?}")]
+    #[error(
+        "gradient of parameter {param} has shape {found:?}, but the parameter has shape {expected:?}"
+    )]
     GradientShape {
         /// The parameter.
         param: ParamId,
@@ -110,7 +112,9 @@ pub enum Error {
     },
 
     /// A saved optimizer state does not fit its parameter.
-    #[error("optimizer state of parameter {param} has shape {found:?}, but the parameter has shape {expected:?}")]
+    #[error(
+        "optimizer state of parameter {param} has shape {found:?}, but the parameter has shape {expected:?}"
+    )]
     StateShape {
         /// The parameter.
         param: ParamId,
@@ -121,7 +125,9 @@ pub enum Error {
     },
 
     /// A saved optimizer state has another rank than its parameter.
-    #[error("optimizer state of parameter {param} has rank {found}, but the parameter has rank {expected}")]
+    #[error(
+        "optimizer state of parameter {param} has rank {found}, but the parameter has rank {expected}"
+    )]
     StateRank {
         /// The parameter.
         param: ParamId,
@@ -196,7 +202,9 @@ pub enum Error {
     },
 
     /// A gradient holds NaN or ±inf and the config's `non_finite` is `Error`.
-    #[error("the gradient of parameter {param} holds non-finite values (NaN or ±inf); nothing was changed (SparseAdamConfig.non_finite = Error)")]
+    #[error(
+        "the gradient of parameter {param} holds non-finite values (NaN or ±inf); nothing was changed (SparseAdamConfig.non_finite = Error)"
+    )]
     NonFiniteGradient {
         /// The parameter.
         param: ParamId,
@@ -205,7 +213,9 @@ pub enum Error {
     /// A gradient holds NaN or ±inf and the config's `non_finite` is `Error`, in a step of the
     /// per-tensor rule (Burn's `ModuleOptimizer` does not tell the rule which parameter it
     /// steps; it panics with this message, and parameters it stepped before keep their step).
-    #[error("a gradient holds non-finite values (NaN or ±inf) (SparseAdamConfig.non_finite = Error)")]
+    #[error(
+        "a gradient holds non-finite values (NaN or ±inf) (SparseAdamConfig.non_finite = Error)"
+    )]
     NonFiniteTensorGradient,
 
     /// A `SparseEmbedding` was looked up under autodiff, the step found no gradient for it,

@@ -391,7 +391,10 @@ pub fn module_optimizer_states(optim: &ModuleOptimizer) -> HashMap<u64, StateVal
     for tensor in reader.into_tensors().expect("the tensors read back") {
         let (name, dtype, shape, _, bytes) = tensor.into_parts().expect("a tensor");
         let data = TensorData::from_bytes(bytes, shape, dtype);
-        let data = data.convert::<f32>().try_into_vec::<f32>().expect("f32 moments");
+        let data = data
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 moments");
         let (id, field) = name.split_once('.').expect("named {id}.{field}");
         let entry = moments.entry(id.parse().expect("an id")).or_default();
         match field {
@@ -539,9 +542,7 @@ fn loss_term<T: Table>(
         // empty one) for the table. For a lookup table, the sum of its empty output is that
         // term; for a dense table `0 · sum(weight)` gives its all-zero gradient.
         return match T::MODE {
-            Mode::Lookup => table
-                .lookup(Tensor::<2, Int>::empty([1, 0], device))
-                .sum(),
+            Mode::Lookup => table.lookup(Tensor::<2, Int>::empty([1, 0], device)).sum(),
             Mode::Dense => table.weight().val().sum().mul_scalar(0.0),
         };
     }
@@ -557,7 +558,8 @@ fn loss_term<T: Table>(
             }
         }
     }
-    let indices = Tensor::<2, Int>::from_data(TensorData::new(lookup.indices.clone(), [1, n]), device);
+    let indices =
+        Tensor::<2, Int>::from_data(TensorData::new(lookup.indices.clone(), [1, n]), device);
     let upstream = Tensor::<3>::from_data(TensorData::new(upstream, [1, n, dim]), device);
     (table.lookup(indices) * upstream).sum()
 }

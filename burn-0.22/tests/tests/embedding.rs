@@ -35,7 +35,10 @@ fn a_stock_embeddings_record_loads_into_a_sparse_embedding_and_back() {
     let file = dir.join("sparse.bpk");
     sparse.clone().save_file(&file).unwrap();
     let stock_again = EmbeddingConfig::new(10, 4).init(&device).load_file(&file);
-    assert_eq!(values(stock_again.weight.val()), values(sparse.weight.val()));
+    assert_eq!(
+        values(stock_again.weight.val()),
+        values(sparse.weight.val())
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -46,7 +49,11 @@ fn both_modules_save_the_same_entries() {
     let sparse = SparseEmbeddingConfig::new(3, 2).init(&device);
     let names = |bytes| {
         let reader = burn_pack::Reader::from_bytes(bytes).unwrap();
-        let mut names: Vec<String> = reader.tensor_names().iter().map(|s| s.to_string()).collect();
+        let mut names: Vec<String> = reader
+            .tensor_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         names.sort();
         names
     };
@@ -67,7 +74,11 @@ fn the_padding_row_starts_at_zero_and_the_weight_stays_a_tracked_leaf() {
     assert!(weight[..6].iter().chain(&weight[9..]).any(|&v| v != 0.0));
     assert!(table.weight.val().is_require_grad());
     let _ = table.forward(indices(&[2, 4], &device));
-    assert_eq!(table.pending_lookups(), 1, "a tracked weight records its lookups");
+    assert_eq!(
+        table.pending_lookups(),
+        1,
+        "a tracked weight records its lookups"
+    );
 }
 
 #[test]
@@ -141,7 +152,10 @@ fn clones_share_their_row_gradients() {
     assert_eq!(table.pending_lookups(), 1);
     let grads = collect_grads(loss.backward(), &table);
     assert_eq!(grads.len(), 1);
-    assert_eq!((table.pending_lookups(), clone.collected_row_grads()), (0, 1));
+    assert_eq!(
+        (table.pending_lookups(), clone.collected_row_grads()),
+        (0, 1)
+    );
     table.clear_row_grads();
     assert_eq!(clone.collected_row_grads(), 0);
 }
@@ -166,7 +180,11 @@ fn a_dense_gradient_of_the_weight_gets_the_rows_added() {
     let grads = collect_grads(loss.backward(), &table);
     let grad = grads.get::<2>(table.weight.id).expect("a dense gradient");
     assert_eq!(values(grad), vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]);
-    assert_eq!(table.collected_row_grads(), 0, "the rows went into the dense gradient");
+    assert_eq!(
+        table.collected_row_grads(),
+        0,
+        "the rows went into the dense gradient"
+    );
 }
 
 #[test]
@@ -210,9 +228,15 @@ fn a_lookup_for_the_next_pass_survives_and_stray_lookups_are_dropped() {
     let second = table.forward(indices(&[2], &device)).sum();
     assert_eq!(table.pending_lookups(), 2);
     let _ = collect_grads(first.backward(), &table);
-    assert_eq!((table.pending_lookups(), table.collected_row_grads()), (1, 1));
+    assert_eq!(
+        (table.pending_lookups(), table.collected_row_grads()),
+        (1, 1)
+    );
     let _ = collect_grads(second.backward(), &table);
-    assert_eq!((table.pending_lookups(), table.collected_row_grads()), (0, 2));
+    assert_eq!(
+        (table.pending_lookups(), table.collected_row_grads()),
+        (0, 2)
+    );
 
     let _stray = table.forward(indices(&[5], &device));
     for _ in 0..2 {

@@ -8,7 +8,9 @@ use burn::module::{Module, ParamGroup};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use burn_sparse_adam::{Error, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads};
+use burn_sparse_adam::{
+    Error, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads,
+};
 use burn_sparse_adam_tests::{device, values};
 
 #[derive(Module, Debug)]
@@ -27,13 +29,20 @@ impl Model {
 
     fn grads(&self, device: &Device) -> GradientsParams {
         let ids = Tensor::<1, Int>::from_data([3, 9, 3], device).reshape([1, 3]);
-        let loss = self.head.forward(self.table.forward(ids)).powi_scalar(2).sum();
+        let loss = self
+            .head
+            .forward(self.table.forward(ids))
+            .powi_scalar(2)
+            .sum();
         collect_grads(loss.backward(), self)
     }
 }
 
 fn weights(model: &Model) -> (Vec<f32>, Vec<f32>) {
-    (values(model.table.weight.val()), values(model.head.weight.val()))
+    (
+        values(model.table.weight.val()),
+        values(model.head.weight.val()),
+    )
 }
 
 #[test]

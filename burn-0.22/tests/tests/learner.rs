@@ -37,7 +37,9 @@ impl Model {
     /// The same model every time: fixed weights, no randomness.
     fn new(device: &Device) -> Self {
         let table = SparseEmbeddingConfig::new(ROWS, DIM).init(device);
-        let init: Vec<f32> = (0..ROWS * DIM).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let init: Vec<f32> = (0..ROWS * DIM)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
         let table = table.map(&mut SetValues(init));
         let head_init: Vec<f32> = (0..DIM).map(|i| 0.1 * i as f32 - 0.3).collect();
         let head = Linear {
@@ -99,7 +101,9 @@ impl TrainStep for Model {
 
     fn step(&self, batch: Batch) -> TrainOutput<RegressionOutput> {
         let output = self.forward(batch.ids);
-        let loss = (output.clone() - batch.targets.clone()).powi_scalar(2).mean();
+        let loss = (output.clone() - batch.targets.clone())
+            .powi_scalar(2)
+            .mean();
         // Not `TrainOutput::new(self, grads, item)`, which calls `GradientsParams::from_grads`.
         TrainOutput {
             grads: collect_grads(loss.backward(), self),
@@ -114,7 +118,9 @@ impl InferenceStep for Model {
 
     fn step(&self, batch: Batch) -> RegressionOutput {
         let output = self.forward(batch.ids);
-        let loss = (output.clone() - batch.targets.clone()).powi_scalar(2).mean();
+        let loss = (output.clone() - batch.targets.clone())
+            .powi_scalar(2)
+            .mean();
         RegressionOutput::new(loss, output, batch.targets)
     }
 }
@@ -159,7 +165,11 @@ fn train(dir: &Path, epochs: usize, resume: Option<usize>, device: &Device) -> M
         training = training.checkpoint(epoch);
     }
     let result = training.launch(learner(device));
-    assert!(result.error.is_none(), "training failed: {:?}", result.error);
+    assert!(
+        result.error.is_none(),
+        "training failed: {:?}",
+        result.error
+    );
     result.model
 }
 
@@ -180,8 +190,14 @@ fn the_learner_trains_a_sparse_embedding_through_its_row_gradients() {
     let used = USED as usize * DIM;
     assert_ne!(trained[..used], initial[..used], "looked-up rows moved");
     assert_eq!(
-        trained[used..].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        initial[used..].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        trained[used..]
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        initial[used..]
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
         "rows never looked up are bit-identical"
     );
 
@@ -226,7 +242,10 @@ fn the_learner_resumes_from_its_checkpoint_where_it_left_off() {
     let record =
         burn::optim::OptimizerRecord::load(resumed_dir.join("checkpoint/optim-4.bpk")).unwrap();
     let optim = ModuleOptimizer::from(SparseAdamConfig::new().build()).load_record(record);
-    assert_eq!(module_optimizer_states(&optim)[&resumed.table.weight.id.val()].0, 24);
+    assert_eq!(
+        module_optimizer_states(&optim)[&resumed.table.weight.id.val()].0,
+        24
+    );
     std::fs::remove_dir_all(&straight_dir).unwrap();
     std::fs::remove_dir_all(&resumed_dir).unwrap();
 }

@@ -28,7 +28,10 @@ impl Model {
 
     fn loss(&self, rows: &[i64], device: &Device) -> Tensor<1> {
         let ids = Tensor::<1, Int>::from_data(rows, device).reshape([1, rows.len()]);
-        self.head.forward(self.table.forward(ids)).powi_scalar(2).sum()
+        self.head
+            .forward(self.table.forward(ids))
+            .powi_scalar(2)
+            .sum()
     }
 }
 
@@ -41,7 +44,11 @@ fn rows_of(table: &Param<Tensor<2>>, rows: std::ops::Range<usize>) -> Vec<u32> {
 }
 
 /// Trains `steps` steps with either optimizer; returns the model.
-fn train(model: Model, steps: usize, mut step: impl FnMut(Model, GradientsParams) -> Model) -> Model {
+fn train(
+    model: Model,
+    steps: usize,
+    mut step: impl FnMut(Model, GradientsParams) -> Model,
+) -> Model {
     let device = device();
     let mut model = model;
     for _ in 0..steps {
@@ -70,12 +77,28 @@ fn untouched_rows_are_bit_identical_and_both_paths_train() {
                 train(model, 3, |m, g| optim.step(1e-2, m, g))
             }
         };
-        assert_eq!(rows_of(&model.table.weight, 10..50), before_untouched, "{runner}");
+        assert_eq!(
+            rows_of(&model.table.weight, 10..50),
+            before_untouched,
+            "{runner}"
+        );
         assert_eq!(rows_of(&model.table.weight, 0..1), before_row_0, "{runner}");
-        assert_ne!(rows_of(&model.table.weight, 1..2), before_row_1, "{runner}: row 1 moved");
-        assert_ne!(values(model.head.weight.val()), before_head, "{runner}: the head moved");
+        assert_ne!(
+            rows_of(&model.table.weight, 1..2),
+            before_row_1,
+            "{runner}: row 1 moved"
+        );
+        assert_ne!(
+            values(model.head.weight.val()),
+            before_head,
+            "{runner}: the head moved"
+        );
         assert!(model.table.weight.val().is_require_grad(), "{runner}");
-        assert_eq!(model.table.collected_row_grads(), 0, "{runner}: the step consumed the rows");
+        assert_eq!(
+            model.table.collected_row_grads(),
+            0,
+            "{runner}: the step consumed the rows"
+        );
     }
 }
 
@@ -125,7 +148,11 @@ fn a_refused_step_changes_nothing_and_gives_everything_back() {
         "invalid learning rate: -1 (the step's learning rate must be finite and > 0)"
     );
     assert_eq!(values(rejected.module.table.weight.val()), before);
-    assert_eq!(rejected.module.table.collected_row_grads(), 1, "the rows wait");
+    assert_eq!(
+        rejected.module.table.collected_row_grads(),
+        1,
+        "the rows wait"
+    );
     // The same gradients, handed back, step at a valid learning rate.
     let model = optim
         .try_step(1e-2, rejected.module, rejected.grads)
@@ -141,7 +168,10 @@ fn gradients_built_with_from_grads_are_an_error_naming_collect_grads() {
     let mut optim = SparseAdamConfig::new().init_optimizer();
     let grads = GradientsParams::from_grads(model.loss(&[2], &device).backward(), &model);
     let err = optim.try_step(1e-2, model, grads).unwrap_err().error;
-    assert!(matches!(err, Error::RowGradientsNotCollected { .. }), "{err}");
+    assert!(
+        matches!(err, Error::RowGradientsNotCollected { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("collect_grads"));
 }
 
@@ -157,7 +187,9 @@ fn non_finite_gradients_follow_the_policy() {
     let mut error = SparseAdamConfig::new()
         .with_non_finite(NonFinite::Error)
         .init_optimizer();
-    let err = error.try_step(1e-2, model.clone(), poison(&model)).unwrap_err();
+    let err = error
+        .try_step(1e-2, model.clone(), poison(&model))
+        .unwrap_err();
     assert!(matches!(err.error, Error::NonFiniteGradient { .. }));
     model.table.clear_row_grads();
 
@@ -190,8 +222,14 @@ fn optimizers_keep_the_gradient_checkpointing_strategy() {
         let grads = collect_grads(model.loss(&[1, 2], &device).backward(), &model);
         model = burns.step(1e-2, model, grads);
     }
-    assert_eq!(model.table.weight.val().gradient_checkpointing_strategy(), strategy);
-    assert_eq!(model.head.weight.val().gradient_checkpointing_strategy(), strategy);
+    assert_eq!(
+        model.table.weight.val().gradient_checkpointing_strategy(),
+        strategy
+    );
+    assert_eq!(
+        model.head.weight.val().gradient_checkpointing_strategy(),
+        strategy
+    );
 }
 
 #[test]
@@ -202,7 +240,10 @@ fn accumulated_passes_add_up_and_dropped_ones_are_dropped() {
     // Two passes accumulated, one step: the rows of both count.
     let mut accumulator = GradientsAccumulator::new();
     for rows in [[1i64], [2]] {
-        accumulator.accumulate(&model, collect_grads(model.loss(&rows, &device).backward(), &model));
+        accumulator.accumulate(
+            &model,
+            collect_grads(model.loss(&rows, &device).backward(), &model),
+        );
     }
     let mut optim: SparseAdamOptimizer = SparseAdamConfig::new().init_optimizer();
     let before = values(model.table.weight.val());
@@ -219,7 +260,11 @@ fn accumulated_passes_add_up_and_dropped_ones_are_dropped() {
     let before = values(model.table.weight.val());
     let model = optim.step(1e-2, model, grads);
     let after = values(model.table.weight.val());
-    assert_eq!(after[20..24], before[20..24], "row 5's dropped pass is not applied");
+    assert_eq!(
+        after[20..24],
+        before[20..24],
+        "row 5's dropped pass is not applied"
+    );
     assert_ne!(after[24..28], before[24..28], "row 6 moved");
 }
 
@@ -262,7 +307,10 @@ fn step_multi_sums_the_devices_gradients_rows_included() {
     let pass = |rows: &[i64]| collect_grads(model.loss(rows, &device).backward(), &model);
 
     let multi = MultiGradientsParams {
-        grads: vec![(pass(&[1, 2]), device.clone()), (pass(&[2, 9]), device.clone())],
+        grads: vec![
+            (pass(&[1, 2]), device.clone()),
+            (pass(&[2, 9]), device.clone()),
+        ],
     };
     let mut ours = SparseAdamConfig::new().init_optimizer();
     let a = ours.step_multi(1e-2, model.clone(), multi);
@@ -276,7 +324,10 @@ fn step_multi_sums_the_devices_gradients_rows_included() {
     assert_eq!(values(a.head.weight.val()), values(b.head.weight.val()));
 
     let multi = MultiGradientsParams {
-        grads: vec![(pass(&[1, 2]), device.clone()), (pass(&[2, 9]), device.clone())],
+        grads: vec![
+            (pass(&[1, 2]), device.clone()),
+            (pass(&[2, 9]), device.clone()),
+        ],
     };
     let mut burns: ModuleOptimizer = SparseAdamConfig::new().init();
     let c = burns.step_multi(1e-2, model.clone(), multi);

@@ -28,7 +28,11 @@ impl Model {
 
     fn grads(&self, rows: &[i64], device: &Device) -> GradientsParams {
         let ids = Tensor::<1, Int>::from_data(rows, device).reshape([1, rows.len()]);
-        let loss = self.head.forward(self.table.forward(ids)).powi_scalar(2).sum();
+        let loss = self
+            .head
+            .forward(self.table.forward(ids))
+            .powi_scalar(2)
+            .sum();
         collect_grads(loss.backward(), self)
     }
 }
@@ -165,5 +169,8 @@ fn a_state_of_another_shape_is_an_error_naming_both_shapes() {
     let err = loaded.try_step(1e-2, model, grads).unwrap_err().error;
     assert!(matches!(err, Error::StateShape { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains("[4, 3]") && message.contains("[4, 2]"), "{message}");
+    assert!(
+        message.contains("[4, 3]") && message.contains("[4, 2]"),
+        "{message}"
+    );
 }

@@ -407,11 +407,7 @@ pub(crate) fn marker_shape(param: &Shape) -> Shape {
 /// below one (by gradient clipping) still covers one pass.
 pub(crate) fn marker_passes<const D: usize>(marker: &Tensor<D>) -> usize {
     let n = marker.shape().num_elements();
-    let first = marker
-        .clone()
-        .reshape([n])
-        .slice(0..1)
-        .into_scalar::<f32>();
+    let first = marker.clone().reshape([n]).slice(0..1).into_scalar::<f32>();
     if first.is_finite() && first > 0.0 {
         first.round().max(1.0) as usize
     } else {

@@ -43,8 +43,14 @@ pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2>
 /// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
 /// values of shared rows added in the order given (the core's
 /// [`coalesce`](sparse_adam_core::coalesce), on the device).
-pub(crate) fn coalesce(parts: Vec<(Vec<i64>, Tensor<2>)>, device: &Device) -> (Vec<i64>, Tensor<2>) {
-    let all_rows: Vec<i64> = parts.iter().flat_map(|(rows, _)| rows.iter().copied()).collect();
+pub(crate) fn coalesce(
+    parts: Vec<(Vec<i64>, Tensor<2>)>,
+    device: &Device,
+) -> (Vec<i64>, Tensor<2>) {
+    let all_rows: Vec<i64> = parts
+        .iter()
+        .flat_map(|(rows, _)| rows.iter().copied())
+        .collect();
     let (rows, inverse) = sparse_adam_core::unique_sorted(&all_rows);
     let values: Vec<Tensor<2>> = parts
         .into_iter()
@@ -83,4 +89,3 @@ pub(crate) fn step_rows(
         add_rows(exp_avg_sq, delta.exp_avg_sq),
     ]
 }
-

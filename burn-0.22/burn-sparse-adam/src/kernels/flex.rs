@@ -6,6 +6,10 @@
 //! model) is copied once by `storage_mut` before it is written, so no other holder ever sees
 //! a change, as with any Burn operation.
 
+// Each function hands its tensors back unconsumed when they cannot take this path; a
+// `Tensor` is a few hundred bytes, and boxing it for the rare fallback buys nothing.
+#![allow(clippy::result_large_err)]
+
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -60,14 +64,24 @@ pub(super) fn gather(
 
 /// The `[k, d]` per-row sum of a lookup's gradient (see
 /// [`sum_per_row`](super::sum_per_row)).
-pub(super) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Result<Tensor<2>, Tensor<3>> {
+pub(super) fn sum_per_row(
+    grad: Tensor<3>,
+    slots: &[i64],
+    k: usize,
+) -> Result<Tensor<2>, Tensor<3>> {
     if !fusable(&grad) {
         return Err(grad);
     }
     let [_, _, d] = grad.dims();
     let grad = primitive(grad);
     let mut out = Vec::new();
-    sparse_adam_core::sum_per_row(grad.as_slice::<f32>().expect("contiguous f32"), d, slots, k, &mut out);
+    sparse_adam_core::sum_per_row(
+        grad.as_slice::<f32>().expect("contiguous f32"),
+        d,
+        slots,
+        k,
+        &mut out,
+    );
     Ok(from_values(out, [k, d]))
 }
 
@@ -86,7 +100,12 @@ pub(super) fn coalesce(
         .collect();
     let slices: Vec<(&[i64], &[f32])> = primitives
         .iter()
-        .map(|(rows, values)| (rows.as_slice(), values.as_slice::<f32>().expect("contiguous f32")))
+        .map(|(rows, values)| {
+            (
+                rows.as_slice(),
+                values.as_slice::<f32>().expect("contiguous f32"),
+            )
+        })
         .collect();
     let (rows, values) = sparse_adam_core::coalesce(&slices, d);
     let k = rows.len();
@@ -95,7 +114,6 @@ pub(super) fn coalesce(
 
 /// The row update (see [`step_rows`](super::step_rows)): the core's `update_rows` on the
 /// parameter's and the moments' storage, in place when they are not shared.
-#[allow(clippy::result_large_err)]
 pub(super) fn step_rows(
     [param, exp_avg, exp_avg_sq]: Table,
     rows: &[i64],
@@ -131,7 +149,9 @@ mod tests {
     use super::*;
 
     fn table(seed: f32, n: usize, d: usize) -> Tensor<2> {
-        let values: Vec<f32> = (0..n * d).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+        let values: Vec<f32> = (0..n * d)
+            .map(|i| ((i as f32 + seed) * 0.37).sin())
+            .collect();
         Tensor::from_data(TensorData::new(values, [n, d]), &Device::flex())
     }
 
@@ -145,9 +165,17 @@ mod tests {
         let (n, d) = (12, 5);
         let rows = [0i64, 3, 4, 11];
         let scalars = StepScalars::new(Hyperparameters::default(), 0.05, 3);
-        let tables = || [table(0.0, n, d), table(1.0, n, d).abs(), table(2.0, n, d).abs()];
+        let tables = || {
+            [
+                table(0.0, n, d),
+                table(1.0, n, d).abs(),
+                table(2.0, n, d).abs(),
+            ]
+        };
         let values = table(3.0, rows.len(), d);
-        let fused = step_rows(tables(), &rows, values.clone(), &scalars).ok().unwrap();
+        let fused = step_rows(tables(), &rows, values.clone(), &scalars)
+            .ok()
+            .unwrap();
         let composed = composed::step_rows(tables(), &rows, values, &scalars);
         for (f, c) in fused.into_iter().zip(composed) {
             assert_eq!(bits(f), bits(c));
@@ -162,10 +190,9 @@ mod tests {
         let before = bits(held.clone());
         let scalars = StepScalars::new(Hyperparameters::default(), 0.1, 1);
         let zeros = || Tensor::<2>::zeros([n, d], &Device::flex());
-        let [stepped, ..] =
-            step_rows([param, zeros(), zeros()], &[2], table(5.0, 1, d), &scalars)
-                .ok()
-                .unwrap();
+        let [stepped, ..] = step_rows([param, zeros(), zeros()], &[2], table(5.0, 1, d), &scalars)
+            .ok()
+            .unwrap();
         assert_eq!(bits(held), before, "the other holder keeps its values");
         assert_ne!(bits(stepped), before);
     }
@@ -184,7 +211,12 @@ mod tests {
         let fused = sum_per_row(grad.clone(), &slots, 3).ok().unwrap();
         assert_eq!(bits(fused), bits(composed::sum_per_row(grad, &slots, 3)));
 
-        let parts = || vec![(vec![1i64, 5], table(2.0, 2, 4)), (vec![0, 5], table(3.0, 2, 4))];
+        let parts = || {
+            vec![
+                (vec![1i64, 5], table(2.0, 2, 4)),
+                (vec![0, 5], table(3.0, 2, 4)),
+            ]
+        };
         let (rows, fused) = coalesce(parts()).ok().unwrap();
         let (rows_c, composed) = composed::coalesce(parts(), &device);
         assert_eq!(rows, rows_c);

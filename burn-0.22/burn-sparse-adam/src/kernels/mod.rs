@@ -114,7 +114,10 @@ pub(crate) fn step_rows(
         },
         false => (table, values),
     };
-    (composed::step_rows(table, rows, values, scalars), Kernel::Composed)
+    (
+        composed::step_rows(table, rows, values, scalars),
+        Kernel::Composed,
+    )
 }
 
 /// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on

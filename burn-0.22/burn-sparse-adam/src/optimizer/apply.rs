@@ -38,7 +38,7 @@ impl Stepper<'_> {
         let rows = match plan.update {
             Update::Skip => return param,
             Update::Dense => None,
-            Update::Rows(rows) => Some(rows),
+            Update::Rows(rows) => Some(*rows),
         };
         let state = self
             .states

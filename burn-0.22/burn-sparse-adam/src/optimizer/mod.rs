@@ -31,7 +31,9 @@ use std::sync::Arc;
 
 use burn::module::{Module, ParamGroup, ParamId};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::{DynState, GradientsParams, ModuleOptimizer, MultiGradientsParams, OptimizerRecord};
+use burn::optim::{
+    DynState, GradientsParams, ModuleOptimizer, MultiGradientsParams, OptimizerRecord,
+};
 use burn::tensor::{Bytes, Device};
 
 use crate::config::SparseAdamConfig;
@@ -202,7 +204,8 @@ impl SparseAdamOptimizer {
         hook: impl Fn(&Self) + Send + Sync + 'static,
         prepend: bool,
     ) -> HookHandle {
-        self.hooks.register(Hook::ToRecordPre(Arc::new(hook)), prepend)
+        self.hooks
+            .register(Hook::ToRecordPre(Arc::new(hook)), prepend)
     }
 
     /// Registers `hook`, which receives the record [`SparseAdamOptimizer::to_record`] built
@@ -212,7 +215,8 @@ impl SparseAdamOptimizer {
         hook: impl Fn(OptimizerRecord) -> OptimizerRecord + Send + Sync + 'static,
         prepend: bool,
     ) -> HookHandle {
-        self.hooks.register(Hook::ToRecordPost(Arc::new(hook)), prepend)
+        self.hooks
+            .register(Hook::ToRecordPost(Arc::new(hook)), prepend)
     }
 
     /// Registers `hook`, which receives a record about to be loaded and returns the record
@@ -222,7 +226,8 @@ impl SparseAdamOptimizer {
         hook: impl Fn(OptimizerRecord) -> OptimizerRecord + Send + Sync + 'static,
         prepend: bool,
     ) -> HookHandle {
-        self.hooks.register(Hook::LoadRecordPre(Arc::new(hook)), prepend)
+        self.hooks
+            .register(Hook::LoadRecordPre(Arc::new(hook)), prepend)
     }
 
     /// Registers `hook`, called with the optimizer after a record was loaded (PyTorch's
@@ -441,8 +446,8 @@ impl SparseAdamOptimizer {
         };
         self.verify_record = false;
         let states = &self.states;
-        let info = gather_info
-            .then(|| plan.info(base_lr, |id| states.get(&id).map_or(0, state_step)));
+        let info =
+            gather_info.then(|| plan.info(base_lr, |id| states.get(&id).map_or(0, state_step)));
         if let Some(info) = &info {
             self.hooks.step_pre(info);
         }

@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet};
 
 use burn::module::{ModuleVisitor, Param, ParamId};
-use burn::optim::{DynState, GradientsParams, LearningRate, MultiGradientsParams};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{DynState, GradientsParams, LearningRate, MultiGradientsParams};
 use burn::tensor::{Device, Shape, Tensor};
 
 use crate::config::NonFinite;
@@ -55,7 +55,7 @@ impl Grads {
 /// What the step does to one parameter.
 pub(crate) enum Update {
     Dense,
-    Rows(RowGrad),
+    Rows(Box<RowGrad>),
     Skip,
 }
 
@@ -250,7 +250,7 @@ impl Planner<'_> {
                     _ => rows.values().is_none_or(kernels::all_finite),
                 };
                 let touched = rows.rows().len();
-                (Update::Rows(rows), finite, touched)
+                (Update::Rows(Box::new(rows)), finite, touched)
             }
             None => {
                 let finite = match non_finite {

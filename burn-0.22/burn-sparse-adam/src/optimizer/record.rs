@@ -31,15 +31,42 @@ const RANK_KEY: &str = "__rank";
 macro_rules! with_rank {
     ($rank:expr, $d:ident => $body:expr, $other:expr) => {
         match $rank {
-            0 => { const $d: usize = 0; $body }
-            1 => { const $d: usize = 1; $body }
-            2 => { const $d: usize = 2; $body }
-            3 => { const $d: usize = 3; $body }
-            4 => { const $d: usize = 4; $body }
-            5 => { const $d: usize = 5; $body }
-            6 => { const $d: usize = 6; $body }
-            7 => { const $d: usize = 7; $body }
-            8 => { const $d: usize = 8; $body }
+            0 => {
+                const $d: usize = 0;
+                $body
+            }
+            1 => {
+                const $d: usize = 1;
+                $body
+            }
+            2 => {
+                const $d: usize = 2;
+                $body
+            }
+            3 => {
+                const $d: usize = 3;
+                $body
+            }
+            4 => {
+                const $d: usize = 4;
+                $body
+            }
+            5 => {
+                const $d: usize = 5;
+                $body
+            }
+            6 => {
+                const $d: usize = 6;
+                $body
+            }
+            7 => {
+                const $d: usize = 7;
+                $body
+            }
+            8 => {
+                const $d: usize = 8;
+                $body
+            }
             _ => $other,
         }
     };
@@ -64,7 +91,13 @@ pub(crate) fn to_bytes(states: &HashMap<ParamId, DynState>) -> Result<burn::tens
         }
         for (name, data) in sink.tensors {
             let (bytes, shape, dtype) = data.into_parts();
-            tensors.push(burn_pack::Tensor::new(name, dtype, shape, Some(id.val()), bytes));
+            tensors.push(burn_pack::Tensor::new(
+                name,
+                dtype,
+                shape,
+                Some(id.val()),
+                bytes,
+            ));
         }
     }
     let mut writer = burn_pack::Writer::new(tensors);
@@ -118,8 +151,9 @@ pub(crate) fn from_record(
         .into_tensors()
         .map_err(|err| invalid(err.to_string()))?
     {
-        let (name, dtype, shape, param_id, bytes) =
-            tensor.into_parts().map_err(|err| invalid(err.to_string()))?;
+        let (name, dtype, shape, param_id, bytes) = tensor
+            .into_parts()
+            .map_err(|err| invalid(err.to_string()))?;
         let id = match param_id {
             Some(id) => id,
             None => return Err(invalid(format!("tensor {name:?} carries no parameter id"))),

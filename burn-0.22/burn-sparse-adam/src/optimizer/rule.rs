@@ -202,7 +202,8 @@ impl Optimizer for SparseAdam {
             .flatten();
         if let Some(tape) = tape {
             let [n, d] = kernels::as_rows(&shape);
-            let rows = Self::rows_of_marker(&tape, std::slice::from_ref(&grad), [n, d], &tensor.device());
+            let rows =
+                Self::rows_of_marker(&tape, std::slice::from_ref(&grad), [n, d], &tensor.device());
             // The step consumes every collected row gradient, stale ones included.
             drop(tape.take_collected());
             let Some(rows) = rows else {
@@ -219,8 +220,7 @@ impl Optimizer for SparseAdam {
                 }
             }
             let state = state.map(|s| reshape_state(s, [n, d]));
-            let (param, state) =
-                self.step_rows(lr, kernels::to_rank(tensor, [n, d]), &rows, state);
+            let (param, state) = self.step_rows(lr, kernels::to_rank(tensor, [n, d]), &rows, state);
             return (
                 kernels::to_rank(param, shape.clone()),
                 Some(reshape_state(state, shape)),
