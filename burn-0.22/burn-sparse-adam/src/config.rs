@@ -1,0 +1,107 @@
+//! [`SparseAdamConfig`]: the hyperparameters of `torch.optim.SparseAdam`, as a Burn `Config`,
+//! and [`NonFinite`], the policy for gradients holding NaN or ±inf.
+//!
+//! This is the bottom layer with [`error`](crate::error) and [`state`](crate::state): it
+//! imports nothing else of this crate. What a config builds (`build`, `init`, `try_init`)
+//! is defined beside what it builds, in the optimizer layer, as Burn's own `adam.rs` does.
+
+use burn::config::Config;
+use serde::{Deserialize, Serialize};
+use sparse_adam_core::Hyperparameters;
+
+/// Configuration of SparseAdam, PyTorch's `torch.optim.SparseAdam`.
+///
+/// The learning rate is not part of the config: as everywhere in Burn, it is the step's, so
+/// that a learning-rate scheduler drives it.
+///
+/// Hyperparameters are `f64`, as PyTorch's are Python floats: the step's scalars
+/// (`1 − β`, the bias-corrected step size) are computed in double precision and rounded to
+/// `f32` once (the core's [`StepScalars`](sparse_adam_core::StepScalars)), which is what
+/// keeps this crate's float32 numbers next to PyTorch's.
+///
+/// # Example
+///
+/// ```
+/// use burn_sparse_adam::SparseAdamConfig;
+///
+/// let config = SparseAdamConfig::new().with_beta_2(0.98);
+/// assert!(config.validate().is_ok());
+///
+/// let bad = SparseAdamConfig::new().with_epsilon(0.0);
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid epsilon value: 0 (SparseAdamConfig.epsilon must be finite and > 0)"
+/// );
+/// ```
+#[derive(Config, Debug, PartialEq)]
+pub struct SparseAdamConfig {
+    /// Decay rate of the first moment, PyTorch's `betas[0]`. Must lie in `[0, 1)`.
+    /// Default: `0.9`.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// Decay rate of the second moment, PyTorch's `betas[1]`. Must lie in `[0, 1)`.
+    /// Default: `0.999`.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// Added to `sqrt(v)` *before* the bias correction of the step size ("epsilon hat"),
+    /// unlike Burn's `Adam`, which scales it. Must be finite, `> 0`, and not round to `0` in
+    /// `f32`. Default: `1e-8`.
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Ascend the objective instead of descending it: the gradient is negated before it
+    /// enters the moments. Default: `false`.
+    #[config(default = false)]
+    pub maximize: bool,
+    /// What a step does with a gradient holding NaN or ±inf. Default:
+    /// [`NonFinite::Propagate`], PyTorch's behaviour.
+    #[config(default = "NonFinite::Propagate")]
+    pub non_finite: NonFinite,
+}
+
+/// What a step does with a parameter whose gradient holds NaN or ±inf.
+///
+/// Detecting it costs one small reduction per parameter on the device and a one-value read
+/// back; nothing table-sized leaves the device. `Propagate` does not look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NonFinite {
+    /// Use the gradient as it is, as PyTorch does: the NaN or inf reaches the moments and
+    /// the parameter of the touched rows.
+    #[default]
+    Propagate,
+    /// Skip that parameter's step: its values, moments and step count stay as they were,
+    /// and its row gradients are dropped. Other parameters step as usual.
+    Skip,
+    /// Reject the whole step with [`Error::NonFiniteGradient`](crate::Error::NonFiniteGradient)
+    /// before anything changes.
+    Error,
+}
+
+impl From<&SparseAdamConfig> for Hyperparameters {
+    fn from(config: &SparseAdamConfig) -> Self {
+        Self {
+            beta_1: config.beta_1,
+            beta_2: config.beta_2,
+            epsilon: config.epsilon,
+            maximize: config.maximize,
+        }
+    }
+}
+
+impl SparseAdamConfig {
+    /// Checks the hyperparameters as PyTorch's constructor does (the core's
+    /// [`Hyperparameters::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEpsilon`](crate::Error::InvalidEpsilon) when `epsilon` is not finite
+    /// or `<= 0`; [`Error::EpsilonUnderflows`](crate::Error::EpsilonUnderflows) when it rounds
+    /// to 0 in `f32`, the precision of the update (PyTorch accepts such an epsilon; here a
+    /// touched row with zero moments would become NaN);
+    /// [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside `[0, 1)` (NaN
+    /// included).
+    pub fn validate(&self) -> crate::Result<()> {
+        Hyperparameters::from(self)
+            .validate()
+            .map_err(crate::Error::from)
+    }
+}

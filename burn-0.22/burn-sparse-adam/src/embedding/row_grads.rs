@@ -1,0 +1,427 @@
+//! Row gradients: how a [`SparseEmbedding`](crate::SparseEmbedding)'s gradient travels from
+//! the backward pass to the optimizer as rows, never as a table-sized tensor.
+//!
+//! Burn's `GradientsParams` can only hold one float tensor per parameter, and its plumbing
+//! (`GradientsAccumulator`, the Learner's multi-device merge, `ModuleOptimizer`) moves and
+//! adds those tensors. A gradient made of rows (sorted unique indices plus a `[k, d]` block)
+//! fits none of it. So, as PyTorch keeps a sparse embedding's gradient in `weight.grad`
+//! until the optimizer consumes it, each `SparseEmbedding` keeps its row gradients itself,
+//! on a `RowGradTape` that its clones share:
+//!
+//! 1. a lookup under autodiff records the looked-up rows and its output, a copy of those
+//!    rows that is a leaf of the autodiff graph of its own (the table itself is not part of
+//!    that graph, so no table-sized gradient can arise);
+//! 2. [`collect_grads`], the one line that replaces `GradientsParams::from_grads`, takes
+//!    each output's gradient, sums it per distinct row onto the tape, and puts a small
+//!    *marker* in the `GradientsParams` under the weight's id, so that Burn's plumbing
+//!    carries "this table has a gradient" (accumulating markers, moving them between
+//!    devices) like any other gradient;
+//! 3. the optimizer (this crate's [`SparseAdamOptimizer`](crate::SparseAdamOptimizer), or
+//!    Burn's `ModuleOptimizer` running the [`SparseAdam`](crate::SparseAdam) rule), finding
+//!    a marker for a table, applies the row gradients of the backward passes that marker
+//!    covers, summed, and clears the tape. Each collection writes a marker of ones and
+//!    Burn's plumbing adds markers, so a marker's value counts its backward passes: several
+//!    passes before one step add up (as in PyTorch), and the row gradients of a
+//!    `GradientsParams` dropped without a step (say, the partial accumulation burn-train
+//!    discards at the end of an epoch) are older than that count and are dropped, exactly
+//!    as the dense gradients in it are.
+//!
+//! The tape of a table is reached while a visitor or mapper visits that table's weight:
+//! `SparseEmbedding::visit`/`map` open a [`scope`] for the duration of that one call. No
+//! registry outlives it. Burn 0.22's `ModuleOptimizer` steps through `module.map`, and calls
+//! the per-tensor rule from inside the table's `map`: that is how the rule, which is given
+//! only a tensor and its gradient, finds the rows.
+//!
+//! # What a pending lookup keeps (Burn 0.22)
+//!
+//! On Burn 0.21 a pending lookup kept only its output's autodiff identity (its node and a
+//! weak count of its users), not its values. Burn 0.22's `AutodiffTensor` keeps its
+//! `primitive`, `node` and `rc` fields crate-private and has no constructor from a node, so
+//! neither the identity without the values nor the liveness of the output can be had
+//! through its public API (`burn-autodiff-0.22.1/src/tensor.rs`). A pending lookup here
+//! keeps its whole output (batch-sized: `[batch, seq, d]`), until a collection takes its
+//! gradient, or until a second collection on its thread finds none for it (it took part in
+//! no backward pass that was collected: an evaluation forward pass under autodiff, or
+//! gradients built with `GradientsParams::from_grads`).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Gradients, IndexingUpdateOp, Shape, Tensor};
+
+use crate::kernels;
+
+/// The gradient of some rows of a `[n, d]` table: the sorted, unique indices of the touched
+/// rows and the `[k, d]` block of their gradients, each row's lookups summed. The values
+/// carry no autodiff.
+///
+/// A row whose summed gradient is exactly zero is still touched (PyTorch's sparse layout).
+/// An empty row gradient (`k = 0`: a lookup of nothing, or only of `padding_idx`) is a
+/// gradient all the same: the table takes a step that changes nothing but its step count.
+#[derive(Clone, Debug)]
+pub struct RowGrad {
+    rows: Vec<i64>,
+    values: Option<Tensor<2>>,
+}
+
+impl RowGrad {
+    /// A row gradient from sorted, unique `rows` and their `[rows.len(), d]` `values`.
+    ///
+    /// # Panics
+    ///
+    /// When `rows` is not strictly increasing or `values` has another number of rows: both
+    /// are internal invariants of this crate.
+    pub fn new(rows: Vec<i64>, values: Tensor<2>) -> Self {
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "row indices must be sorted and unique"
+        );
+        assert_eq!(values.dims()[0], rows.len(), "one value row per index");
+        if rows.is_empty() {
+            return Self::empty();
+        }
+        Self {
+            rows,
+            values: Some(values),
+        }
+    }
+
+    /// The empty row gradient: no touched row.
+    pub fn empty() -> Self {
+        Self {
+            rows: Vec::new(),
+            values: None,
+        }
+    }
+
+    /// The touched rows, sorted and unique.
+    pub fn rows(&self) -> &[i64] {
+        &self.rows
+    }
+
+    /// The `[k, d]` gradients of the touched rows; `None` when no row is touched.
+    pub fn values(&self) -> Option<&Tensor<2>> {
+        self.values.as_ref()
+    }
+
+    /// Whether no row is touched.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The values' width `d`, if any row is touched.
+    pub fn width(&self) -> Option<usize> {
+        self.values.as_ref().map(|v| v.dims()[1])
+    }
+
+    /// Moves the values to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            rows: self.rows,
+            values: self.values.map(|v| v.to_device(device)),
+        }
+    }
+
+    /// The sum of several row gradients, on `device`: the union of their rows, with the
+    /// values of rows they share added (PyTorch's `coalesce`).
+    pub fn sum(grads: Vec<RowGrad>, device: &Device) -> RowGrad {
+        let mut parts: Vec<(Vec<i64>, Tensor<2>)> = grads
+            .into_iter()
+            .filter_map(|g| g.values.map(|v| (g.rows, v)))
+            .collect();
+        match parts.len() {
+            0 => RowGrad::empty(),
+            1 => {
+                let (rows, values) = parts.pop().expect("one part");
+                RowGrad::new(rows, values.to_device(device))
+            }
+            _ => {
+                let (rows, values) = kernels::coalesce(parts, device);
+                RowGrad::new(rows, values)
+            }
+        }
+    }
+
+    /// Adds the rows into a dense gradient of the whole table, seen as `[n, d]`.
+    pub(crate) fn add_into<const D: usize>(self, dense: Tensor<D>) -> Tensor<D> {
+        let Some(values) = self.values else {
+            return dense;
+        };
+        let shape = dense.shape();
+        let device = dense.device();
+        let summed = kernels::to_rank::<D, 2>(dense, kernels::as_rows(&shape)).select_assign(
+            0,
+            kernels::index_tensor(&self.rows, &device),
+            values,
+            IndexingUpdateOp::Add,
+        );
+        kernels::to_rank(summed, shape)
+    }
+}
+
+/// How many collections on its thread a pending lookup may miss (find no gradient for it)
+/// before it is dropped. One: a lookup made for the next backward pass survives the
+/// collection of the current one.
+const KEPT_MISSES: u32 = 1;
+
+/// A lookup recorded under autodiff whose gradient has not been collected yet.
+struct PendingLookup {
+    /// The thread that looked up.
+    thread: ThreadId,
+    /// The touched rows, sorted and unique.
+    rows: Vec<i64>,
+    /// For each looked-up position, its row's place in `rows`; `-1` for `padding_idx`.
+    slots: Vec<i64>,
+    /// The lookup's output, a leaf of autodiff's graph: its gradient, summed per row, is the
+    /// row gradient (see the [module docs](self) for why the whole output is kept).
+    output: Tensor<3>,
+    /// Collections on its thread that found no gradient for it.
+    misses: u32,
+}
+
+#[derive(Default)]
+struct TapeState {
+    pending: Vec<PendingLookup>,
+    /// Row gradients collected from backward passes, waiting for the optimizer.
+    collected: Vec<RowGrad>,
+}
+
+/// The row gradients of one table, shared by the table's clones (see the [module
+/// docs](self)).
+#[derive(Clone, Default)]
+pub(crate) struct RowGradTape {
+    state: Arc<Mutex<TapeState>>,
+}
+
+impl fmt::Debug for RowGradTape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("RowGradTape")
+            .field("pending", &state.pending.len())
+            .field("collected", &state.collected.len())
+            .finish()
+    }
+}
+
+impl RowGradTape {
+    fn lock(&self) -> MutexGuard<'_, TapeState> {
+        // A panic while the lock was held cannot leave the lists half-written (each change is
+        // a single push, retain or take), so a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a lookup of `rows` (sorted, unique) whose output is `output`, an autodiff
+    /// leaf; `slots` maps each position of the output to its row (`-1`: padding).
+    pub(crate) fn record(&self, rows: Vec<i64>, slots: Vec<i64>, output: Tensor<3>) {
+        self.lock().pending.push(PendingLookup {
+            thread: std::thread::current().id(),
+            rows,
+            slots,
+            output,
+            misses: 0,
+        });
+    }
+
+    /// Whether lookups were recorded and not collected.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    /// How many lookups wait for `collect_grads`, and how many collected row gradients wait
+    /// for the optimizer.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.pending.len(), state.collected.len())
+    }
+
+    /// The collected row gradients, without taking them.
+    pub(crate) fn peek_collected(&self) -> Vec<RowGrad> {
+        self.lock().collected.clone()
+    }
+
+    /// Takes every collected row gradient.
+    pub(crate) fn take_collected(&self) -> Vec<RowGrad> {
+        std::mem::take(&mut self.lock().collected)
+    }
+
+    /// Drops every row gradient, pending or collected.
+    pub(crate) fn clear(&self) {
+        let mut state = self.lock();
+        state.pending.clear();
+        state.collected.clear();
+    }
+
+    /// Takes the gradients of pending lookups out of `grads` and sums them.
+    ///
+    /// Any thread's lookups count: node ids are unique, so only the backward pass that used
+    /// a lookup holds its gradient, whichever thread looked up. Returns `None` when none of
+    /// them took part in this backward pass. This thread's lookups that are not in `grads`
+    /// count a miss, and are dropped past [`KEPT_MISSES`].
+    fn take_from(&self, grads: &mut Gradients) -> Option<RowGrad> {
+        let thread = std::thread::current().id();
+        let mut taken = Vec::new();
+        {
+            let mut state = self.lock();
+            let mut kept = Vec::new();
+            for mut lookup in std::mem::take(&mut state.pending) {
+                match lookup.output.grad_remove(grads) {
+                    Some(grad) => taken.push((lookup.rows, lookup.slots, grad)),
+                    None if lookup.thread == thread => {
+                        lookup.misses += 1;
+                        if lookup.misses <= KEPT_MISSES {
+                            kept.push(lookup);
+                        }
+                    }
+                    None => kept.push(lookup),
+                }
+            }
+            state.pending = kept;
+        }
+        let mut parts = Vec::new();
+        let mut device = None;
+        for (rows, slots, grad) in taken {
+            device.get_or_insert_with(|| grad.device());
+            parts.push(match rows.len() {
+                0 => RowGrad::empty(),
+                k => RowGrad::new(rows, kernels::sum_per_row(grad, &slots, k)),
+            });
+        }
+        device.map(|device| RowGrad::sum(parts, &device))
+    }
+
+    fn push_collected(&self, grad: RowGrad) {
+        self.lock().collected.push(grad);
+    }
+}
+
+/// The scope in which a table's tape is reachable: opened by `SparseEmbedding::visit` and
+/// `map` around the visit of the table's weight, and by nothing else.
+pub(crate) mod scope {
+    use super::*;
+
+    thread_local! {
+        static OPEN: RefCell<Vec<(ParamId, RowGradTape)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Closes its scope when dropped, also when the visit panics.
+    pub(crate) struct Guard(());
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            OPEN.with(|open| open.borrow_mut().pop());
+        }
+    }
+
+    /// Opens the scope of the table whose weight is `param`.
+    pub(crate) fn enter(param: ParamId, tape: &RowGradTape) -> Guard {
+        OPEN.with(|open| open.borrow_mut().push((param, tape.clone())));
+        Guard(())
+    }
+
+    /// The tape of the table whose weight is `param`, if that weight is being visited.
+    pub(crate) fn tape(param: ParamId) -> Option<RowGradTape> {
+        OPEN.with(|open| {
+            let open = open.borrow();
+            let (id, tape) = open.last()?;
+            (*id == param).then(|| tape.clone())
+        })
+    }
+
+    /// The tape of the table whose weight is being visited, if any: what a per-tensor rule,
+    /// which is not told the parameter's id, can see.
+    pub(crate) fn current() -> Option<RowGradTape> {
+        OPEN.with(|open| open.borrow().last().map(|(_, tape)| tape.clone()))
+    }
+}
+
+/// Builds the `GradientsParams` of a backward pass, row gradients included: the drop-in
+/// replacement of `GradientsParams::from_grads(grads, &model)`.
+///
+/// Every parameter's gradient is taken as Burn does; for each
+/// [`SparseEmbedding`](crate::SparseEmbedding) of `module`, the gradients of its pending
+/// lookups found in `grads` are summed into one row gradient, kept by the table until the
+/// optimizer's next step, and announced in the result by a marker under the weight's id.
+/// The marker is a tensor of ones shaped like one row of the weight plus one entry
+/// (`[1, d + 1]` for a `[n, d]` table: a shape no gradient of the table can have), so Burn's
+/// `GradientsAccumulator` and multi-device merging carry it like any gradient, and its value
+/// counts the backward passes it covers.
+///
+/// If the weight also received a dense gradient (say, a penalty on `weight.val()`), the rows
+/// are added into it and the table takes the dense path for that step.
+///
+/// In a burn-train `TrainStep`, build the output with `TrainOutput { grads:
+/// collect_grads(grads, self), item }` instead of `TrainOutput::new(self, grads, item)`,
+/// which calls `GradientsParams::from_grads`.
+pub fn collect_grads<M: Module>(mut grads: Gradients, module: &M) -> GradientsParams {
+    let mut collector = Collector {
+        grads: &mut grads,
+        params: GradientsParams::new(),
+    };
+    module.visit(&mut collector);
+    collector.params
+}
+
+struct Collector<'a> {
+    grads: &'a mut Gradients,
+    params: GradientsParams,
+}
+
+impl ModuleVisitor for Collector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let dense = value.grad_remove(self.grads);
+        let rows = scope::tape(param.id)
+            .and_then(|tape| tape.take_from(self.grads).map(|rows| (tape, rows)));
+        match (dense, rows) {
+            (None, None) => {}
+            (Some(dense), None) => self.params.register(param.id, dense),
+            (Some(dense), Some((_, rows))) => self.params.register(param.id, rows.add_into(dense)),
+            (None, Some((tape, rows))) => {
+                tape.push_collected(rows);
+                let device = value.device().inner();
+                let marker = Tensor::<D>::ones(marker_shape(&value.shape()), &device);
+                self.params.register(param.id, marker);
+            }
+        }
+    }
+}
+
+/// The shape of the marker announcing row gradients for a parameter of shape `param`.
+pub(crate) fn marker_shape(param: &Shape) -> Shape {
+    let dims = param.as_slice();
+    let mut marker = vec![1; dims.len()];
+    if let (Some(last), Some(width)) = (marker.last_mut(), dims.last()) {
+        *last = width + 1;
+    }
+    Shape::from(marker)
+}
+
+/// How many backward passes a marker covers: each `collect_grads` writes ones, and
+/// accumulating or merging gradients adds them up (one value read back). A marker scaled
+/// below one (by gradient clipping) still covers one pass.
+pub(crate) fn marker_passes<const D: usize>(marker: &Tensor<D>) -> usize {
+    let n = marker.shape().num_elements();
+    let first = marker.clone().reshape([n]).slice(0..1).into_scalar::<f32>();
+    if first.is_finite() && first > 0.0 {
+        first.round().max(1.0) as usize
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_shape_is_never_a_table_shape() {
+        assert_eq!(marker_shape(&Shape::new([10, 4])), Shape::new([1, 5]));
+        assert_eq!(marker_shape(&Shape::new([1, 1])), Shape::new([1, 2]));
+    }
+}

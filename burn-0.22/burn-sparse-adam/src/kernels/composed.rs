@@ -1,0 +1,91 @@
+//! The composed path: Burn tensor operations that run on every backend.
+
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+use sparse_adam_core::StepScalars;
+
+use super::{Table, delta, index_tensor};
+
+/// The rows `indices` (`[batch, seq]`) of `weight` (`[n, d]`), `[batch, seq, d]`: the values
+/// of a lookup, on `weight`'s device. Neither input may carry autodiff.
+pub(crate) fn gather(weight: Tensor<2>, indices: Tensor<2, Int>) -> Tensor<3> {
+    embedding(weight, indices)
+}
+
+/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
+/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
+pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2> {
+    let [batch, seq, d] = grad.dims();
+    let device = grad.device();
+    if d == 0 || k == 0 {
+        return Tensor::zeros([k, d], &device);
+    }
+    let grad = grad.reshape([batch * seq, d]);
+    let (positions, rows): (Vec<i64>, Vec<i64>) = slots
+        .iter()
+        .enumerate()
+        .filter(|&(_, &slot)| slot >= 0)
+        .map(|(position, &slot)| (position as i64, slot))
+        .unzip();
+    let grad = if positions.len() < slots.len() {
+        grad.select(0, index_tensor(&positions, &device))
+    } else {
+        grad
+    };
+    Tensor::zeros([k, d], &device).select_assign(
+        0,
+        index_tensor(&rows, &device),
+        grad,
+        IndexingUpdateOp::Add,
+    )
+}
+
+/// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
+/// values of shared rows added in the order given (the core's
+/// [`coalesce`](sparse_adam_core::coalesce), on the device).
+pub(crate) fn coalesce(
+    parts: Vec<(Vec<i64>, Tensor<2>)>,
+    device: &Device,
+) -> (Vec<i64>, Tensor<2>) {
+    let all_rows: Vec<i64> = parts
+        .iter()
+        .flat_map(|(rows, _)| rows.iter().copied())
+        .collect();
+    let (rows, inverse) = sparse_adam_core::unique_sorted(&all_rows);
+    let values: Vec<Tensor<2>> = parts
+        .into_iter()
+        .map(|(_, values)| values.to_device(device))
+        .collect();
+    let values = Tensor::cat(values, 0);
+    let width = values.dims()[1];
+    let summed = Tensor::zeros([rows.len(), width], device).select_assign(
+        0,
+        index_tensor(&inverse, device),
+        values,
+        IndexingUpdateOp::Add,
+    );
+    (rows, summed)
+}
+
+/// The row update: gathers the touched rows of the parameter and both moments, computes the
+/// delta on the `[k, d]` blocks, adds the deltas back. `rows` are sorted, unique and in
+/// range; `values` is `[rows.len(), d]`.
+pub(crate) fn step_rows(
+    [param, exp_avg, exp_avg_sq]: Table,
+    rows: &[i64],
+    values: Tensor<2>,
+    scalars: &StepScalars,
+) -> Table {
+    let rows = index_tensor(rows, &param.device());
+    let gather = |t: &Tensor<2>| t.clone().select(0, rows.clone());
+    let delta = delta(values, gather(&exp_avg), gather(&exp_avg_sq), scalars);
+    // Indices are unique, so the additive scatter is exactly PyTorch's
+    // `tensor.add_(sparse_delta)`.
+    let add_rows =
+        |t: Tensor<2>, d: Tensor<2>| t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add);
+    [
+        add_rows(param, delta.param),
+        add_rows(exp_avg, delta.exp_avg),
+        add_rows(exp_avg_sq, delta.exp_avg_sq),
+    ]
+}

@@ -1,0 +1,233 @@
+//! The fused path on burn-flex: the core's loops over flex's `f32` storage.
+//!
+//! A tensor takes this path when it lives on flex without autodiff and holds `f32`; every
+//! function gives its inputs back unchanged (`Err`) otherwise, before consuming anything.
+//! Flex's storage is copy-on-write (`Arc`): a tensor still shared elsewhere (a clone of the
+//! model) is copied once by `storage_mut` before it is written, so no other holder ever sees
+//! a change, as with any Burn operation.
+
+// Each function hands its tensors back unconsumed when they cannot take this path; a
+// `Tensor` is a few hundred bytes, and boxing it for the rare fallback buys nothing.
+#![allow(clippy::result_large_err)]
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::{DispatchDevice, Flex};
+use burn::tensor::{DType, Tensor, TensorData};
+use sparse_adam_core::StepScalars;
+
+use super::Table;
+
+/// Whether `tensor` can take the fused path.
+fn fusable<const D: usize>(tensor: &Tensor<D>) -> bool {
+    !tensor.is_autodiff()
+        && tensor.dtype() == DType::F32
+        && matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// The flex primitive of a tensor that [`fusable`] accepted, contiguous from offset 0.
+fn primitive<const D: usize>(tensor: Tensor<D>) -> FlexTensor {
+    let primitive = tensor
+        .try_into_primitive::<Flex>()
+        .expect("a float tensor on flex without autodiff is a flex primitive");
+    match primitive.layout().contiguous_offsets() {
+        Some((0, _)) => primitive,
+        _ => primitive.to_contiguous(),
+    }
+}
+
+/// A tensor from a flex primitive.
+fn tensor<const D: usize>(primitive: FlexTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(primitive)
+}
+
+/// A flex tensor of `values` shaped `shape`.
+fn from_values<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    tensor(FlexTensor::from_data(TensorData::new(values, shape)))
+}
+
+/// The rows `host` of `weight`, `[batch, seq, d]`.
+pub(super) fn gather(
+    weight: Tensor<2>,
+    host: &[i64],
+    [batch, seq]: [usize; 2],
+) -> Result<Tensor<3>, Tensor<2>> {
+    if !fusable(&weight) {
+        return Err(weight);
+    }
+    let [_, d] = weight.dims();
+    let weight = primitive(weight);
+    let table = weight.as_slice::<f32>().expect("contiguous f32");
+    let mut out = Vec::with_capacity(host.len() * d);
+    sparse_adam_core::gather_rows(table, d, host, &mut out);
+    Ok(from_values(out, [batch, seq, d]))
+}
+
+/// The `[k, d]` per-row sum of a lookup's gradient (see
+/// [`sum_per_row`](super::sum_per_row)).
+pub(super) fn sum_per_row(
+    grad: Tensor<3>,
+    slots: &[i64],
+    k: usize,
+) -> Result<Tensor<2>, Tensor<3>> {
+    if !fusable(&grad) {
+        return Err(grad);
+    }
+    let [_, _, d] = grad.dims();
+    let grad = primitive(grad);
+    let mut out = Vec::new();
+    sparse_adam_core::sum_per_row(
+        grad.as_slice::<f32>().expect("contiguous f32"),
+        d,
+        slots,
+        k,
+        &mut out,
+    );
+    Ok(from_values(out, [k, d]))
+}
+
+/// The coalescing of row gradients (see [`coalesce`](super::coalesce)).
+#[allow(clippy::type_complexity)]
+pub(super) fn coalesce(
+    parts: Vec<(Vec<i64>, Tensor<2>)>,
+) -> Result<(Vec<i64>, Tensor<2>), Vec<(Vec<i64>, Tensor<2>)>> {
+    if parts.is_empty() || !parts.iter().all(|(_, values)| fusable(values)) {
+        return Err(parts);
+    }
+    let d = parts[0].1.dims()[1];
+    let primitives: Vec<(Vec<i64>, FlexTensor)> = parts
+        .into_iter()
+        .map(|(rows, values)| (rows, primitive(values)))
+        .collect();
+    let slices: Vec<(&[i64], &[f32])> = primitives
+        .iter()
+        .map(|(rows, values)| {
+            (
+                rows.as_slice(),
+                values.as_slice::<f32>().expect("contiguous f32"),
+            )
+        })
+        .collect();
+    let (rows, values) = sparse_adam_core::coalesce(&slices, d);
+    let k = rows.len();
+    Ok((rows, from_values(values, [k, d])))
+}
+
+/// The row update (see [`step_rows`](super::step_rows)): the core's `update_rows` on the
+/// parameter's and the moments' storage, in place when they are not shared.
+pub(super) fn step_rows(
+    [param, exp_avg, exp_avg_sq]: Table,
+    rows: &[i64],
+    values: Tensor<2>,
+    scalars: &StepScalars,
+) -> Result<Table, (Table, Tensor<2>)> {
+    if !(fusable(&param) && fusable(&exp_avg) && fusable(&exp_avg_sq) && fusable(&values)) {
+        return Err(([param, exp_avg, exp_avg_sq], values));
+    }
+    let [n, d] = param.dims();
+    let (mut p, mut m, mut v) = (primitive(param), primitive(exp_avg), primitive(exp_avg_sq));
+    let g = primitive(values);
+    let grad = g.as_slice::<f32>().expect("contiguous f32");
+    let len = n * d;
+    sparse_adam_core::update_rows(
+        &mut p.storage_mut::<f32>()[..len],
+        &mut m.storage_mut::<f32>()[..len],
+        &mut v.storage_mut::<f32>()[..len],
+        grad,
+        rows,
+        d,
+        scalars,
+    );
+    Ok([tensor(p), tensor(m), tensor(v)])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Int};
+    use sparse_adam_core::Hyperparameters;
+
+    use super::super::composed;
+    use super::*;
+
+    fn table(seed: f32, n: usize, d: usize) -> Tensor<2> {
+        let values: Vec<f32> = (0..n * d)
+            .map(|i| ((i as f32 + seed) * 0.37).sin())
+            .collect();
+        Tensor::from_data(TensorData::new(values, [n, d]), &Device::flex())
+    }
+
+    fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
+        let values = t.into_data().try_into_vec::<f32>().unwrap();
+        values.into_iter().map(f32::to_bits).collect()
+    }
+
+    #[test]
+    fn the_fused_row_update_is_the_composed_one_bit_for_bit() {
+        let (n, d) = (12, 5);
+        let rows = [0i64, 3, 4, 11];
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.05, 3);
+        let tables = || {
+            [
+                table(0.0, n, d),
+                table(1.0, n, d).abs(),
+                table(2.0, n, d).abs(),
+            ]
+        };
+        let values = table(3.0, rows.len(), d);
+        let fused = step_rows(tables(), &rows, values.clone(), &scalars)
+            .ok()
+            .unwrap();
+        let composed = composed::step_rows(tables(), &rows, values, &scalars);
+        for (f, c) in fused.into_iter().zip(composed) {
+            assert_eq!(bits(f), bits(c));
+        }
+    }
+
+    #[test]
+    fn a_shared_table_is_copied_not_changed() {
+        let (n, d) = (6, 3);
+        let param = table(0.0, n, d);
+        let held = param.clone();
+        let before = bits(held.clone());
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        let zeros = || Tensor::<2>::zeros([n, d], &Device::flex());
+        let [stepped, ..] = step_rows([param, zeros(), zeros()], &[2], table(5.0, 1, d), &scalars)
+            .ok()
+            .unwrap();
+        assert_eq!(bits(held), before, "the other holder keeps its values");
+        assert_ne!(bits(stepped), before);
+    }
+
+    #[test]
+    fn gather_sum_and_coalesce_are_the_composed_ones() {
+        let device = Device::flex();
+        let weight = table(0.0, 7, 4);
+        let host = [6i64, 0, 6, 2];
+        let indices = Tensor::<2, Int>::from_data(TensorData::new(host.to_vec(), [2, 2]), &device);
+        let fused = gather(weight.clone(), &host, [2, 2]).ok().unwrap();
+        assert_eq!(bits(fused), bits(composed::gather(weight, indices)));
+
+        let grad: Tensor<3> = table(1.0, 4, 4).reshape([2, 2, 4]);
+        let slots = [2i64, 0, 2, -1];
+        let fused = sum_per_row(grad.clone(), &slots, 3).ok().unwrap();
+        assert_eq!(bits(fused), bits(composed::sum_per_row(grad, &slots, 3)));
+
+        let parts = || {
+            vec![
+                (vec![1i64, 5], table(2.0, 2, 4)),
+                (vec![0, 5], table(3.0, 2, 4)),
+            ]
+        };
+        let (rows, fused) = coalesce(parts()).ok().unwrap();
+        let (rows_c, composed) = composed::coalesce(parts(), &device);
+        assert_eq!(rows, rows_c);
+        assert_eq!(bits(fused), bits(composed));
+    }
+
+    #[test]
+    fn autodiff_or_other_dtypes_take_the_composed_path() {
+        let tracked = table(0.0, 3, 2).autodiff();
+        assert!(gather(tracked, &[0], [1, 1]).is_err());
+        let half = table(0.0, 3, 2).cast(burn::tensor::FloatDType::F64);
+        assert!(gather(half, &[0], [1, 1]).is_err());
+    }
+}

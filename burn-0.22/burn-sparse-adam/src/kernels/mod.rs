@@ -1,0 +1,337 @@
+//! The kernels layer: every computation on tensors that the embedding and the optimizer
+//! share, behind one dispatcher per operation, which says which path ran ([`Kernel`]).
+//!
+//! - *fused* on burn-flex (feature `flex`, on by default): the lookup's gather, the row
+//!   gradient's per-row sum and coalescing, and the row update run as the core's loops over
+//!   flex's `f32` storage ([`sparse_adam_core::kernels`]), reached through Burn 0.22's
+//!   `Tensor::try_into_primitive::<Flex>()` (`burn-tensor-0.22.1/src/tensor/api/extension.rs`).
+//!   The optimizer hands this layer values without autodiff, so this also serves autodiff
+//!   training;
+//! - *composed* everywhere else: Burn tensor operations that run on every backend (wgpu
+//!   with or without fusion, ndarray, a flex tensor that is not `f32`).
+//!
+//! The formula itself is not written here: it is the core's
+//! [`sparse_adam_delta`](sparse_adam_core::sparse_adam_delta), run on whole tensors through
+//! the [`Lanes`] newtype (Rust's orphan rule keeps the core's trait off Burn's `Tensor`).
+
+mod composed;
+#[cfg(feature = "flex")]
+mod flex;
+
+use burn::tensor::{Bool, Device, Int, Shape, Tensor, TensorData};
+use sparse_adam_core::{Elementwise, RowDelta, StepScalars};
+
+/// Which path an operation took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The core's loops over a backend's storage (burn-flex).
+    Fused,
+    /// Burn tensor operations.
+    Composed,
+}
+
+/// Whether the fused paths may run (they do by default; [`use_fused_kernels`] turns them
+/// off, so that a test can check the composed paths on a backend that has fused ones).
+static FUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Lets the fused paths run (`true`, the default) or makes every operation take the composed
+/// path (`false`), process-wide. For tests and comparisons: the numbers are the same either
+/// way, only the speed differs.
+pub fn use_fused_kernels(enabled: bool) {
+    FUSED.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "flex")]
+fn fused() -> bool {
+    FUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The rows `indices` of `weight` (`[n, d]`), `[batch, seq, d]`: the values of a lookup, on
+/// `weight`'s device. `host` holds the indices, checked; neither tensor carries autodiff.
+pub(crate) fn gather(weight: Tensor<2>, indices: Tensor<2, Int>, host: &[i64]) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    let (weight, indices) = match fused() {
+        true => match flex::gather(weight, host, indices.dims()) {
+            Ok(output) => return output,
+            Err(weight) => (weight, indices),
+        },
+        false => (weight, indices),
+    };
+    let _ = host;
+    composed::gather(weight, indices)
+}
+
+/// The `[k, d]` sum, per row, of a lookup's `[batch, seq, d]` gradient: position `i` adds to
+/// row `slots[i]`, padding positions (`-1`) add nothing. Duplicates add up in lookup order.
+pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    let grad = match fused() {
+        true => match flex::sum_per_row(grad, slots, k) {
+            Ok(summed) => return summed,
+            Err(grad) => grad,
+        },
+        false => grad,
+    };
+    composed::sum_per_row(grad, slots, k)
+}
+
+/// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
+/// values of shared rows added in the order given (the core's
+/// [`coalesce`](sparse_adam_core::coalesce)), on `device`.
+pub(crate) fn coalesce(
+    parts: Vec<(Vec<i64>, Tensor<2>)>,
+    device: &Device,
+) -> (Vec<i64>, Tensor<2>) {
+    let parts: Vec<(Vec<i64>, Tensor<2>)> = parts
+        .into_iter()
+        .map(|(rows, values)| (rows, values.to_device(device)))
+        .collect();
+    #[cfg(feature = "flex")]
+    let parts = match fused() {
+        true => match flex::coalesce(parts) {
+            Ok(summed) => return summed,
+            Err(parts) => parts,
+        },
+        false => parts,
+    };
+    composed::coalesce(parts, device)
+}
+
+/// The row update: rows `rows` (sorted, unique, in range) of the parameter and both moments
+/// take the core's update with the `[rows.len(), d]` gradient `values`; other rows are not
+/// touched. Returns the table and the path that ran.
+pub(crate) fn step_rows(
+    table: Table,
+    rows: &[i64],
+    values: Tensor<2>,
+    scalars: &StepScalars,
+) -> (Table, Kernel) {
+    #[cfg(feature = "flex")]
+    let (table, values) = match fused() {
+        true => match flex::step_rows(table, rows, values, scalars) {
+            Ok(table) => return (table, Kernel::Fused),
+            Err(given_back) => given_back,
+        },
+        false => (table, values),
+    };
+    (
+        composed::step_rows(table, rows, values, scalars),
+        Kernel::Composed,
+    )
+}
+
+/// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on
+/// whole tensors operation for operation as it runs on `f32` lanes.
+#[derive(Clone, Debug)]
+pub(crate) struct Lanes<const D: usize>(pub(crate) Tensor<D>);
+
+impl<const D: usize> Elementwise for Lanes<D> {
+    fn add(self, rhs: Self) -> Self {
+        Lanes(self.0 + rhs.0)
+    }
+    fn sub(self, rhs: Self) -> Self {
+        Lanes(self.0 - rhs.0)
+    }
+    fn mul(self, rhs: Self) -> Self {
+        Lanes(self.0 * rhs.0)
+    }
+    fn div(self, rhs: Self) -> Self {
+        Lanes(self.0 / rhs.0)
+    }
+    fn scale(self, s: f32) -> Self {
+        Lanes(self.0.mul_scalar(s))
+    }
+    fn shift(self, s: f32) -> Self {
+        Lanes(self.0.add_scalar(s))
+    }
+    fn sqrt(self) -> Self {
+        Lanes(self.0.sqrt())
+    }
+    fn neg(self) -> Self {
+        Lanes(self.0.neg())
+    }
+}
+
+/// The core's SparseAdam update on whole tensors, as deltas (see
+/// [`sparse_adam_core::update`]).
+pub(crate) fn delta<const D: usize>(
+    grad: Tensor<D>,
+    exp_avg: Tensor<D>,
+    exp_avg_sq: Tensor<D>,
+    scalars: &StepScalars,
+) -> RowDelta<Tensor<D>> {
+    let d = sparse_adam_core::sparse_adam_delta(
+        Lanes(grad),
+        Lanes(exp_avg),
+        Lanes(exp_avg_sq),
+        scalars,
+    );
+    RowDelta {
+        param: d.param.0,
+        exp_avg: d.exp_avg.0,
+        exp_avg_sq: d.exp_avg_sq.0,
+    }
+}
+
+/// A parameter and its two moments, `[n, d]` each.
+pub(crate) type Table = [Tensor<2>; 3];
+
+/// An index tensor on `device` from host indices.
+pub(crate) fn index_tensor(indices: &[i64], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(indices.to_vec(), [indices.len()]), device)
+}
+
+/// The rows of `grad` (slices along dim 0) with a non-zero entry, broadcast to its shape.
+pub(crate) fn touched_rows<const D: usize>(grad: &Tensor<D>) -> Tensor<D, Bool> {
+    let mut touched = grad.clone().not_equal_elem(0.0);
+    for dim in 1..D {
+        touched = touched.any_dim(dim);
+    }
+    touched.expand(grad.shape())
+}
+
+/// The dense update: the delta of every entry, kept only on the rows with a non-zero
+/// gradient entry (`mask_where` keeps the others bit for bit).
+pub(crate) fn step_dense<const D: usize>(
+    param: Tensor<D>,
+    exp_avg: Tensor<D>,
+    exp_avg_sq: Tensor<D>,
+    grad: Tensor<D>,
+    scalars: &StepScalars,
+) -> [Tensor<D>; 3] {
+    let touched = touched_rows(&grad);
+    let d = delta(grad, exp_avg.clone(), exp_avg_sq.clone(), scalars);
+    let masked_add =
+        |old: Tensor<D>, delta: Tensor<D>| old.clone().mask_where(touched.clone(), old + delta);
+    [
+        masked_add(param, d.param),
+        masked_add(exp_avg, d.exp_avg),
+        masked_add(exp_avg_sq, d.exp_avg_sq),
+    ]
+}
+
+/// How many rows of the sum of `grads` (one per device) have a non-zero entry (one value
+/// read back).
+pub(crate) fn count_touched_rows<const D: usize>(grads: &[Tensor<D>]) -> usize {
+    let Some(first) = grads.first() else {
+        return 0;
+    };
+    let device = first.device();
+    let sum = grads
+        .iter()
+        .map(|g| g.clone().to_device(&device))
+        .reduce(|a, b| a + b)
+        .expect("at least one gradient");
+    let [n, d] = as_rows(&sum.shape());
+    sum.reshape([n, d])
+        .not_equal_elem(0.0)
+        .any_dim(1)
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize
+}
+
+/// Whether every value is finite: one reduction on the device, one value read back.
+pub(crate) fn all_finite<const D: usize>(t: &Tensor<D>) -> bool {
+    t.clone().is_finite().all().into_scalar::<bool>()
+}
+
+/// `[n, d]`: a parameter seen as rows (dim 0) of flattened entries.
+pub(crate) fn as_rows(shape: &Shape) -> [usize; 2] {
+    let n = shape.as_slice().first().copied().unwrap_or(1);
+    [n, shape.num_elements() / n.max(1)]
+}
+
+/// `tensor` with rank `D2` and shape `shape` (of as many elements). When the shape does not
+/// change only the type does, so no backend gets a chance to copy a table.
+pub(crate) fn to_rank<const D: usize, const D2: usize>(
+    tensor: Tensor<D>,
+    shape: impl Into<Shape>,
+) -> Tensor<D2> {
+    let shape = shape.into();
+    if D == D2 && tensor.shape() == shape {
+        Tensor::from_bridge(tensor.into_bridge())
+    } else {
+        tensor.reshape(shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparse_adam_core::Hyperparameters;
+
+    /// The tensor form of the update is the core's lane form, bit for bit, lane by lane:
+    /// the dense and composed paths compute exactly what the core's slice kernels compute.
+    #[test]
+    fn tensors_compute_what_lanes_compute() {
+        let device = Device::flex();
+        let hyper = Hyperparameters {
+            beta_2: 0.99,
+            maximize: true,
+            ..Default::default()
+        };
+        let scalars = StepScalars::new(hyper, 0.03, 4);
+        let (g, m, v) = (
+            [0.5f32, -2.0, 0.0],
+            [0.1f32, 0.0, -0.3],
+            [0.2f32, 1e-8, 0.0],
+        );
+        let tensor = |x: [f32; 3]| Tensor::<1>::from_floats(x, &device);
+        let whole = delta(tensor(g), tensor(m), tensor(v), &scalars);
+        let bits = |t: Tensor<1>| {
+            let values = t.into_data().try_into_vec::<f32>().unwrap();
+            values.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        let lanes: Vec<RowDelta<f32>> = (0..3)
+            .map(|i| sparse_adam_core::sparse_adam_delta(g[i], m[i], v[i], &scalars))
+            .collect();
+        let lane_bits =
+            |f: fn(&RowDelta<f32>) -> f32| lanes.iter().map(|d| f(d).to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(whole.param), lane_bits(|d| d.param));
+        assert_eq!(bits(whole.exp_avg), lane_bits(|d| d.exp_avg));
+        assert_eq!(bits(whole.exp_avg_sq), lane_bits(|d| d.exp_avg_sq));
+    }
+
+    /// The composed row update computes what the core's slice kernel computes, bit for bit
+    /// (so the fused path, which is that kernel, does too); on flex the dispatcher takes the
+    /// fused path.
+    #[test]
+    fn rows_update_as_the_cores_slice_kernel_does() {
+        let device = Device::flex();
+        let (n, d) = (5, 3);
+        let init: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let rows = [1i64, 4];
+        let grad = [0.5f32, -1.0, 0.25, 0.0, 0.0, 0.0];
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.1, 2);
+        let table = |values: &[f32]| {
+            Tensor::<2>::from_data(TensorData::new(values.to_vec(), [n, d]), &device)
+        };
+        let moments = vec![0.01f32; n * d];
+        let values = || Tensor::<2>::from_data(TensorData::new(grad.to_vec(), [2, d]), &device);
+        let [p, m, v] = composed::step_rows(
+            [table(&init), table(&moments), table(&moments)],
+            &rows,
+            values(),
+            &scalars,
+        );
+        let (_, kernel) = step_rows(
+            [table(&init), table(&moments), table(&moments)],
+            &rows,
+            values(),
+            &scalars,
+        );
+        let expected = if cfg!(feature = "flex") {
+            Kernel::Fused
+        } else {
+            Kernel::Composed
+        };
+        assert_eq!(kernel, expected);
+        let (mut p2, mut m2, mut v2) = (init.clone(), moments.clone(), moments.clone());
+        sparse_adam_core::update_rows(&mut p2, &mut m2, &mut v2, &grad, &rows, d, &scalars);
+        let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(read(p), p2);
+        assert_eq!(read(m), m2);
+        assert_eq!(read(v), v2);
+    }
+}

@@ -1,0 +1,296 @@
+//! [`SparseAdam`]: the update rule for one parameter, on its two paths, and Burn 0.22's
+//! per-tensor [`Optimizer`] trait for it.
+//!
+//! - The **dense path** ([`SparseAdam::step_dense`]) takes a gradient shaped like the
+//!   parameter, as stock Burn modules produce. A row (a slice along dim 0; an element of a
+//!   1-d parameter) is touched when any entry of its gradient is non-zero: the masking model
+//!   of PyTorch's documentation, where a dense gradient reaches SparseAdam as
+//!   `grad.to_sparse(sparse_dim=1)`. It runs on the device, reading nothing back.
+//! - The **row path** ([`SparseAdam::step_rows`]) takes a [`RowGrad`]: it gathers the
+//!   touched rows, updates them, and adds the deltas back; its cost follows the number of
+//!   touched rows, not the table. A looked-up row is touched even when its gradient sums to
+//!   exactly zero, as with PyTorch's sparse layout.
+//!
+//! Both run the core's formula, and both count a step for the parameter, even when no row
+//! is touched (an all-zero dense gradient, an empty row gradient), as PyTorch does.
+//!
+//! # Under Burn's `ModuleOptimizer`
+//!
+//! Burn 0.22's `ModuleOptimizer` gives a per-tensor [`Optimizer`] a parameter and its
+//! gradient, and nothing else: not the parameter's id, not its module. For a
+//! [`SparseEmbedding`](crate::SparseEmbedding) whose rows were collected, the gradient is the
+//! marker of [`collect_grads`](crate::collect_grads); `ModuleOptimizer` steps through
+//! `module.map`, and the table's `map` keeps its row-gradient tape reachable while its weight
+//! is mapped, so [`Optimizer::step`] recognizes the marker and takes the row path with the
+//! tape's rows. That is how `ModuleOptimizer`, and burn-train's `Learner` which takes one,
+//! train tables through their row gradients.
+
+use burn::module::ParamId;
+use burn::optim::{LearningRate, Optimizer};
+use burn::tensor::{Device, Shape, Tensor};
+use sparse_adam_core::StepScalars;
+
+use crate::config::{NonFinite, SparseAdamConfig};
+use crate::embedding::row_grads::{RowGrad, RowGradTape, marker_passes, marker_shape, scope};
+use crate::error::Error;
+use crate::kernels::{self, Kernel};
+use crate::state::SparseAdamState;
+
+/// The SparseAdam update rule (PyTorch's `torch.optim.SparseAdam`) for one parameter at a
+/// time: Burn 0.22's per-tensor [`Optimizer`], with the row path.
+///
+/// Wrap it in Burn's `ModuleOptimizer` (`SparseAdamConfig::init` does) to train a whole
+/// model, in a manual loop or with burn-train's `Learner`; or use
+/// [`SparseAdamOptimizer`](crate::SparseAdamOptimizer) for fallible steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparseAdam {
+    config: SparseAdamConfig,
+}
+
+impl SparseAdam {
+    /// The rule of a config already validated.
+    pub(crate) fn new_unchecked(config: SparseAdamConfig) -> Self {
+        Self { config }
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &SparseAdamConfig {
+        &self.config
+    }
+
+    /// The scalars of step `step` (1-based) at learning rate `lr`, checked.
+    pub(crate) fn scalars(&self, lr: LearningRate, step: usize) -> crate::Result<StepScalars> {
+        StepScalars::try_new(&self.config, lr, step).map_err(Error::from)
+    }
+
+    /// One dense-path step of one parameter (see the [module docs](self)).
+    ///
+    /// `grad` has the parameter's shape. Returns the new parameter and state; the state's
+    /// step count advances even when no row is touched.
+    ///
+    /// # Panics
+    ///
+    /// On a learning rate or step size that [`StepScalars::try_new`] rejects, with the
+    /// message of the [`Error`] it maps to.
+    pub fn step_dense<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SparseAdamState<D>>,
+    ) -> (Tensor<D>, SparseAdamState<D>) {
+        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        state.step += 1;
+        let scalars = self
+            .scalars(lr, state.step)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let [param, exp_avg, exp_avg_sq] =
+            kernels::step_dense(param, state.exp_avg, state.exp_avg_sq, grad, &scalars);
+        state.exp_avg = exp_avg;
+        state.exp_avg_sq = exp_avg_sq;
+        (param, state)
+    }
+
+    /// One row-path step of one `[n, d]` parameter (see the [module docs](self)).
+    ///
+    /// `grad`'s rows must lie in `0..n` and its width be `d`. Rows not in `grad` keep their
+    /// parameter and moments bit for bit.
+    ///
+    /// # Panics
+    ///
+    /// As [`SparseAdam::step_dense`].
+    pub fn step_rows(
+        &self,
+        lr: LearningRate,
+        param: Tensor<2>,
+        grad: &RowGrad,
+        state: Option<SparseAdamState<2>>,
+    ) -> (Tensor<2>, SparseAdamState<2>) {
+        let (param, state, _) = self.step_rows_reporting(lr, param, grad, state);
+        (param, state)
+    }
+
+    /// [`SparseAdam::step_rows`], and the path the row update took (`None` when no row was
+    /// touched).
+    pub(crate) fn step_rows_reporting(
+        &self,
+        lr: LearningRate,
+        param: Tensor<2>,
+        grad: &RowGrad,
+        state: Option<SparseAdamState<2>>,
+    ) -> (Tensor<2>, SparseAdamState<2>, Option<Kernel>) {
+        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        state.step += 1;
+        let scalars = self
+            .scalars(lr, state.step)
+            .unwrap_or_else(|err| panic!("{err}"));
+        // No touched row, or rows of width 0: only the step count changes.
+        let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
+            return (param, state, None);
+        };
+        let table = [param, state.exp_avg, state.exp_avg_sq];
+        let ([param, exp_avg, exp_avg_sq], kernel) =
+            kernels::step_rows(table, grad.rows(), values.clone(), &scalars);
+        state.exp_avg = exp_avg;
+        state.exp_avg_sq = exp_avg_sq;
+        (param, state, Some(kernel))
+    }
+
+    /// The row gradient a marker announces: the newest collected row gradients of `tape`,
+    /// as many as the marker counts passes, summed on `device`, after checking that they fit
+    /// a `[n, d]` table. `None` when the tape holds none (they were cleared).
+    pub(crate) fn rows_of_marker<const D: usize>(
+        tape: &RowGradTape,
+        markers: &[Tensor<D>],
+        [n, d]: [usize; 2],
+        device: &Device,
+    ) -> Option<Result<RowGrad, Misfit>> {
+        let mut collected = tape.peek_collected();
+        if collected.is_empty() {
+            return None;
+        }
+        if collected.len() > 1 {
+            // The markers count the backward passes these gradients cover; older row
+            // gradients belong to gradients that were dropped without a step.
+            let passes: usize = markers.iter().map(marker_passes).sum();
+            collected.drain(..collected.len().saturating_sub(passes));
+        }
+        for rows in &collected {
+            if let Some(width) = rows.width().filter(|&w| w != d) {
+                return Some(Err(Misfit::Width {
+                    rows: rows.rows().len(),
+                    width,
+                }));
+            }
+            if let Some(&row) = rows.rows().last().filter(|&&r| r as usize >= n) {
+                return Some(Err(Misfit::Row { index: row, n }));
+            }
+        }
+        Some(Ok(RowGrad::sum(collected, device)))
+    }
+}
+
+impl Optimizer for SparseAdam {
+    type State<const D: usize> = SparseAdamState<D>;
+
+    /// One step of one parameter, as Burn's `ModuleOptimizer` calls it: the row path when
+    /// `grad` is the marker of a [`SparseEmbedding`](crate::SparseEmbedding) whose weight is
+    /// being mapped, the dense path otherwise. `NonFinite::Skip` leaves the parameter and
+    /// its state as they were when the gradient holds NaN or ±inf.
+    ///
+    /// # Panics
+    ///
+    /// On a learning rate or step size that PyTorch or `f32` rejects, a gradient of another
+    /// shape, row gradients that do not fit the table, or a non-finite gradient under
+    /// `NonFinite::Error`, with the message of the matching [`Error`], before anything
+    /// changes. [`SparseAdamOptimizer::try_step`](crate::SparseAdamOptimizer::try_step)
+    /// returns these as errors.
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let shape = tensor.shape();
+        let step = state.as_ref().map_or(0, |s| s.step) + 1;
+        if let Err(err) = self.scalars(lr, step) {
+            panic!("{err}");
+        }
+        let tape = (grad.shape() != shape && grad.shape() == marker_shape(&shape))
+            .then(scope::current)
+            .flatten();
+        if let Some(tape) = tape {
+            let [n, d] = kernels::as_rows(&shape);
+            let rows =
+                Self::rows_of_marker(&tape, std::slice::from_ref(&grad), [n, d], &tensor.device());
+            // The step consumes every collected row gradient, stale ones included.
+            drop(tape.take_collected());
+            let Some(rows) = rows else {
+                // A marker whose rows were dropped (`clear_row_grads`) announces nothing.
+                return (tensor, state);
+            };
+            let rows = rows.unwrap_or_else(|misfit| panic!("{}", misfit.error(None, &shape)));
+            if let Some(values) = rows.values() {
+                match self.config.non_finite {
+                    NonFinite::Propagate => {}
+                    _ if kernels::all_finite(values) => {}
+                    NonFinite::Skip => return (tensor, state),
+                    NonFinite::Error => panic!("{}", Error::NonFiniteTensorGradient),
+                }
+            }
+            let state = state.map(|s| reshape_state(s, [n, d]));
+            let (param, state) = self.step_rows(lr, kernels::to_rank(tensor, [n, d]), &rows, state);
+            return (
+                kernels::to_rank(param, shape.clone()),
+                Some(reshape_state(state, shape)),
+            );
+        }
+        if grad.shape() != shape {
+            panic!(
+                "{}",
+                Error::TensorGradientShape {
+                    expected: shape.to_vec(),
+                    found: grad.shape().to_vec(),
+                }
+            );
+        }
+        match self.config.non_finite {
+            NonFinite::Propagate => {}
+            _ if kernels::all_finite(&grad) => {}
+            NonFinite::Skip => return (tensor, state),
+            NonFinite::Error => panic!("{}", Error::NonFiniteTensorGradient),
+        }
+        let (tensor, state) = self.step_dense(lr, tensor, grad, state);
+        (tensor, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}
+
+/// How collected row gradients fail to fit their table.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Misfit {
+    /// A row gradient of `rows` rows has another width than the table's.
+    Width { rows: usize, width: usize },
+    /// A row beyond the table's `n` rows.
+    Row { index: i64, n: usize },
+}
+
+impl Misfit {
+    /// The error for the parameter `param` (when known) of shape `shape`.
+    pub(crate) fn error(&self, param: Option<ParamId>, shape: &Shape) -> Error {
+        match *self {
+            Misfit::Width { rows, width } => match param {
+                Some(param) => Error::GradientShape {
+                    param,
+                    expected: shape.to_vec(),
+                    found: vec![rows, width],
+                },
+                None => Error::TensorGradientShape {
+                    expected: shape.to_vec(),
+                    found: vec![rows, width],
+                },
+            },
+            Misfit::Row { index, n } => Error::IndexOutOfRange {
+                index,
+                n_embedding: n,
+            },
+        }
+    }
+}
+
+/// A state seen with rank `D2` and shape `shape` (of as many elements).
+pub(crate) fn reshape_state<const D: usize, const D2: usize>(
+    state: SparseAdamState<D>,
+    shape: impl Into<Shape>,
+) -> SparseAdamState<D2> {
+    let shape = shape.into();
+    SparseAdamState {
+        step: state.step,
+        exp_avg: kernels::to_rank(state.exp_avg, shape.clone()),
+        exp_avg_sq: kernels::to_rank(state.exp_avg_sq, shape),
+    }
+}

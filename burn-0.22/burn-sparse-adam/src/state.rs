@@ -1,0 +1,79 @@
+//! [`SparseAdamState`]: what SparseAdam remembers of one parameter, and its burnpack form.
+
+use burn::optim::{RecordState, StateSink, StateSource};
+use burn::tensor::{Device, Tensor};
+use burn_pack::Scalar;
+
+/// The optimizer state of one parameter: PyTorch's `state[p]` of `SparseAdam`.
+///
+/// Created, with zero moments, the first time the parameter has a gradient. Untouched rows
+/// of the moments keep their values bit for bit: a row's moments only change in the steps
+/// that touch it.
+///
+/// Its burnpack form (Burn 0.22's [`RecordState`]) is the fields under the parameter's
+/// prefix: the scalar `step` and the tensors `exp_avg` and `exp_avg_sq`, so a record of
+/// Burn's `ModuleOptimizer` built from [`SparseAdam`](crate::SparseAdam) and one of
+/// [`SparseAdamOptimizer`](crate::SparseAdamOptimizer) hold the same entries.
+#[derive(Clone, Debug)]
+pub struct SparseAdamState<const D: usize> {
+    /// Steps this parameter has taken, PyTorch's `state["step"]`: one per optimizer step in
+    /// which the parameter had a gradient, even an empty one. It is per parameter, not per
+    /// row: a row looked up for the first time at step 100 is bias-corrected with `t = 100`.
+    pub step: usize,
+    /// First moment `m`, the shape of the parameter (PyTorch's `exp_avg`).
+    pub exp_avg: Tensor<D>,
+    /// Second moment `v`, the shape of the parameter (PyTorch's `exp_avg_sq`).
+    pub exp_avg_sq: Tensor<D>,
+}
+
+impl<const D: usize> SparseAdamState<D> {
+    /// The state before a parameter's first step: step 0, zero moments shaped like `param`.
+    pub fn zeros_like(param: &Tensor<D>) -> Self {
+        Self {
+            step: 0,
+            exp_avg: param.zeros_like(),
+            exp_avg_sq: param.zeros_like(),
+        }
+    }
+
+    /// Moves the moments to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            step: self.step,
+            exp_avg: self.exp_avg.to_device(device),
+            exp_avg_sq: self.exp_avg_sq.to_device(device),
+        }
+    }
+
+    /// The shape of the moments, which must be the parameter's.
+    pub fn shape(&self) -> Vec<usize> {
+        self.exp_avg.dims().to_vec()
+    }
+}
+
+/// The names of the fields in a record.
+pub(crate) const STEP: &str = "step";
+pub(crate) const EXP_AVG: &str = "exp_avg";
+pub(crate) const EXP_AVG_SQ: &str = "exp_avg_sq";
+
+impl<const D: usize> RecordState for SparseAdamState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_scalar(prefix, STEP, Scalar::from(self.step));
+        out.push_tensor(prefix, EXP_AVG, self.exp_avg.to_data());
+        out.push_tensor(prefix, EXP_AVG_SQ, self.exp_avg_sq.to_data());
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let step = usize::try_from(src.take_scalar(prefix, STEP)?).ok()?;
+        let exp_avg = src.take_tensor(prefix, EXP_AVG)?;
+        let exp_avg_sq = src.take_tensor(prefix, EXP_AVG_SQ)?;
+        if exp_avg.rank() != D || exp_avg.shape() != exp_avg_sq.shape() {
+            return None;
+        }
+        Some(Self {
+            step,
+            exp_avg: Tensor::from_data(exp_avg, device),
+            exp_avg_sq: Tensor::from_data(exp_avg_sq, device),
+        })
+    }
+}

@@ -1,0 +1,247 @@
+//! `SparseEmbedding` on Burn 0.22: its saved form is `burn::nn::Embedding`'s, `padding_idx`,
+//! typed errors before anything is recorded, lookups recorded on a tape that clones share,
+//! the lookup's leaf under the weight's checkpointing strategy, and `collect_grads`'s
+//! markers.
+
+use burn::module::Module;
+use burn::nn::EmbeddingConfig;
+use burn::store::ModuleRecord;
+use burn::tensor::{Device, Int, Tensor};
+use burn_sparse_adam::{Error, SparseEmbeddingConfig, collect_grads};
+use burn_sparse_adam_tests::{device, values};
+
+fn indices(rows: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::<1, Int>::from_data(rows, device).reshape([1, rows.len()])
+}
+
+#[test]
+fn a_stock_embeddings_record_loads_into_a_sparse_embedding_and_back() {
+    let device = device();
+    let stock = EmbeddingConfig::new(10, 4).init(&device);
+    let bytes = stock.clone().into_record().into_bytes().unwrap();
+    let sparse = SparseEmbeddingConfig::new(10, 4)
+        .init(&device)
+        .load_record(ModuleRecord::from_bytes(bytes).unwrap());
+    assert_eq!(values(sparse.weight.val()), values(stock.weight.val()));
+    let ids = indices(&[1, 9, 1], &device);
+    assert_eq!(
+        values(sparse.forward(ids.clone())),
+        values(stock.forward(ids.clone()))
+    );
+
+    // And back, through a burnpack file.
+    let dir = std::env::temp_dir().join(format!("bsa022-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sparse.bpk");
+    sparse.clone().save_file(&file).unwrap();
+    let stock_again = EmbeddingConfig::new(10, 4).init(&device).load_file(&file);
+    assert_eq!(
+        values(stock_again.weight.val()),
+        values(sparse.weight.val())
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn both_modules_save_the_same_entries() {
+    let device = device();
+    let stock = EmbeddingConfig::new(3, 2).init(&device);
+    let sparse = SparseEmbeddingConfig::new(3, 2).init(&device);
+    let names = |bytes| {
+        let reader = burn_pack::Reader::from_bytes(bytes).unwrap();
+        let mut names: Vec<String> = reader
+            .tensor_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(stock.into_record().into_bytes().unwrap()),
+        names(sparse.into_record().into_bytes().unwrap())
+    );
+}
+
+#[test]
+fn the_padding_row_starts_at_zero_and_the_weight_stays_a_tracked_leaf() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(5, 3)
+        .with_padding_idx(Some(2))
+        .init(&device);
+    let weight = values(table.weight.val());
+    assert_eq!(&weight[6..9], &[0.0, 0.0, 0.0]);
+    assert!(weight[..6].iter().chain(&weight[9..]).any(|&v| v != 0.0));
+    assert!(table.weight.val().is_require_grad());
+    let _ = table.forward(indices(&[2, 4], &device));
+    assert_eq!(
+        table.pending_lookups(),
+        1,
+        "a tracked weight records its lookups"
+    );
+}
+
+#[test]
+fn a_padding_idx_beyond_the_table_is_an_error() {
+    let err = SparseEmbeddingConfig::new(3, 2)
+        .with_padding_idx(Some(3))
+        .try_init(&device())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::PaddingIdxOutOfRange {
+            padding_idx: 3,
+            n_embedding: 3
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "padding_idx 3 is not a row of the table: it must be in 0..3"
+    );
+}
+
+#[test]
+fn an_index_out_of_range_is_an_error_before_anything_is_recorded() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(10, 4).init(&device);
+    let err = table.try_forward(indices(&[1, 10], &device)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "index out of range in self: index 10 is not in 0..10 (the table has 10 rows)"
+    );
+    let err = table.try_forward(indices(&[-1], &device)).unwrap_err();
+    assert_eq!(
+        err,
+        Error::IndexOutOfRange {
+            index: -1,
+            n_embedding: 10
+        }
+    );
+    assert_eq!(table.pending_lookups(), 0);
+}
+
+#[test]
+#[should_panic(expected = "index out of range in self: index 7 is not in 0..4")]
+fn forward_panics_with_the_errors_message() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(4, 2).init(&device);
+    let _ = table.forward(indices(&[7], &device));
+}
+
+#[test]
+fn the_lookups_leaf_takes_the_weights_checkpointing_strategy() {
+    let device = Device::flex().autodiff().gradient_checkpointing();
+    let table = SparseEmbeddingConfig::new(6, 3).init(&device);
+    let strategy = table.weight.val().gradient_checkpointing_strategy();
+    assert!(strategy.is_some());
+    let output = table.forward(indices(&[0, 5], &device));
+    assert_eq!(output.gradient_checkpointing_strategy(), strategy);
+    // Mixing the lookup with another leaf of the device's strategy does not panic.
+    let other = Tensor::<3>::ones([1, 2, 3], &device).require_grad();
+    let grads = collect_grads((output * other).sum().backward(), &table);
+    assert_eq!(grads.len(), 1);
+    assert_eq!(table.collected_row_grads(), 1);
+}
+
+#[test]
+fn clones_share_their_row_gradients() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(6, 3).init(&device);
+    let clone = table.clone();
+    let loss = clone.forward(indices(&[1, 1, 4], &device)).sum();
+    assert_eq!(table.pending_lookups(), 1);
+    let grads = collect_grads(loss.backward(), &table);
+    assert_eq!(grads.len(), 1);
+    assert_eq!(
+        (table.pending_lookups(), clone.collected_row_grads()),
+        (0, 1)
+    );
+    table.clear_row_grads();
+    assert_eq!(clone.collected_row_grads(), 0);
+}
+
+#[test]
+fn collect_grads_puts_a_marker_never_a_table_sized_gradient() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(1000, 8).init(&device);
+    let loss = table.forward(indices(&[3, 7, 3], &device)).sum();
+    let grads = collect_grads(loss.backward(), &table);
+    let marker = grads.get::<2>(table.weight.id).expect("a marker");
+    assert_eq!(marker.dims(), [1, 9]);
+    assert_eq!(values(marker), vec![1.0; 9]);
+}
+
+#[test]
+fn a_dense_gradient_of_the_weight_gets_the_rows_added() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(4, 2).init(&device);
+    // A penalty on the whole weight, plus a lookup of row 1.
+    let loss = table.weight.val().sum() + table.forward(indices(&[1], &device)).sum();
+    let grads = collect_grads(loss.backward(), &table);
+    let grad = grads.get::<2>(table.weight.id).expect("a dense gradient");
+    assert_eq!(values(grad), vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]);
+    assert_eq!(
+        table.collected_row_grads(),
+        0,
+        "the rows went into the dense gradient"
+    );
+}
+
+#[test]
+fn lookups_without_autodiff_or_after_valid_record_nothing() {
+    let plain = SparseEmbeddingConfig::new(5, 2).init(&Device::flex());
+    let _ = plain.forward(indices(&[1, 2], &Device::flex()));
+    assert_eq!(plain.pending_lookups(), 0);
+
+    let device = device();
+    let table = SparseEmbeddingConfig::new(5, 2).init(&device);
+    let valid = table.valid();
+    let out = valid.forward(indices(&[1, 2], &valid.weight.val().device()));
+    assert!(!out.is_require_grad());
+    assert_eq!((table.pending_lookups(), valid.pending_lookups()), (0, 0));
+    // `train` brings the weight back to autodiff, and lookups record again.
+    let trained = valid.train();
+    assert!(trained.weight.val().is_require_grad());
+    let _ = trained.forward(indices(&[3], &device));
+    assert_eq!(trained.pending_lookups(), 1);
+}
+
+#[test]
+fn display_names_the_table_and_its_padding() {
+    let table = SparseEmbeddingConfig::new(100, 10)
+        .with_padding_idx(Some(0))
+        .init(&device());
+    assert_eq!(
+        table.to_string(),
+        "SparseEmbedding {n_embedding: 100, d_model: 10, padding_idx: Some(0), params: 1000}"
+    );
+}
+
+/// A lookup made for the next backward pass survives the collection of the current one; a
+/// lookup that no collected pass used is dropped after two collections (Burn 0.22 shows no
+/// liveness of an autodiff tensor, so pending lookups are aged by collections).
+#[test]
+fn a_lookup_for_the_next_pass_survives_and_stray_lookups_are_dropped() {
+    let device = device();
+    let table = SparseEmbeddingConfig::new(8, 2).init(&device);
+    let first = table.forward(indices(&[1], &device)).sum();
+    let second = table.forward(indices(&[2], &device)).sum();
+    assert_eq!(table.pending_lookups(), 2);
+    let _ = collect_grads(first.backward(), &table);
+    assert_eq!(
+        (table.pending_lookups(), table.collected_row_grads()),
+        (1, 1)
+    );
+    let _ = collect_grads(second.backward(), &table);
+    assert_eq!(
+        (table.pending_lookups(), table.collected_row_grads()),
+        (0, 2)
+    );
+
+    let _stray = table.forward(indices(&[5], &device));
+    for _ in 0..2 {
+        let loss = table.forward(indices(&[3], &device)).sum();
+        let _ = collect_grads(loss.backward(), &table);
+    }
+    assert_eq!(table.pending_lookups(), 0);
+}
