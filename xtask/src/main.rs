@@ -1,7 +1,10 @@
 //! `cargo xtask <command>`: the project's chores, each a thin wrapper around `cargo`.
 //!
-//! - `test-backends [--require wgpu]`: the whole test suite once per backend, then a table.
-//! - `conformance [--fixtures DIR] [--backend ndarray|wgpu]`: replays the PyTorch fixtures.
+//! - `test-backends [--require wgpu] [--line 0.1|0.2]`: each Burn line's tests once per
+//!   backend, then one table.
+//! - `conformance [--line 0.1|0.2] [--fixtures DIR] [ARGS…]`: replays the PyTorch fixtures on
+//!   a line (default 0.1: `--backend ndarray|wgpu`; 0.2, on flex: `--optimizer`,
+//!   `--kernels`).
 //! - `bench [ARGS…]`: the release benchmark (see `crates/bench`).
 //! - `wordnet-data [--check]`: regenerates the shipped WordNet graph from `wordnet-base`.
 
@@ -13,8 +16,10 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <command> [args]
 
 commands:
-  test-backends [--require wgpu]                       run the test suite on ndarray and on wgpu
-  conformance [--fixtures DIR] [--backend ndarray|wgpu] replay the torch.optim.SparseAdam fixtures
+  test-backends [--require wgpu] [--line 0.1|0.2]      run both lines' tests: 0.1 on ndarray and wgpu, 0.2 on flex
+  conformance [--line 0.1|0.2] [--fixtures DIR] [...] replay the torch.optim.SparseAdam fixtures
+                                (0.1: --backend ndarray|wgpu; 0.2: --optimizer sparse-adam|module|both,
+                                --kernels fused|composed|both)
   bench [--help | ARGS...]                             benchmark against Burn's Adam and PyTorch
   wordnet-data [--wordnet-dir DIR] [--check]           regenerate examples/data/wordnet-nouns.tsv.gz";
 
@@ -26,16 +31,7 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "test-backends" => test_backends::run(rest),
-        "conformance" => cargo(
-            &[
-                "run",
-                "--quiet",
-                "--package",
-                "sparse-adam-conformance",
-                "--",
-            ],
-            rest,
-        ),
+        "conformance" => conformance(rest),
         "bench" => cargo(
             &[
                 "run",
@@ -63,12 +59,51 @@ fn main() -> ExitCode {
     }
 }
 
+/// `conformance [--line 0.1|0.2] ARGS…`: the line's conformance runner with `ARGS`.
+fn conformance(args: &[String]) -> Result<(), String> {
+    let (line, rest): (&str, Vec<String>) = match args {
+        [flag, line, rest @ ..] if flag == "--line" => (line.as_str(), rest.to_vec()),
+        _ => ("0.1", args.to_vec()),
+    };
+    match line {
+        "0.1" => cargo(
+            &[
+                "run",
+                "--quiet",
+                "--package",
+                "sparse-adam-conformance",
+                "--",
+            ],
+            &rest,
+        ),
+        "0.2" => cargo_in(
+            &workspace_root().join("burn-0.22"),
+            &[
+                "run",
+                "--quiet",
+                "--package",
+                "burn-sparse-adam-tests",
+                "--bin",
+                "conformance",
+                "--",
+            ],
+            &rest,
+        ),
+        other => Err(format!("--line {other:?}: expected 0.1 or 0.2")),
+    }
+}
+
 /// Runs `cargo <fixed> <rest>` in the workspace, failing when it fails.
 fn cargo(fixed: &[&str], rest: &[String]) -> Result<(), String> {
+    cargo_in(&workspace_root(), fixed, rest)
+}
+
+/// Runs `cargo <fixed> <rest>` in `dir`, failing when it fails.
+fn cargo_in(dir: &std::path::Path, fixed: &[&str], rest: &[String]) -> Result<(), String> {
     let status = Command::new(env!("CARGO"))
         .args(fixed)
         .args(rest)
-        .current_dir(workspace_root())
+        .current_dir(dir)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {

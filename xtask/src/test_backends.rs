@@ -1,9 +1,13 @@
-//! `cargo xtask test-backends [--require wgpu]`: runs the test suite once per backend and
-//! prints a table of passed, failed and skipped tests.
+//! `cargo xtask test-backends [--require wgpu] [--line 0.1|0.2]`: runs each Burn line's tests
+//! once per backend and prints one table of passed, failed and skipped tests per line and
+//! backend.
 //!
-//! The suite is built once; each pass sets `BURN_SPARSE_ADAM_BACKEND` and runs it. Where no
-//! wgpu adapter exists, wgpu is reported as skipped, with the reason and the fix, unless
-//! `--require wgpu` makes that a failure (as CI does).
+//! The two lines are two workspaces: the 0.1 line (Burn 0.21) at the repository root, with
+//! backends ndarray and wgpu, and the 0.2 line (Burn 0.22) in `burn-0.22/`, whose tests run
+//! on flex (its wgpu path is not built yet). Each line's tests are built once; each pass of
+//! the 0.1 line sets `BURN_SPARSE_ADAM_BACKEND` and runs them. Where no wgpu adapter exists,
+//! wgpu is reported as skipped, with the reason and the fix, unless `--require wgpu` makes
+//! that a failure (as CI does).
 //!
 //! What runs in which pass: a test runs once per backend only when its outcome depends on
 //! the backend `BURN_SPARSE_ADAM_BACKEND` selects; everything else runs once, in the ndarray
@@ -59,8 +63,34 @@ enum Outcome {
     },
 }
 
+/// A Burn line of this repository: its workspace and the backends its tests run on.
+struct Line {
+    /// The crate version's line and the Burn it builds on, as the table shows them.
+    name: &'static str,
+    /// The workspace, relative to the repository root.
+    dir: &'static str,
+    /// Whether it runs the 0.1 line's per-backend passes (ndarray, then wgpu); otherwise
+    /// one pass on flex.
+    per_backend: bool,
+}
+
+const LINES: [Line; 2] = [
+    Line {
+        name: "0.1 (Burn 0.21)",
+        dir: ".",
+        per_backend: true,
+    },
+    Line {
+        name: "0.2 (Burn 0.22)",
+        dir: "burn-0.22",
+        per_backend: false,
+    },
+];
+
 pub fn run(args: &[String]) -> Result<(), String> {
+    const USAGE: &str = "usage: cargo xtask test-backends [--require wgpu] [--line 0.1|0.2]";
     let mut required: Vec<String> = Vec::new();
+    let mut only_line: Option<String> = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -73,44 +103,61 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 }
                 required.push(backend.clone());
             }
-            other => {
-                return Err(format!(
-                "unknown argument {other:?} (usage: cargo xtask test-backends [--require wgpu])"
-            ))
+            "--line" => {
+                let line = args.next().ok_or("--line needs 0.1 or 0.2")?;
+                if !LINES.iter().any(|l| l.name.starts_with(line.as_str())) {
+                    return Err(format!("--line {line:?}: expected 0.1 or 0.2"));
+                }
+                only_line = Some(line.clone());
             }
+            other => return Err(format!("unknown argument {other:?} ({USAGE})")),
         }
     }
 
-    // One build for both passes.
-    let status = cargo_test(&["--no-run"], &[], None)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("the test suite does not build".into());
-    }
-
     let mut rows = Vec::new();
-    for backend in BACKENDS {
-        let outcome = match probe(backend) {
-            Err(why) => Outcome::Unavailable {
-                why,
-                required: required.iter().any(|r| r == backend),
-            },
-            Ok(()) => {
-                println!("\n=== test suite on {backend} ===");
-                let (cargo_args, test_args) = pass_args(backend);
-                run_suite(cargo_test(&cargo_args, &test_args, Some(backend)))?
-            }
-        };
-        rows.push((backend, outcome));
+    for line in &LINES {
+        if only_line
+            .as_ref()
+            .is_some_and(|l| !line.name.starts_with(l.as_str()))
+        {
+            continue;
+        }
+        let dir = workspace_root().join(line.dir);
+        // One build for all of the line's passes.
+        let status = cargo_test(&dir, &["--no-run"], &[], None)
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("the {} line's tests do not build", line.name));
+        }
+        if !line.per_backend {
+            println!("\n=== {} on flex ===", line.name);
+            let outcome = run_suite(cargo_test(&dir, &[], &[], None))?;
+            rows.push((line.name, "flex", outcome));
+            continue;
+        }
+        for backend in BACKENDS {
+            let outcome = match probe(backend) {
+                Err(why) => Outcome::Unavailable {
+                    why,
+                    required: required.iter().any(|r| r == backend),
+                },
+                Ok(()) => {
+                    println!("\n=== {} on {backend} ===", line.name);
+                    let (cargo_args, test_args) = pass_args(backend);
+                    run_suite(cargo_test(&dir, &cargo_args, &test_args, Some(backend)))?
+                }
+            };
+            rows.push((line.name, backend, outcome));
+        }
     }
 
     println!(
-        "\n{:<10}{:>8}{:>8}{:>9}",
-        "backend", "passed", "failed", "skipped"
+        "\n{:<18}{:<10}{:>8}{:>8}{:>9}",
+        "line", "backend", "passed", "failed", "skipped"
     );
     let mut all_ok = true;
-    for (backend, outcome) in &rows {
+    for (line, backend, outcome) in &rows {
         match outcome {
             Outcome::Ran {
                 passed,
@@ -118,12 +165,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 skipped,
                 ok,
             } => {
-                println!("{backend:<10}{passed:>8}{failed:>8}{skipped:>9}");
+                println!("{line:<18}{backend:<10}{passed:>8}{failed:>8}{skipped:>9}");
                 all_ok &= *ok && *failed == 0;
             }
             Outcome::Unavailable { why, required } => {
                 println!(
-                    "{backend:<10}{:>8}{:>8}{:>9}   {}: {why}",
+                    "{line:<18}{backend:<10}{:>8}{:>8}{:>9}   {}: {why}",
                     "-",
                     "-",
                     "all",
@@ -140,7 +187,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if all_ok {
         Ok(())
     } else {
-        Err("some backend failed".into())
+        Err("some line or backend failed".into())
     }
 }
 
@@ -156,11 +203,16 @@ fn pass_args(backend: &str) -> (Vec<&'static str>, Vec<&'static str>) {
     (cargo_args, vec!["--skip", HOST_ONLY_TESTS])
 }
 
-/// `cargo test --workspace --no-fail-fast <cargo_args> -- <test_args>`, on `backend` if
-/// given.
-fn cargo_test(cargo_args: &[&str], test_args: &[&str], backend: Option<&str>) -> Command {
+/// `cargo test --workspace --no-fail-fast <cargo_args> -- <test_args>` in the workspace
+/// `dir`, on `backend` if given.
+fn cargo_test(
+    dir: &std::path::Path,
+    cargo_args: &[&str],
+    test_args: &[&str],
+    backend: Option<&str>,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root())
+    cmd.current_dir(dir)
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args);
     if !test_args.is_empty() {
