@@ -34,9 +34,120 @@ pub const ATOL: f64 = 1e-5;
 /// Relative part of the tolerance.
 pub const RTOL: f64 = 1e-4;
 
-/// The device the tests train on: Burn 0.22's CPU backend, flex, with autodiff.
+/// The backends the 0.2 line's tests run on, selected by [`TestBackend::ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// burn-flex, Burn 0.22's CPU backend: the default.
+    Flex,
+    /// wgpu through CubeCL, with Burn's default features (fusion on).
+    Wgpu,
+}
+
+impl TestBackend {
+    /// The environment variable that selects the backend of a test run, the same as the
+    /// 0.1 line's (`cargo xtask test-backends` sets it).
+    pub const ENV: &'static str = "BURN_SPARSE_ADAM_BACKEND";
+
+    /// Every backend, in the order reports list them.
+    pub const ALL: [TestBackend; 2] = [TestBackend::Flex, TestBackend::Wgpu];
+
+    /// The backend's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TestBackend::Flex => "flex",
+            TestBackend::Wgpu => "wgpu",
+        }
+    }
+
+    /// Parses a backend name.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the unknown value and the known ones.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| format!("unknown backend {name:?}: expected \"flex\" or \"wgpu\""))
+    }
+
+    /// The backend selected by [`TestBackend::ENV`], `flex` when it is unset or empty.
+    ///
+    /// # Panics
+    ///
+    /// On an unknown value, naming it.
+    pub fn selected() -> Self {
+        match std::env::var(Self::ENV) {
+            Ok(name) if !name.is_empty() => {
+                Self::parse(&name).unwrap_or_else(|e| panic!("{}: {e}", Self::ENV))
+            }
+            _ => TestBackend::Flex,
+        }
+    }
+
+    /// Whether the backend can run here; for wgpu, whether an adapter exists.
+    ///
+    /// # Errors
+    ///
+    /// Why it cannot, and how to fix it.
+    pub fn probe(self) -> Result<(), String> {
+        match self {
+            TestBackend::Flex => Ok(()),
+            TestBackend::Wgpu => probe_wgpu(),
+        }
+    }
+
+    /// The backend's device, without autodiff.
+    pub fn inner_device(self) -> Device {
+        match self {
+            TestBackend::Flex => Device::flex(),
+            TestBackend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        }
+    }
+}
+
+/// Runs one tiny wgpu operation, catching the panic Burn raises when no adapter exists.
+fn probe_wgpu() -> Result<(), String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        Tensor::<1>::ones([2], &TestBackend::Wgpu.inner_device())
+            .sum()
+            .into_scalar::<f32>()
+    });
+    std::panic::set_hook(hook);
+    match result {
+        Ok(2.0) => Ok(()),
+        Ok(sum) => Err(format!("the wgpu adapter computed 1 + 1 = {sum}")),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("wgpu panicked while starting");
+            Err(format!(
+                "no wgpu adapter ({why}); without a GPU, install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers"
+            ))
+        }
+    }
+}
+
+/// The device the tests train on: the backend [`TestBackend::selected`] (burn-flex by
+/// default, wgpu with `BURN_SPARSE_ADAM_BACKEND=wgpu`), with autodiff.
 pub fn device() -> Device {
-    Device::flex().autodiff()
+    TestBackend::selected().inner_device().autodiff()
+}
+
+/// The selected backend's device without autodiff (for inference-only checks, or to add
+/// autodiff with options such as gradient checkpointing).
+pub fn plain_device() -> Device {
+    TestBackend::selected().inner_device()
+}
+
+/// Whether the tests run on burn-flex: tests of the fused flex kernels (which only flex
+/// has) return early elsewhere, saying so.
+pub fn on_flex() -> bool {
+    TestBackend::selected() == TestBackend::Flex
 }
 
 /// One recorded training run.

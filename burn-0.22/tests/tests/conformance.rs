@@ -1,5 +1,6 @@
 //! Every fixture recorded from `torch.optim.SparseAdam` (the repository's one copy, shared
-//! with the 0.1 line), replayed on flex through both whole-model optimizers of the 0.2 line,
+//! with the 0.1 line), replayed on the selected backend (`BURN_SPARSE_ADAM_BACKEND`: flex,
+//! fused kernels on, or wgpu, composed path) through both whole-model optimizers of the 0.2 line,
 //! within `|ours − torch| ≤ 1e-5 + 1e-4·|torch|`.
 
 use burn_sparse_adam_tests::{Fixture, Runner, device, fixture_dir, fixture_files, replay};
@@ -31,12 +32,12 @@ fn replay_all(runner: Runner) {
 }
 
 #[test]
-fn every_fixture_passes_through_sparse_adam_optimizer_on_flex() {
+fn every_fixture_passes_through_sparse_adam_optimizer() {
     replay_all(Runner::SparseAdamOptimizer);
 }
 
 #[test]
-fn every_fixture_passes_through_burns_module_optimizer_on_flex() {
+fn every_fixture_passes_through_burns_module_optimizer() {
     replay_all(Runner::ModuleOptimizer);
 }
 

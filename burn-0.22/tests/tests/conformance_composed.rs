@@ -1,6 +1,7 @@
 //! Every fixture again, with the fused kernels turned off: the composed paths (Burn tensor
-//! operations, what wgpu and other backends run) on flex, through both whole-model
-//! optimizers. A test binary of its own, since the switch is process-wide.
+//! operations, what wgpu and other backends run) on the selected backend, through both
+//! whole-model optimizers (on wgpu, which has no fused kernels, this is the path
+//! `conformance.rs` runs too). A test binary of its own, since the switch is process-wide.
 
 use burn_sparse_adam_tests::{Fixture, Runner, device, fixture_dir, fixture_files, replay};
 
@@ -21,11 +22,11 @@ fn replay_all(runner: Runner) {
 }
 
 #[test]
-fn every_fixture_passes_composed_through_sparse_adam_optimizer_on_flex() {
+fn every_fixture_passes_composed_through_sparse_adam_optimizer() {
     replay_all(Runner::SparseAdamOptimizer);
 }
 
 #[test]
-fn every_fixture_passes_composed_through_burns_module_optimizer_on_flex() {
+fn every_fixture_passes_composed_through_burns_module_optimizer() {
     replay_all(Runner::ModuleOptimizer);
 }

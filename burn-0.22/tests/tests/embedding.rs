@@ -8,7 +8,7 @@ use burn::nn::EmbeddingConfig;
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor};
 use burn_sparse_adam::{Error, SparseEmbeddingConfig, collect_grads};
-use burn_sparse_adam_tests::{device, values};
+use burn_sparse_adam_tests::{device, plain_device, values};
 
 fn indices(rows: &[i64], device: &Device) -> Tensor<2, Int> {
     Tensor::<1, Int>::from_data(rows, device).reshape([1, rows.len()])
@@ -130,7 +130,7 @@ fn forward_panics_with_the_errors_message() {
 
 #[test]
 fn the_lookups_leaf_takes_the_weights_checkpointing_strategy() {
-    let device = Device::flex().autodiff().gradient_checkpointing();
+    let device = plain_device().autodiff().gradient_checkpointing();
     let table = SparseEmbeddingConfig::new(6, 3).init(&device);
     let strategy = table.weight.val().gradient_checkpointing_strategy();
     assert!(strategy.is_some());
@@ -189,8 +189,8 @@ fn a_dense_gradient_of_the_weight_gets_the_rows_added() {
 
 #[test]
 fn lookups_without_autodiff_or_after_valid_record_nothing() {
-    let plain = SparseEmbeddingConfig::new(5, 2).init(&Device::flex());
-    let _ = plain.forward(indices(&[1, 2], &Device::flex()));
+    let plain = SparseEmbeddingConfig::new(5, 2).init(&plain_device());
+    let _ = plain.forward(indices(&[1, 2], &plain_device()));
     assert_eq!(plain.pending_lookups(), 0);
 
     let device = device();

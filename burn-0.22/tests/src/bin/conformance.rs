@@ -1,28 +1,47 @@
 //! The 0.2 line's conformance runner: replays every fixture of a directory (by default the
-//! repository's one copy, `crates/conformance/fixtures/`) on flex and prints one line per
+//! repository's one copy, `crates/conformance/fixtures/`) on the backend that
+//! `BURN_SPARSE_ADAM_BACKEND` selects (`flex`, the default, or `wgpu`) and prints one line per
 //! fixture and path, then a summary; exits with status 1 when any fixture fails.
 //!
 //! ```text
-//! cargo run -p burn-sparse-adam-tests --bin conformance -- [--fixtures DIR]
-//!     [--optimizer sparse-adam|module|both] [--kernels fused|composed|both]
+//! [BURN_SPARSE_ADAM_BACKEND=flex|wgpu] cargo run -p burn-sparse-adam-tests --bin conformance --
+//!     [--fixtures DIR] [--optimizer sparse-adam|module|both] [--kernels fused|composed|both]
 //! ```
+//!
+//! The fused kernels are burn-flex's: on wgpu only the composed path exists, so `--kernels`
+//! defaults to `composed` there and `fused` is refused.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn_sparse_adam_tests::{Fixture, Runner, device, fixture_dir, fixture_files, replay};
+use burn_sparse_adam_tests::{
+    Fixture, Runner, TestBackend, device, fixture_dir, fixture_files, replay,
+};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: conformance [--fixtures DIR] [--optimizer sparse-adam|module|both] [--kernels fused|composed|both]"
+        "usage: [BURN_SPARSE_ADAM_BACKEND=flex|wgpu] conformance [--fixtures DIR] [--optimizer sparse-adam|module|both] [--kernels fused|composed|both]\n\
+         (BURN_SPARSE_ADAM_BACKEND picks the backend, flex by default; the fused kernels are flex's, so wgpu runs the composed path only)"
     );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
+    let backend = match std::env::var(TestBackend::ENV) {
+        Ok(name) if !name.is_empty() => match TestBackend::parse(&name) {
+            Ok(backend) => backend,
+            Err(err) => {
+                eprintln!("{}: {err}", TestBackend::ENV);
+                return usage();
+            }
+        },
+        _ => TestBackend::Flex,
+    };
+    // Only flex has fused kernels.
+    let has_fused = backend == TestBackend::Flex;
     let mut dir: PathBuf = fixture_dir();
     let mut runners = vec![Runner::SparseAdamOptimizer, Runner::ModuleOptimizer];
-    let mut kernels = vec![true, false];
+    let mut kernels = if has_fused { vec![true, false] } else { vec![false] };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let Some(value) = args.next() else {
@@ -33,9 +52,14 @@ fn main() -> ExitCode {
             ("--optimizer", "sparse-adam") => runners = vec![Runner::SparseAdamOptimizer],
             ("--optimizer", "module") => runners = vec![Runner::ModuleOptimizer],
             ("--optimizer", "both") => {}
-            ("--kernels", "fused") => kernels = vec![true],
+            ("--kernels", "fused") if has_fused => kernels = vec![true],
+            ("--kernels", "fused") => {
+                eprintln!("--kernels fused: the fused kernels are flex's; {} has none", backend.name());
+                return usage();
+            }
             ("--kernels", "composed") => kernels = vec![false],
-            ("--kernels", "both") => {}
+            ("--kernels", "both") if has_fused => kernels = vec![true, false],
+            ("--kernels", "both") => kernels = vec![false],
             _ => return usage(),
         }
     }
@@ -51,6 +75,7 @@ fn main() -> ExitCode {
         }
     };
     let device = device();
+    let name = backend.name();
     let (mut passed, mut failed) = (0, 0);
     for &fused in &kernels {
         burn_sparse_adam::use_fused_kernels(fused);
@@ -62,23 +87,23 @@ fn main() -> ExitCode {
                     Ok((f.name, report))
                 });
                 match outcome {
-                    Ok((name, report)) if report.passed() => {
+                    Ok((fixture, report)) if report.passed() => {
                         passed += 1;
-                        println!("pass  flex {path:8} {runner:?} {name}: {report}");
+                        println!("pass  {name} {path:8} {runner:?} {fixture}: {report}");
                     }
-                    Ok((name, report)) => {
+                    Ok((fixture, report)) => {
                         failed += 1;
-                        println!("FAIL  flex {path:8} {runner:?} {name}: {report}");
+                        println!("FAIL  {name} {path:8} {runner:?} {fixture}: {report}");
                     }
                     Err(err) => {
                         failed += 1;
-                        println!("FAIL  flex {path:8} {runner:?} {}: {err}", file.display());
+                        println!("FAIL  {name} {path:8} {runner:?} {}: {err}", file.display());
                     }
                 }
             }
         }
     }
-    println!("burn 0.22 line, flex: {passed} passed, {failed} failed");
+    println!("burn 0.22 line, {name}: {passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
