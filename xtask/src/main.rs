@@ -3,8 +3,8 @@
 //! - `test-backends [--require wgpu] [--line 0.1|0.2]`: each Burn line's tests once per
 //!   backend, then one table.
 //! - `conformance [--line 0.1|0.2] [--fixtures DIR] [ARGS…]`: replays the PyTorch fixtures on
-//!   a line (default 0.1: `--backend ndarray|wgpu`; 0.2, on flex: `--optimizer`,
-//!   `--kernels`).
+//!   a line (default 0.1: `--backend ndarray|wgpu`; 0.2: `--optimizer`, `--kernels`, on the
+//!   backend `BURN_SPARSE_ADAM_BACKEND=flex|wgpu` selects, flex by default).
 //! - `bench [ARGS…]`: the release benchmark (see `crates/bench`).
 //! - `wordnet-data [--check]`: regenerates the shipped WordNet graph from `wordnet-base`.
 
@@ -16,10 +16,12 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <command> [args]
 
 commands:
-  test-backends [--require wgpu] [--line 0.1|0.2]      run both lines' tests: 0.1 on ndarray and wgpu, 0.2 on flex
+  test-backends [--require wgpu] [--line 0.1|0.2]      run both lines' tests: 0.1 on ndarray and wgpu, 0.2 on flex and wgpu
   conformance [--line 0.1|0.2] [--fixtures DIR] [...] replay the torch.optim.SparseAdam fixtures
                                 (0.1: --backend ndarray|wgpu; 0.2: --optimizer sparse-adam|module|both,
-                                --kernels fused|composed|both)
+                                --kernels fused|composed|both, on the backend that
+                                BURN_SPARSE_ADAM_BACKEND=flex|wgpu selects, flex by default;
+                                fused kernels are flex's, so wgpu runs the composed path)
   bench [--help | ARGS...]                             benchmark against Burn's Adam and PyTorch
   wordnet-data [--wordnet-dir DIR] [--check]           regenerate examples/data/wordnet-nouns.tsv.gz";
 

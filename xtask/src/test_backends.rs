@@ -3,21 +3,22 @@
 //! backend.
 //!
 //! The two lines are two workspaces: the 0.1 line (Burn 0.21) at the repository root, with
-//! backends ndarray and wgpu, and the 0.2 line (Burn 0.22) in `burn-0.22/`, whose tests run
-//! on flex (its wgpu path is not built yet). Each line's tests are built once; each pass of
-//! the 0.1 line sets `BURN_SPARSE_ADAM_BACKEND` and runs them. Where no wgpu adapter exists,
-//! wgpu is reported as skipped, with the reason and the fix, unless `--require wgpu` makes
-//! that a failure (as CI does).
+//! backends ndarray and wgpu, and the 0.2 line (Burn 0.22) in `burn-0.22/`, with backends
+//! flex and wgpu (Burn's default wgpu features, fusion on). Each line's tests are built
+//! once; each pass sets `BURN_SPARSE_ADAM_BACKEND` and runs them. Where no wgpu adapter
+//! exists, wgpu is reported as skipped, with the reason and the fix, unless `--require wgpu`
+//! makes that a failure (as CI does) — on every line that runs.
 //!
 //! What runs in which pass: a test runs once per backend only when its outcome depends on
-//! the backend `BURN_SPARSE_ADAM_BACKEND` selects; everything else runs once, in the ndarray
-//! pass.
+//! the backend `BURN_SPARSE_ADAM_BACKEND` selects; everything else runs once, in the line's
+//! first pass (ndarray on the 0.1 line, flex on the 0.2 line).
 //!
-//! - The **ndarray pass** runs everything: every package's unit and integration tests, and
-//!   the doctests (documentation examples, on ndarray).
+//! - The **first pass** runs everything: every package's unit and integration tests, and
+//!   the doctests (documentation examples, on ndarray or flex).
 //! - The **wgpu pass** runs the integration tests (`--test '*'`: the suite in `tests/` and
-//!   the example's `examples/tests`), the only targets that read the selection (through
-//!   `on_test_backend!` or `with_test_backend!`; the unit test
+//!   the example's `examples/tests`; on the 0.2 line, `burn-0.22/tests/tests`), the only
+//!   targets that read the selection (on the 0.1 line through `on_test_backend!` or
+//!   `with_test_backend!`, on the 0.2 line through its tests' `device()`; the unit test
 //!   `the_backend_selection_is_read_by_integration_tests_only` keeps it so). Unit tests run
 //!   on the host or on a backend they name themselves (burn-sparse-adam's wgpu kernel tests
 //!   ask for wgpu), so a second run would repeat the first.
@@ -31,7 +32,8 @@ use std::process::{Command, Stdio};
 
 use crate::workspace_root;
 
-const BACKENDS: [&str; 2] = ["ndarray", "wgpu"];
+/// Every backend some line runs on (what `--require` takes).
+const BACKENDS: [&str; 3] = ["ndarray", "flex", "wgpu"];
 const ENV: &str = "BURN_SPARSE_ADAM_BACKEND";
 
 /// Packages whose tests never touch a Burn backend: the Burn-free core, the WordNet graph,
@@ -69,21 +71,25 @@ struct Line {
     name: &'static str,
     /// The workspace, relative to the repository root.
     dir: &'static str,
-    /// Whether it runs the 0.1 line's per-backend passes (ndarray, then wgpu); otherwise
-    /// one pass on flex.
-    per_backend: bool,
+    /// The backends of its passes, in order: the first runs everything, the others the
+    /// integration tests ([`pass_args`]).
+    backends: &'static [&'static str],
+    /// The packages its wgpu pass leaves out (their tests never touch a Burn backend).
+    host_only_packages: &'static [&'static str],
 }
 
 const LINES: [Line; 2] = [
     Line {
         name: "0.1 (Burn 0.21)",
         dir: ".",
-        per_backend: true,
+        backends: &["ndarray", "wgpu"],
+        host_only_packages: &HOST_ONLY_PACKAGES,
     },
     Line {
         name: "0.2 (Burn 0.22)",
         dir: "burn-0.22",
-        per_backend: false,
+        backends: &["flex", "wgpu"],
+        host_only_packages: &[],
     },
 ];
 
@@ -97,9 +103,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "--require" => {
                 let backend = args
                     .next()
-                    .ok_or("--require needs a backend: ndarray or wgpu")?;
+                    .ok_or("--require needs a backend: ndarray, flex or wgpu")?;
                 if !BACKENDS.contains(&backend.as_str()) {
-                    return Err(format!("--require {backend:?}: expected ndarray or wgpu"));
+                    return Err(format!("--require {backend:?}: expected ndarray, flex or wgpu"));
                 }
                 required.push(backend.clone());
             }
@@ -130,21 +136,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
         if !status.success() {
             return Err(format!("the {} line's tests do not build", line.name));
         }
-        if !line.per_backend {
-            println!("\n=== {} on flex ===", line.name);
-            let outcome = run_suite(cargo_test(&dir, &[], &[], None))?;
-            rows.push((line.name, "flex", outcome));
-            continue;
-        }
-        for backend in BACKENDS {
-            let outcome = match probe(backend) {
+        for (pass, &backend) in line.backends.iter().enumerate() {
+            let outcome = match probe(&dir, backend) {
                 Err(why) => Outcome::Unavailable {
                     why,
                     required: required.iter().any(|r| r == backend),
                 },
                 Ok(()) => {
                     println!("\n=== {} on {backend} ===", line.name);
-                    let (cargo_args, test_args) = pass_args(backend);
+                    let (cargo_args, test_args) = pass_args(line, pass);
                     run_suite(cargo_test(&dir, &cargo_args, &test_args, Some(backend)))?
                 }
             };
@@ -191,13 +191,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// The arguments of `backend`'s pass: cargo's, and the test binaries' (after `--`).
-fn pass_args(backend: &str) -> (Vec<&'static str>, Vec<&'static str>) {
-    if backend == "ndarray" {
+/// The arguments of `line`'s pass number `pass` (0: the first, which runs everything):
+/// cargo's, and the test binaries' (after `--`).
+fn pass_args(line: &Line, pass: usize) -> (Vec<&'static str>, Vec<&'static str>) {
+    if pass == 0 {
         return (Vec::new(), Vec::new());
     }
     let mut cargo_args = vec!["--test", "*"];
-    for package in HOST_ONLY_PACKAGES {
+    for package in line.host_only_packages {
         cargo_args.extend(["--exclude", package]);
     }
     (cargo_args, vec!["--skip", HOST_ONLY_TESTS])
@@ -224,11 +225,11 @@ fn cargo_test(
     cmd
 }
 
-/// Whether `backend` can run here, asked of the test crate's probe (which shares the
-/// suite's build).
-fn probe(backend: &str) -> Result<(), String> {
+/// Whether `backend` can run here, asked of the probe of the test crate of the line in `dir`
+/// (each line's `burn-sparse-adam-tests` has a `probe-backend` bin sharing the suite's build).
+fn probe(dir: &std::path::Path, backend: &str) -> Result<(), String> {
     let output = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
+        .current_dir(dir)
         .args([
             "run",
             "--quiet",
@@ -297,7 +298,7 @@ fn count(counts: &str, what: &str) -> u64 {
 mod tests {
     use std::path::Path;
 
-    use super::{count, pass_args, HOST_ONLY_PACKAGES};
+    use super::{count, pass_args, HOST_ONLY_PACKAGES, LINES};
     use crate::workspace_root;
 
     #[test]
@@ -312,12 +313,20 @@ mod tests {
 
     #[test]
     fn the_wgpu_pass_runs_integration_tests_without_the_host_only_ones() {
-        assert_eq!(pass_args("ndarray"), (vec![], vec![]));
-        let (cargo_args, test_args) = pass_args("wgpu");
+        let [v01, v02] = &LINES;
+        assert_eq!(v01.backends, ["ndarray", "wgpu"]);
+        assert_eq!(pass_args(v01, 0), (vec![], vec![]));
+        let (cargo_args, test_args) = pass_args(v01, 1);
         assert_eq!(cargo_args[..2], ["--test", "*"]);
         for package in HOST_ONLY_PACKAGES {
             assert!(cargo_args.windows(2).any(|w| w == ["--exclude", package]));
         }
+        assert_eq!(test_args, ["--skip", "host::"]);
+        // The 0.2 line: everything on flex, then its integration tests on wgpu.
+        assert_eq!(v02.backends, ["flex", "wgpu"]);
+        assert_eq!(pass_args(v02, 0), (vec![], vec![]));
+        let (cargo_args, test_args) = pass_args(v02, 1);
+        assert_eq!(cargo_args, ["--test", "*"]);
         assert_eq!(test_args, ["--skip", "host::"]);
     }
 
