@@ -105,7 +105,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .next()
                     .ok_or("--require needs a backend: ndarray, flex or wgpu")?;
                 if !BACKENDS.contains(&backend.as_str()) {
-                    return Err(format!("--require {backend:?}: expected ndarray, flex or wgpu"));
+                    return Err(format!(
+                        "--require {backend:?}: expected ndarray, flex or wgpu"
+                    ));
                 }
                 required.push(backend.clone());
             }

@@ -41,7 +41,11 @@ fn main() -> ExitCode {
     let has_fused = backend == TestBackend::Flex;
     let mut dir: PathBuf = fixture_dir();
     let mut runners = vec![Runner::SparseAdamOptimizer, Runner::ModuleOptimizer];
-    let mut kernels = if has_fused { vec![true, false] } else { vec![false] };
+    let mut kernels = if has_fused {
+        vec![true, false]
+    } else {
+        vec![false]
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let Some(value) = args.next() else {
@@ -54,7 +58,10 @@ fn main() -> ExitCode {
             ("--optimizer", "both") => {}
             ("--kernels", "fused") if has_fused => kernels = vec![true],
             ("--kernels", "fused") => {
-                eprintln!("--kernels fused: the fused kernels are flex's; {} has none", backend.name());
+                eprintln!(
+                    "--kernels fused: the fused kernels are flex's; {} has none",
+                    backend.name()
+                );
                 return usage();
             }
             ("--kernels", "composed") => kernels = vec![false],
