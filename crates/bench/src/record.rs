@@ -179,6 +179,20 @@ impl TorchRecord {
     }
 }
 
+/// The record of `imp` at `rows` rows.
+pub(crate) fn find<'a>(records: &'a [Record], imp: &str, rows: usize) -> Option<&'a Record> {
+    records.iter().find(|r| r.imp == imp && r.rows == rows)
+}
+
+/// PyTorch's record of `imp` at `rows` rows.
+pub(crate) fn find_torch<'a>(
+    torch: &'a [TorchRecord],
+    imp: &str,
+    rows: usize,
+) -> Option<&'a TorchRecord> {
+    torch.iter().find(|t| t.imp == imp && t.rows == rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,22 +1,8 @@
 //! The human-readable part: the results table, the side-by-side comparison with PyTorch and
-//! the verdicts on issue 4's targets (judged in [`crate::targets`]).
+//! the verdicts on issue 4's targets (judged in the `targets` module).
 
-use crate::record::{Record, TorchRecord};
+use crate::record::{find, find_torch, Record, TorchRecord};
 use crate::targets::Target;
-
-/// The record of `imp` at `rows` rows.
-pub(crate) fn find<'a>(records: &'a [Record], imp: &str, rows: usize) -> Option<&'a Record> {
-    records.iter().find(|r| r.imp == imp && r.rows == rows)
-}
-
-/// PyTorch's record of `imp` at `rows` rows.
-pub(crate) fn find_torch<'a>(
-    torch: &'a [TorchRecord],
-    imp: &str,
-    rows: usize,
-) -> Option<&'a TorchRecord> {
-    torch.iter().find(|t| t.imp == imp && t.rows == rows)
-}
 
 fn opt(x: Option<f64>, width: usize, precision: usize) -> String {
     match x {

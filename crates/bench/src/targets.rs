@@ -1,8 +1,7 @@
 //! Issue 4's targets: the thresholds, in one place, and their verdicts on a run's figures.
-//! The report prints the verdicts ([`crate::report::targets_text`]).
+//! The report prints the verdicts (`report::targets_text`).
 
-use crate::record::{Record, TorchRecord};
-use crate::report::{find, find_torch};
+use crate::record::{find, find_torch, Record, TorchRecord};
 
 /// The sparse path is flat in the table size: the sparse optimizer step, and the sparse
 /// training step, at the largest table take at most this many times their time at the

@@ -1,7 +1,7 @@
 //! The hyperparameters of `torch.optim.SparseAdam` and their validation.
 //!
 //! The checks are PyTorch's constructor's, plus the ones that `f32` needs: the update runs
-//! in `f32` (see [`update`](crate::update)), so an epsilon or a learning rate that PyTorch
+//! in `f32` (see the `update` module), so an epsilon or a learning rate that PyTorch
 //! accepts but that `f32` rounds to `0` or to infinity is rejected here, before it turns the
 //! touched rows into NaN or ±inf.
 
@@ -15,7 +15,7 @@ use crate::error::{CoreError, CoreResult};
 /// They are `f64`, as PyTorch's are Python floats: the step's scalars (`1 − β`, the
 /// bias-corrected step size) are computed in double precision and rounded to `f32` once,
 /// which is what keeps the `f32` results next to PyTorch's (see
-/// [`StepScalars`](crate::update::StepScalars)).
+/// `StepScalars`).
 ///
 /// [`Default`] gives PyTorch's defaults: `betas = (0.9, 0.999)`, `eps = 1e-8`,
 /// `maximize = False`. Deserializing fills missing fields with them.

@@ -21,7 +21,7 @@
 //!   changes.
 //! - **Duplicate indices** (a row looked up several times) are summed into one row gradient
 //!   *before* the update ([`lookup::coalesce`](crate::lookup::coalesce),
-//!   [`kernels::sum_per_row`](crate::kernels::sum_per_row)): the row takes one step with the
+//!   `kernels::sum_per_row`): the row takes one step with the
 //!   sum, never one step per lookup. A touched row whose sum is exactly zero is still
 //!   touched: its moments decay and it moves.
 //! - **`maximize`** negates the gradient first, before it enters either moment.
@@ -43,7 +43,7 @@
 //!
 //! Being written over [`Elementwise`], the same function runs on whole tensors (the Burn
 //! crates implement the trait for a newtype around their tensors) and on single `f32` lanes
-//! ([`kernels::update_rows`](crate::kernels::update_rows)). Returning deltas rather than new
+//! (`kernels::update_rows`). Returning deltas rather than new
 //! values is what lets a sparse path write rows back with an additive scatter, which is
 //! exactly PyTorch's `param.add_(sparse_update)`.
 
