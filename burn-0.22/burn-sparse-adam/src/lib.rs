@@ -23,6 +23,18 @@
 //! table, its row gradients, the marker protocol); [`optimizer`] (the surface, the rule,
 //! the whole-model optimizer).
 //!
+//! # Features
+//!
+//! - `flex` (default): the fused CPU paths on burn-flex, the core's loops over its storage
+//!   (the lookup's gather, the row sums, the row update).
+//! - `wgpu`: the fused row update on wgpu (any cubecl runtime), one CubeCL kernel registered
+//!   as a Burn backend extension for `CubeBackend` and for `Fusion<CubeBackend>`, so it also
+//!   runs under burn-fusion, which Burn's default `wgpu` features turn on (this feature
+//!   turns on Burn's `fusion` too).
+//!
+//! Without them every backend takes the composed path (Burn tensor operations, the same
+//! numbers bit for bit). [`StepInfo`] says which path each table's update took.
+//!
 //! [`torch.optim.SparseAdam`]: https://pytorch.org/docs/stable/generated/torch.optim.SparseAdam.html
 //! [Burn]: https://burn.dev
 

@@ -1,6 +1,6 @@
 //! Every fixture recorded from `torch.optim.SparseAdam` (the repository's one copy, shared
-//! with the 0.1 line), replayed on the selected backend (`BURN_SPARSE_ADAM_BACKEND`: flex,
-//! fused kernels on, or wgpu, composed path) through both whole-model optimizers of the 0.2 line,
+//! with the 0.1 line), replayed on the selected backend (`BURN_SPARSE_ADAM_BACKEND`: flex or
+//! wgpu, fused kernels on) through both whole-model optimizers of the 0.2 line,
 //! within `|ours − torch| ≤ 1e-5 + 1e-4·|torch|`.
 
 use burn_sparse_adam_tests::{Fixture, Runner, device, fixture_dir, fixture_files, replay};

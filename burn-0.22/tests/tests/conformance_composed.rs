@@ -1,7 +1,6 @@
 //! Every fixture again, with the fused kernels turned off: the composed paths (Burn tensor
-//! operations, what wgpu and other backends run) on the selected backend, through both
-//! whole-model optimizers (on wgpu, which has no fused kernels, this is the path
-//! `conformance.rs` runs too). A test binary of its own, since the switch is process-wide.
+//! operations, what other backends run) on the selected backend, through both whole-model
+//! optimizers. A test binary of its own, since the switch is process-wide.
 
 use burn_sparse_adam_tests::{Fixture, Runner, device, fixture_dir, fixture_files, replay};
 

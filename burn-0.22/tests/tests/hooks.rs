@@ -9,7 +9,7 @@ use burn_sparse_adam::{
     Kernel, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, StepInfo, StepPath,
     collect_grads,
 };
-use burn_sparse_adam_tests::{device, on_flex};
+use burn_sparse_adam_tests::device;
 
 #[derive(Module, Debug)]
 struct Model {
@@ -70,14 +70,8 @@ fn step_hooks_see_each_parameters_path_group_step_and_touched_rows() {
         let (when, info) = &seen[1];
         assert_eq!(*when, "post");
         assert_eq!(info.params[0].step, 1);
-        // On flex the row update ran fused, over flex's storage; elsewhere (wgpu) composed,
-        // from Burn tensor operations.
-        let expected = if on_flex() {
-            Kernel::Fused
-        } else {
-            Kernel::Composed
-        };
-        assert_eq!(info.params[0].kernel, Some(expected));
+        // Fused on both backends the tests select: flex's loops, wgpu's CubeCL kernel.
+        assert_eq!(info.params[0].kernel, Some(Kernel::Fused));
         assert_eq!(info.params[1].kernel, None);
     }
     assert!(pre.remove());

@@ -7,14 +7,20 @@
 //!   `Tensor::try_into_primitive::<Flex>()` (`burn-tensor-0.22.1/src/tensor/api/extension.rs`).
 //!   The optimizer hands this layer values without autodiff, so this also serves autodiff
 //!   training;
+//! - *fused* on CubeCL backends (feature `wgpu`): the row update as one CubeCL kernel, a
+//!   backend extension that burn-fusion queues with the step's other operations when fusion
+//!   is on (Burn's default for wgpu) and that runs directly when it is off ([`cube`]);
 //! - *composed* everywhere else: Burn tensor operations that run on every backend (wgpu
-//!   with or without fusion, ndarray, a flex tensor that is not `f32`).
+//!   without the feature, ndarray, a tensor that is not `f32`), and on wgpu for the lookup and
+//!   the row sums, which are not fused there.
 //!
 //! The formula itself is not written here: it is the core's
 //! [`sparse_adam_delta`](sparse_adam_core::sparse_adam_delta), run on whole tensors through
 //! the [`Lanes`] newtype (Rust's orphan rule keeps the core's trait off Burn's `Tensor`).
 
 mod composed;
+#[cfg(feature = "wgpu")]
+mod cube;
 #[cfg(feature = "flex")]
 mod flex;
 
@@ -24,7 +30,8 @@ use sparse_adam_core::{Elementwise, RowDelta, StepScalars};
 /// Which path an operation took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// The core's loops over a backend's storage (burn-flex).
+    /// One pass over the touched rows: the core's loops over burn-flex's storage, or one
+    /// CubeCL kernel on a `Cube` device (with or without burn-fusion).
     Fused,
     /// Burn tensor operations.
     Composed,
@@ -41,7 +48,7 @@ pub fn use_fused_kernels(enabled: bool) {
     FUSED.store(enabled, std::sync::atomic::Ordering::Relaxed);
 }
 
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "wgpu"))]
 fn fused() -> bool {
     FUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -109,6 +116,14 @@ pub(crate) fn step_rows(
     #[cfg(feature = "flex")]
     let (table, values) = match fused() {
         true => match flex::step_rows(table, rows, values, scalars) {
+            Ok(table) => return (table, Kernel::Fused),
+            Err(given_back) => given_back,
+        },
+        false => (table, values),
+    };
+    #[cfg(feature = "wgpu")]
+    let (table, values) = match fused() {
+        true => match cube::step_rows(table, rows, values, scalars) {
             Ok(table) => return (table, Kernel::Fused),
             Err(given_back) => given_back,
         },

@@ -48,8 +48,8 @@ pub struct ParamStep {
     /// How it steps.
     pub path: StepPath,
     /// For post-hooks, the path its row update took ([`Kernel::Fused`] on burn-flex with
-    /// feature `flex`); `None` in pre-hooks, for dense steps and for steps that touch no
-    /// row.
+    /// feature `flex`, and on wgpu, with or without burn-fusion, with feature `wgpu`); `None`
+    /// in pre-hooks, for dense steps and for steps that touch no row.
     pub kernel: Option<Kernel>,
 }
 

@@ -8,8 +8,9 @@
 //!     [--fixtures DIR] [--optimizer sparse-adam|module|both] [--kernels fused|composed|both]
 //! ```
 //!
-//! The fused kernels are burn-flex's: on wgpu only the composed path exists, so `--kernels`
-//! defaults to `composed` there and `fused` is refused.
+//! `--kernels both` (the default) replays each fixture through the fused paths (flex's
+//! loops; on wgpu the CubeCL row update under burn-fusion) and again through the composed
+//! ones.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use burn_sparse_adam_tests::{
 fn usage() -> ExitCode {
     eprintln!(
         "usage: [BURN_SPARSE_ADAM_BACKEND=flex|wgpu] conformance [--fixtures DIR] [--optimizer sparse-adam|module|both] [--kernels fused|composed|both]\n\
-         (BURN_SPARSE_ADAM_BACKEND picks the backend, flex by default; the fused kernels are flex's, so wgpu runs the composed path only)"
+         (BURN_SPARSE_ADAM_BACKEND picks the backend, flex by default; --kernels both is the default)"
     );
     ExitCode::from(2)
 }
@@ -37,15 +38,9 @@ fn main() -> ExitCode {
         },
         _ => TestBackend::Flex,
     };
-    // Only flex has fused kernels.
-    let has_fused = backend == TestBackend::Flex;
     let mut dir: PathBuf = fixture_dir();
     let mut runners = vec![Runner::SparseAdamOptimizer, Runner::ModuleOptimizer];
-    let mut kernels = if has_fused {
-        vec![true, false]
-    } else {
-        vec![false]
-    };
+    let mut kernels = vec![true, false];
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let Some(value) = args.next() else {
@@ -56,17 +51,9 @@ fn main() -> ExitCode {
             ("--optimizer", "sparse-adam") => runners = vec![Runner::SparseAdamOptimizer],
             ("--optimizer", "module") => runners = vec![Runner::ModuleOptimizer],
             ("--optimizer", "both") => {}
-            ("--kernels", "fused") if has_fused => kernels = vec![true],
-            ("--kernels", "fused") => {
-                eprintln!(
-                    "--kernels fused: the fused kernels are flex's; {} has none",
-                    backend.name()
-                );
-                return usage();
-            }
+            ("--kernels", "fused") => kernels = vec![true],
             ("--kernels", "composed") => kernels = vec![false],
-            ("--kernels", "both") if has_fused => kernels = vec![true, false],
-            ("--kernels", "both") => kernels = vec![false],
+            ("--kernels", "both") => kernels = vec![true, false],
             _ => return usage(),
         }
     }
