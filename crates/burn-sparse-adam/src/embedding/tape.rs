@@ -94,6 +94,49 @@ fn hollow<B: AutodiffBackend>(output: Tensor<B, 3>) -> Leaf<B> {
     }
 }
 
+/// [`hollow`] before any autodiff entry point (`collect_grads`, the optimizer, `valid`) has
+/// named `B`'s inner backend, as for the first lookups of a freshly built table: `B` is tried
+/// as each autodiff backend this crate names by its features (Burn's `Autodiff` over
+/// burn-ndarray with `ndarray`, over burn-wgpu with `wgpu`, at Burn's default element
+/// types). Hands `output` back when `B` is none of them; the tape then keeps the whole
+/// output until an entry point names the backend.
+fn hollow_known<B: Backend>(output: Tensor<B, 3>) -> Result<Leaf<B>, Tensor<B, 3>> {
+    let found = Err(output);
+    #[cfg(feature = "ndarray")]
+    let found = found.or_else(hollow_as::<B, Autodiff<burn::backend::NdArray>>);
+    #[cfg(feature = "wgpu")]
+    let found = found.or_else(hollow_as::<B, Autodiff<burn::backend::Wgpu>>);
+    found
+}
+
+/// [`hollow`] for `A` when `B` is `A`; `output` back, untouched, when it is not.
+#[allow(dead_code)] // unused without the `ndarray` and `wgpu` features
+fn hollow_as<B: Backend, A: AutodiffBackend>(
+    output: Tensor<B, 3>,
+) -> Result<Leaf<B>, Tensor<B, 3>> {
+    let boxed: Box<dyn Any> = Box::new(output.into_primitive().tensor());
+    let primitive = match float_primitive::<A>(boxed) {
+        Ok(primitive) => primitive,
+        Err(boxed) => {
+            let primitive = same::<B>(boxed);
+            return Err(Tensor::from_primitive(TensorPrimitive::Float(primitive)));
+        }
+    };
+    let leaf = hollow::<A>(Tensor::from_primitive(TensorPrimitive::Float(primitive)));
+    let handle: Box<dyn Any> = Box::new(leaf.handle.into_primitive().tensor());
+    Ok(Leaf {
+        handle: Tensor::from_primitive(TensorPrimitive::Float(same::<B>(handle))),
+        alive: leaf.alive,
+    })
+}
+
+/// The float primitive of `B` that `boxed` holds, being `B`'s own or that of the backend `B` is.
+fn same<B: Backend>(boxed: Box<dyn Any>) -> B::FloatTensorPrimitive {
+    *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .unwrap_or_else(|_| unreachable!("the primitive came from this backend"))
+}
+
 /// The float primitive of backend `A` in `boxed`, if that is its type.
 fn float_primitive<A: Backend>(
     boxed: Box<dyn Any>,
@@ -205,10 +248,10 @@ impl<B: Backend> RowGradTape<B> {
         let mut state = self.lock();
         let leaf = match state.hollow {
             Some(hollow) => hollow(output),
-            None => Leaf {
+            None => hollow_known(output).unwrap_or_else(|output| Leaf {
                 handle: output,
                 alive: None,
-            },
+            }),
         };
         state.pending.push(PendingLookup {
             thread: std::thread::current().id(),
@@ -485,5 +528,34 @@ mod tests {
         let rows = tape.take_from(&mut grads).expect("the lookup took part");
         assert_eq!(rows.rows(), [0, 1]);
         assert_eq!(tape.counts(), (0, 0));
+    }
+
+    /// A freshly built table's tape (no autodiff entry point has named the backend yet)
+    /// keeps none of its lookups' values either, on the backends the crate's features name:
+    /// 500 forwards without a backward pass keep one value each, not their outputs. (How
+    /// many of them are kept depends on when autodiff lets go of their graph: lookups it has
+    /// released are pruned beyond [`KEPT_RELEASED`], tested in the integration suite.)
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn a_fresh_tape_keeps_no_lookup_values() {
+        use burn::backend::NdArray;
+        type B = Autodiff<NdArray>;
+        let device = Default::default();
+        let tape = RowGradTape::<B>::default();
+        for _ in 0..500 {
+            let output = Tensor::<B, 3>::ones([4, 8, 16], &device).require_grad();
+            tape.record(vec![0, 1], vec![0; 32], output.clone().mul_scalar(2.0));
+        }
+        let state = tape.lock();
+        assert!(!state.pending.is_empty());
+        for lookup in &state.pending {
+            let leaf = lookup.leaf.as_ref().expect("a tracked lookup");
+            assert_eq!(
+                leaf.handle.shape().num_elements(),
+                1,
+                "a lookup keeps one value"
+            );
+            assert!(leaf.alive.is_some(), "its liveness is seen");
+        }
     }
 }
