@@ -5,7 +5,8 @@
 //! - `conformance [--line 0.1|0.2] [--fixtures DIR] [ARGS…]`: replays the PyTorch fixtures on
 //!   a line (default 0.1: `--backend ndarray|wgpu`; 0.2: `--optimizer`, `--kernels`, on the
 //!   backend `BURN_SPARSE_ADAM_BACKEND=flex|wgpu` selects, flex by default).
-//! - `bench [ARGS…]`: the release benchmark (see `crates/bench`).
+//! - `bench [--line 0.1|0.2] [ARGS…]`: the release benchmark of a line (default 0.1:
+//!   `crates/bench`; 0.2: `burn-0.22/bench`), PyTorch beside it with `--torch`.
 //! - `wordnet-data [--check]`: regenerates the shipped WordNet graph from `wordnet-base`.
 
 mod test_backends;
@@ -22,7 +23,8 @@ commands:
                                 --kernels fused|composed|both, on the backend that
                                 BURN_SPARSE_ADAM_BACKEND=flex|wgpu selects, flex by default;
                                 fused kernels are flex's, so wgpu runs the composed path)
-  bench [--help | ARGS...]                             benchmark against Burn's Adam and PyTorch
+  bench [--line 0.1|0.2] [--help | ARGS...]           benchmark a line against Burn's Adam and PyTorch
+                                (0.1: --backend ndarray|wgpu; 0.2: --backend flex|wgpu)
   wordnet-data [--wordnet-dir DIR] [--check]           regenerate examples/data/wordnet-nouns.tsv.gz";
 
 fn main() -> ExitCode {
@@ -34,17 +36,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "test-backends" => test_backends::run(rest),
         "conformance" => conformance(rest),
-        "bench" => cargo(
-            &[
-                "run",
-                "--quiet",
-                "--release",
-                "--package",
-                "sparse-adam-bench",
-                "--",
-            ],
-            rest,
-        ),
+        "bench" => bench(rest),
         "wordnet-data" => wordnet_data::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -61,12 +53,48 @@ fn main() -> ExitCode {
     }
 }
 
-/// `conformance [--line 0.1|0.2] ARGS…`: the line's conformance runner with `ARGS`.
-fn conformance(args: &[String]) -> Result<(), String> {
-    let (line, rest): (&str, Vec<String>) = match args {
+/// Splits a leading `--line L` off `args`: the line (default 0.1) and the rest.
+fn line_arg(args: &[String]) -> (&str, Vec<String>) {
+    match args {
         [flag, line, rest @ ..] if flag == "--line" => (line.as_str(), rest.to_vec()),
         _ => ("0.1", args.to_vec()),
-    };
+    }
+}
+
+/// `bench [--line 0.1|0.2] ARGS…`: the line's release benchmark with `ARGS`.
+fn bench(args: &[String]) -> Result<(), String> {
+    let (line, rest) = line_arg(args);
+    match line {
+        "0.1" => cargo(
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "sparse-adam-bench",
+                "--",
+            ],
+            &rest,
+        ),
+        "0.2" => cargo_in(
+            &workspace_root().join("burn-0.22"),
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "sparse-adam-bench-022",
+                "--",
+            ],
+            &rest,
+        ),
+        other => Err(format!("--line {other:?}: expected 0.1 or 0.2")),
+    }
+}
+
+/// `conformance [--line 0.1|0.2] ARGS…`: the line's conformance runner with `ARGS`.
+fn conformance(args: &[String]) -> Result<(), String> {
+    let (line, rest) = line_arg(args);
     match line {
         "0.1" => cargo(
             &[

@@ -37,13 +37,14 @@ const BACKENDS: [&str; 3] = ["ndarray", "flex", "wgpu"];
 const ENV: &str = "BURN_SPARSE_ADAM_BACKEND";
 
 /// Packages whose tests never touch a Burn backend: the Burn-free core, the WordNet graph,
-/// these chores, and the benchmark (its tests check its sampler, its medians and its JSON
-/// lines). The wgpu pass leaves them out.
-const HOST_ONLY_PACKAGES: [&str; 4] = [
+/// these chores, and the benchmark with its Burn-free part (whose tests check its sampler,
+/// its medians, its command line and its JSON lines). The wgpu pass leaves them out.
+const HOST_ONLY_PACKAGES: [&str; 5] = [
     "sparse-adam-core",
     "wordnet-graph",
     "xtask",
     "sparse-adam-bench",
+    "sparse-adam-bench-core",
 ];
 
 /// The part of a test's name that marks it host-only: the suite keeps such tests in a `host`

@@ -10,9 +10,10 @@ use std::process::Command;
 
 use crate::record::TorchRecord;
 
-/// The script, next to this crate's manifest.
+/// The script, `crates/bench/bench_torch.py` (next to the 0.1 line's bench, which both lines'
+/// benches run).
 pub fn script_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench_torch.py")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/bench_torch.py")
 }
 
 /// Runs the script it is given as `sys.argv[1]`, then prints the peak RSS in KiB.

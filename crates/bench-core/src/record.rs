@@ -16,7 +16,7 @@ pub struct Record {
     /// `burn-sparse`, `burn-dense` or `burn-adam`.
     #[serde(rename = "impl")]
     pub imp: String,
-    /// `ndarray` or `wgpu`.
+    /// `ndarray` or `wgpu` (the 0.1 line), `flex` or `wgpu` (the 0.2 line).
     pub backend: String,
     /// Rows of the table.
     pub rows: usize,
@@ -78,10 +78,15 @@ pub struct Record {
     /// `GLIBC_TUNABLES` of the measuring process (`--malloc-keep`), if any.
     #[serde(default)]
     pub glibc_tunables: Option<String>,
-    /// Whether SparseAdam's row path could take burn-sparse-adam's fused burn-ndarray update
-    /// (on ndarray) rather than the composed tensor path.
+    /// Whether SparseAdam's row path could take burn-sparse-adam's fused CPU kernels rather
+    /// than the composed tensor path: burn-ndarray's on the 0.1 line, burn-flex's on the 0.2
+    /// line (the field keeps the name the 0.1 line's lines have).
     #[serde(default)]
     pub fused_ndarray: bool,
+    /// The Burn line measured, `0.2` (Burn 0.22); absent on the 0.1 line (Burn 0.21), whose
+    /// lines keep the fields they always had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
 }
 
 impl Record {
@@ -223,6 +228,7 @@ mod tests {
             load_1m: Some(1.25),
             glibc_tunables: None,
             fused_ndarray: true,
+            line: None,
         }
     }
 
@@ -270,6 +276,20 @@ mod tests {
         let older = r#"{"impl":"burn-adam","backend":"ndarray","rows":10,"dim":4,"batch":8,"steps":20,"median_ms_per_step":1.5,"median_ms_optimizer_step":0.25,"median_ms_forward_backward":1.25,"min_ms_per_step":1.0,"table_mb":0.1,"table_and_moments_mb":0.3,"median_unique_rows":7.0}"#;
         let r = Record::from_json(older).unwrap();
         assert!(r.final_loss.is_nan() && !r.fused_ndarray && r.peak_rss_mb.is_none());
+    }
+
+    /// The 0.2 line's records say so; the 0.1 line's lines have no `line` field.
+    #[test]
+    fn only_the_0_2_line_writes_its_line() {
+        let v: Value = serde_json::from_str(&record().to_json()).unwrap();
+        assert!(v.get("line").is_none());
+        let r = Record {
+            line: Some("0.2".into()),
+            backend: "flex".into(),
+            ..record()
+        };
+        assert!(r.to_json().contains(r#""line":"0.2""#));
+        assert_eq!(Record::from_json(&r.to_json()).unwrap(), r);
     }
 
     #[test]
