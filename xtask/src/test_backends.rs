@@ -24,9 +24,10 @@
 //!   ask for wgpu), so a second run would repeat the first.
 //! - Of those, it leaves out the packages whose tests never touch a Burn backend
 //!   ([`HOST_ONLY_PACKAGES`], `--exclude`) and, on the 0.2 line, its WordNet example
-//!   ([`FLEX_ONLY_PACKAGES_022`]: slow on lavapipe, nothing new on wgpu), and inside the suite the tests that run on the
-//!   host only (fixture listings, the reference's self-checks), which live in a `host`
-//!   module of their topic and are skipped by name ([`HOST_ONLY_TESTS`], `--skip`).
+//!   ([`FLEX_ONLY_PACKAGES_022`]: slow on lavapipe, nothing new on wgpu), and inside the
+//!   suite the tests that run on the host only (fixture listings, the reference's
+//!   self-checks), which live in a `host` module of their topic and are skipped by name
+//!   ([`HOST_ONLY_TESTS`], `--skip`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

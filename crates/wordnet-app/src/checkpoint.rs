@@ -40,7 +40,7 @@ pub struct GraphSize {
 pub struct CheckpointMeta {
     /// The line's [`Line::CHECKPOINT_FORMAT`](crate::Line::CHECKPOINT_FORMAT).
     pub format: u32,
-    /// The backend that trained it (`ndarray`, `wgpu`); several backends may have.
+    /// The backend that trained it (`ndarray` or `flex`, `wgpu`); several backends may have.
     pub backend: String,
     /// The optimizer (`sparse-adam`, `adam`).
     pub optimizer: String,
