@@ -18,8 +18,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use burn_sparse_adam::{collect_grads, SparseEmbedding, SparseEmbeddingConfig};
 
-use crate::rng::{Rng, Stream};
-use crate::skipgram::{skip_gram_loss, SkipGramBatch, SkipGramConfig};
+use crate::skipgram::{skip_gram_loss, BatchTensors, SkipGramBatch, SkipGramConfig};
+use wordnet_app::rng::{Rng, Stream};
 
 /// The table sizes and the spread of the initial input vectors.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,7 +56,7 @@ pub trait SkipGramModel<B: AutodiffBackend>: AutodiffModule<B> + Clone + Send + 
         config: &SkipGramConfig,
         device: &B::Device,
     ) -> Tensor<B, 1> {
-        let ids = batch.tensors::<B>(device);
+        let ids = BatchTensors::<B>::new(batch, device);
         skip_gram_loss(
             self.input(ids.centres),
             self.context(ids.walks),

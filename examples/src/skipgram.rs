@@ -1,125 +1,16 @@
-//! Skip-gram with negative sampling over random walks (word2vec's SGNS as DeepWalk and
-//! PyTorch Geometric's `Node2Vec` use it): the batches, and the loss on looked-up rows.
+//! Skip-gram with negative sampling on Burn 0.21 tensors: a batch's index tensors, and the
+//! loss on looked-up rows. The batches themselves are the shared crate's
+//! ([`wordnet_app::skipgram`], re-exported here).
 //!
-//! A walk of `walk_length` nodes holds `walk_length - window + 1` windows; a window is a
-//! *centre* and the `window - 1` nodes that follow it on the walk (its positive contexts).
-//! Each centre also gets `negatives` nodes drawn uniformly from the whole graph. The loss
-//! of a batch is PyTorch Geometric's: the mean of `-log σ(u·v)` over the positive pairs plus
-//! the mean of `-log σ(-u·v')` over the negative pairs, where `u` is the centre's input
-//! vector and `v`, `v'` are context vectors.
+//! The loss of a batch is PyTorch Geometric's: the mean of `-log σ(u·v)` over the positive
+//! pairs plus the mean of `-log σ(-u·v')` over the negative pairs, where `u` is the
+//! centre's input vector and `v`, `v'` are context vectors.
 
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
-use wordnet_graph::Adjacency;
 
-use crate::rng::Rng;
-use crate::walks::random_walk;
-
-/// The shape of the skip-gram samples.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkipGramConfig {
-    /// Nodes per walk (the start node included).
-    pub walk_length: usize,
-    /// Nodes per window: a centre and the `window - 1` nodes after it.
-    pub window: usize,
-    /// Uniform negative nodes per centre.
-    pub negatives: usize,
-}
-
-impl SkipGramConfig {
-    /// The number of centres (windows) per walk.
-    pub fn centres(&self) -> usize {
-        self.walk_length + 1 - self.window
-    }
-
-    /// Checks that a walk holds at least one window and that there are negatives.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the offending value.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.window < 2 {
-            return Err(format!(
-                "the window must hold a centre and at least one context node, got {}",
-                self.window
-            ));
-        }
-        if self.walk_length < self.window {
-            return Err(format!(
-                "the walk length ({}) must be at least the window ({})",
-                self.walk_length, self.window
-            ));
-        }
-        if self.negatives == 0 {
-            return Err("at least one negative per centre is needed".to_string());
-        }
-        Ok(())
-    }
-}
-
-/// One batch: `walks` random walks and the negatives of their centres, as host indices.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SkipGramBatch {
-    /// The number of walks.
-    pub walks: usize,
-    /// The sample shape.
-    pub config: SkipGramConfig,
-    /// `[walks, walk_length]` node indices, row-major.
-    pub nodes: Vec<i64>,
-    /// `[walks, centres * negatives]` node indices: the negatives of centre `c` of a walk
-    /// are its entries `c * negatives .. (c + 1) * negatives`.
-    pub negatives: Vec<i64>,
-}
-
-impl SkipGramBatch {
-    /// Draws the walks starting at `starts`, then the negatives, from `rng`.
-    pub fn sample(
-        adjacency: &Adjacency,
-        starts: &[u32],
-        config: &SkipGramConfig,
-        rng: &mut Rng,
-    ) -> Self {
-        let mut walk = Vec::with_capacity(config.walk_length);
-        let mut nodes = Vec::with_capacity(starts.len() * config.walk_length);
-        for &start in starts {
-            walk.clear();
-            random_walk(adjacency, start, config.walk_length, rng, &mut walk);
-            nodes.extend(walk.iter().map(|&n| i64::from(n)));
-        }
-        let num_nodes = adjacency.num_nodes() as u64;
-        let negatives = (0..starts.len() * config.centres() * config.negatives)
-            .map(|_| rng.below(num_nodes) as i64)
-            .collect();
-        Self {
-            walks: starts.len(),
-            config: config.clone(),
-            nodes,
-            negatives,
-        }
-    }
-
-    /// The index tensors of the lookups: the centres `[walks, centres]`, the whole walks
-    /// `[walks, walk_length]` and the negatives `[walks, centres * negatives]`.
-    pub fn tensors<B: Backend>(&self, device: &B::Device) -> BatchTensors<B> {
-        let length = self.config.walk_length;
-        let centres = self.config.centres();
-        let centre_ids: Vec<i64> = self
-            .nodes
-            .chunks(length)
-            .flat_map(|walk| walk[..centres].iter().copied())
-            .collect();
-        let tensor = |data: Vec<i64>, width: usize| {
-            Tensor::<B, 2, Int>::from_data(TensorData::new(data, [self.walks, width]), device)
-        };
-        BatchTensors {
-            centres: tensor(centre_ids, centres),
-            walks: tensor(self.nodes.clone(), length),
-            negatives: tensor(self.negatives.clone(), centres * self.config.negatives),
-        }
-    }
-}
+pub use wordnet_app::skipgram::{reference_loss, SkipGramBatch, SkipGramConfig};
 
 /// The index tensors of a [`SkipGramBatch`].
 #[derive(Clone, Debug)]
@@ -130,6 +21,21 @@ pub struct BatchTensors<B: Backend> {
     pub walks: Tensor<B, 2, Int>,
     /// `[walks, centres * negatives]`: the nodes whose context vectors the negative pairs use.
     pub negatives: Tensor<B, 2, Int>,
+}
+
+impl<B: Backend> BatchTensors<B> {
+    /// The index tensors of the lookups of `batch`.
+    pub fn new(batch: &SkipGramBatch, device: &B::Device) -> Self {
+        let config = &batch.config;
+        let tensor = |data: Vec<i64>, width: usize| {
+            Tensor::<B, 2, Int>::from_data(TensorData::new(data, [batch.walks, width]), device)
+        };
+        Self {
+            centres: tensor(batch.centre_ids(), config.centres()),
+            walks: tensor(batch.nodes.clone(), config.walk_length),
+            negatives: tensor(batch.negatives.clone(), config.centres() * config.negatives),
+        }
+    }
 }
 
 /// The skip-gram loss of a batch from its looked-up rows (see the [module docs](self)).
@@ -168,6 +74,7 @@ pub fn skip_gram_loss<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::NdArray;
+    use wordnet_app::rng::Rng;
 
     fn config() -> SkipGramConfig {
         SkipGramConfig {
@@ -178,54 +85,27 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_problem() {
-        assert!(config().validate().is_ok());
-        let short = SkipGramConfig {
-            walk_length: 2,
-            ..config()
-        };
-        assert!(short.validate().unwrap_err().contains("walk length (2)"));
-        let tiny = SkipGramConfig {
-            window: 1,
-            ..config()
-        };
-        assert!(tiny.validate().is_err());
-    }
-
-    #[test]
-    fn loss_matches_a_scalar_computation() {
+    fn loss_matches_the_reference() {
         let device = Default::default();
         let config = config(); // 2 centres per walk, 2 contexts and 2 negatives each
-        let centre = Tensor::<NdArray, 3>::from_data([[[0.1, 0.2], [0.3, -0.1]]], &device);
-        let context = Tensor::<NdArray, 3>::from_data(
-            [[[9.0, 9.0], [0.5, 0.4], [-0.2, 0.7], [0.6, 0.1]]],
-            &device,
-        );
-        let negative = Tensor::<NdArray, 3>::from_data(
-            [[[0.3, 0.3], [-0.4, 0.2], [0.1, -0.9], [0.8, 0.5]]],
-            &device,
-        );
-        let loss = skip_gram_loss(centre, context, negative, &config).into_scalar();
-
-        let dot = |a: [f64; 2], b: [f64; 2]| a[0] * b[0] + a[1] * b[1];
-        let nls = |x: f64| (1.0 + (-x).exp()).ln(); // -log σ(x)
-        let c = [[0.1, 0.2], [0.3, -0.1]];
-        let ctx = [[9.0, 9.0], [0.5, 0.4], [-0.2, 0.7], [0.6, 0.1]];
-        let neg = [[0.3, 0.3], [-0.4, 0.2], [0.1, -0.9], [0.8, 0.5]];
-        let pos = [
-            dot(c[0], ctx[1]),
-            dot(c[0], ctx[2]),
-            dot(c[1], ctx[2]),
-            dot(c[1], ctx[3]),
+        let centre = [0.1, 0.2, 0.3, -0.1, -0.5, 0.4, 0.2, 0.2];
+        let context = [
+            9.0, 9.0, 0.5, 0.4, -0.2, 0.7, 0.6, 0.1, 0.3, -0.3, 1.0, 0.0, 0.2, 0.9, -0.6, 0.5,
         ];
-        let negs = [
-            dot(c[0], neg[0]),
-            dot(c[0], neg[1]),
-            dot(c[1], neg[2]),
-            dot(c[1], neg[3]),
+        let negative = [
+            0.3, 0.3, -0.4, 0.2, 0.1, -0.9, 0.8, 0.5, 0.0, 0.7, -0.1, -0.2, 0.4, 0.4, 0.9, -0.8,
         ];
-        let expected = pos.iter().map(|&x| nls(x)).sum::<f64>() / 4.0
-            + negs.iter().map(|&x| nls(-x)).sum::<f64>() / 4.0;
+        let tensor = |values: &[f32], rows: usize| {
+            Tensor::<NdArray, 3>::from_data(TensorData::new(values.to_vec(), [2, rows, 2]), &device)
+        };
+        let loss = skip_gram_loss(
+            tensor(&centre, 2),
+            tensor(&context, 4),
+            tensor(&negative, 4),
+            &config,
+        )
+        .into_scalar();
+        let expected = reference_loss(&centre, &context, &negative, 2, 2, &config);
         assert!(
             (f64::from(loss) - expected).abs() < 1e-6,
             "{loss} vs {expected}"
@@ -233,33 +113,26 @@ mod tests {
     }
 
     #[test]
-    fn batches_have_the_documented_layout() {
-        let graph = crate::graph::tests::toy();
-        let adjacency = graph.adjacency();
-        let batch = SkipGramBatch::sample(&adjacency, &[3, 5], &config(), &mut Rng::new(9));
-        assert_eq!(batch.nodes.len(), 2 * 4);
-        assert_eq!(batch.nodes[0], 3);
-        assert_eq!(batch.nodes[4], 5);
-        assert_eq!(batch.negatives.len(), 2 * 2 * 2);
-        assert!(batch.negatives.iter().all(|&n| (0..7).contains(&n)));
-        let tensors = batch.tensors::<NdArray>(&Default::default());
+    fn index_tensors_have_the_batch_layout() {
+        let graph = wordnet_graph::NounGraph::new(
+            vec![0, 1, 2],
+            ["a", "b", "c"].map(String::from).to_vec(),
+            vec![wordnet_graph::Edge {
+                child: 1,
+                parent: 0,
+                kind: wordnet_graph::EdgeKind::Hypernym,
+            }],
+        )
+        .unwrap();
+        let batch = SkipGramBatch::sample(&graph.adjacency(), &[1, 2], &config(), &mut Rng::new(9));
+        let tensors = BatchTensors::<NdArray>::new(&batch, &Default::default());
         assert_eq!(tensors.centres.dims(), [2, 2]);
         assert_eq!(tensors.walks.dims(), [2, 4]);
         assert_eq!(tensors.negatives.dims(), [2, 4]);
-        let centres = tensors
-            .centres
-            .into_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap();
-        assert_eq!(
-            centres,
-            [
-                batch.nodes[0],
-                batch.nodes[1],
-                batch.nodes[4],
-                batch.nodes[5]
-            ]
-        );
+        let ids =
+            |t: Tensor<NdArray, 2, Int>| t.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        assert_eq!(ids(tensors.centres), batch.centre_ids());
+        assert_eq!(ids(tensors.walks), batch.nodes);
+        assert_eq!(ids(tensors.negatives), batch.negatives);
     }
 }

@@ -1,188 +1,22 @@
-//! The training loop: configuration, one SparseAdam (or Adam) step per batch of walks,
-//! epochs with their evaluation, and the metrics history.
-//!
-//! One step is three lines (see [`Training::step`]):
-//!
-//! ```text
-//! let loss = model.loss(&batch, &config.skip_gram, &device);   // lookups + skip-gram loss
-//! let grads = collect_grads(loss.backward(), &model);          // row gradients of both tables
-//! let model = optim.step(lr, model, grads);                    // SparseAdam: looked-up rows only
-//! ```
-//!
-//! Everything random is drawn from streams of the run's seed (see [`crate::rng`]), epoch by
-//! epoch, so the same seed gives the same numbers on the same backend, and a run resumed
-//! from the checkpoint of epoch `e` continues exactly as the uninterrupted run did.
+//! The training state on Burn 0.21: [`Training`], a model and its optimizer on one backend,
+//! driven by the shared loop ([`Trainer::run_epoch`]). The configuration, the data and the
+//! history are the shared crate's ([`wordnet_app::train`], re-exported here).
 
-use std::time::Instant;
+use std::path::Path;
 
 use burn::optim::Optimizer;
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
-use serde::{Deserialize, Serialize};
-use wordnet_graph::{Adjacency, NounGraph};
 
-use crate::eval::{evaluate, Aucs, EvalPairs};
+pub use wordnet_app::train::{
+    EpochRecord, History, Silent, StepObserver, TrainConfig, TrainData, Trainer,
+};
+
+use crate::checkpoint::CheckpointRecorder;
+use crate::eval::{cosine_similarities, similarities_to};
 use crate::model::{ModelShape, SkipGramModel};
-use crate::rng::{Rng, Stream};
-use crate::skipgram::{SkipGramBatch, SkipGramConfig};
-use crate::walks::epoch_starts;
-
-/// Everything that determines a run's numbers, besides the graph and the backend.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Width of the input and context vectors.
-    pub dim: usize,
-    /// Standard deviation of the initial input vectors (context vectors start at zero).
-    pub init_std: f64,
-    /// Walk length, window and negatives.
-    pub skip_gram: SkipGramConfig,
-    /// Walks started from each node per epoch.
-    pub walks_per_node: usize,
-    /// Walks per batch (per optimizer step).
-    pub batch_size: usize,
-    /// The optimizer's learning rate.
-    pub lr: f64,
-    /// The seed of every random stream.
-    pub seed: u64,
-    /// Pairs of each kind (direct, grandparent) the evaluation scores.
-    pub eval_pairs: usize,
-}
-
-impl Default for TrainConfig {
-    /// The issue's configuration, the PyTorch reference's: dim 64, walks of 20 nodes, one
-    /// walk per node per epoch, window 5, 5 negatives, batches of 256 walks, lr 0.01,
-    /// input vectors `N(0, 0.1)`, 5,000 evaluation pairs of each kind.
-    fn default() -> Self {
-        Self {
-            dim: 64,
-            init_std: 0.1,
-            skip_gram: SkipGramConfig {
-                walk_length: 20,
-                window: 5,
-                negatives: 5,
-            },
-            walks_per_node: 1,
-            batch_size: 256,
-            lr: 0.01,
-            seed: 0,
-            eval_pairs: 5_000,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Checks the values that would make training meaningless or panic.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the offending setting.
-    pub fn validate(&self) -> Result<(), String> {
-        self.skip_gram.validate()?;
-        if self.dim == 0 {
-            return Err("the dimension must be at least 1".into());
-        }
-        if self.walks_per_node == 0 || self.batch_size == 0 {
-            return Err("walks per node and batch size must be at least 1".into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!(
-                "the learning rate must be finite and > 0, got {}",
-                self.lr
-            ));
-        }
-        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
-            return Err(format!(
-                "the init std must be finite and >= 0, got {}",
-                self.init_std
-            ));
-        }
-        Ok(())
-    }
-
-    /// Optimizer steps per epoch on a graph of `nodes` nodes.
-    pub fn steps_per_epoch(&self, nodes: usize) -> usize {
-        (nodes * self.walks_per_node).div_ceil(self.batch_size)
-    }
-}
-
-/// The graph in the forms training and evaluation use.
-#[derive(Clone, Debug)]
-pub struct TrainData {
-    /// The graph.
-    pub graph: NounGraph,
-    /// Its undirected adjacency, for the walks.
-    pub adjacency: Adjacency,
-    /// The pairs every evaluation scores.
-    pub eval_pairs: EvalPairs,
-}
-
-impl TrainData {
-    /// Prepares `graph` for a run of `config`.
-    pub fn new(graph: NounGraph, config: &TrainConfig) -> Self {
-        let adjacency = graph.adjacency();
-        let eval_pairs = EvalPairs::sample(&graph, config.eval_pairs, config.seed);
-        Self {
-            graph,
-            adjacency,
-            eval_pairs,
-        }
-    }
-}
-
-/// What one epoch measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// The epoch, from 1.
-    pub epoch: usize,
-    /// The mean batch loss of the epoch.
-    pub loss: f64,
-    /// Optimizer steps taken.
-    pub steps: usize,
-    /// Wall-clock seconds of the training (sampling, steps), evaluation excluded.
-    pub train_secs: f64,
-    /// Seconds the evaluation took.
-    pub eval_secs: f64,
-    /// ROC AUC of edges against random pairs after the epoch.
-    pub direct_auc: f64,
-    /// ROC AUC of grandparent pairs against random pairs after the epoch.
-    pub grandparent_auc: f64,
-}
-
-/// The metrics of a run so far; saved with the checkpoint, drawn by [`crate::plot`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// `(direct, grandparent)` AUCs of the initial vectors.
-    pub initial_aucs: Option<(f64, f64)>,
-    /// One record per finished epoch.
-    pub epochs: Vec<EpochRecord>,
-    /// `(position in epochs, mean loss)` over stretches of about 1/50 epoch.
-    pub loss_curve: Vec<(f64, f64)>,
-}
-
-impl History {
-    /// Mean training seconds per epoch, over every recorded epoch.
-    pub fn secs_per_epoch(&self) -> f64 {
-        if self.epochs.is_empty() {
-            return f64::NAN;
-        }
-        self.epochs.iter().map(|e| e.train_secs).sum::<f64>() / self.epochs.len() as f64
-    }
-}
-
-/// Watches the steps of an epoch (a progress bar, periodic lines, or nothing).
-pub trait StepObserver {
-    /// An epoch of `steps` steps begins.
-    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
-    /// Step `step` (from 1) finished with batch loss `loss`.
-    fn step(&mut self, _step: usize, _loss: f64) {}
-    /// The epoch's steps are done.
-    fn epoch_end(&mut self) {}
-}
-
-/// A [`StepObserver`] that shows nothing.
-pub struct Silent;
-
-impl StepObserver for Silent {}
+use crate::skipgram::SkipGramBatch;
 
 /// A model, its optimizer and the run's history, on one backend.
 pub struct Training<B: AutodiffBackend, M, O> {
@@ -229,11 +63,6 @@ impl<B: AutodiffBackend, M: SkipGramModel<B>, O: Optimizer<M, B>> Training<B, M,
         (self.config, model, self.optim, self.history)
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &TrainConfig {
-        &self.config
-    }
-
     /// The model.
     pub fn model(&self) -> &M {
         self.model
@@ -246,23 +75,26 @@ impl<B: AutodiffBackend, M: SkipGramModel<B>, O: Optimizer<M, B>> Training<B, M,
         &self.optim
     }
 
-    /// The metrics so far.
-    pub fn history(&self) -> &History {
-        &self.history
-    }
-
     /// The device.
     pub fn device(&self) -> &B::Device {
         &self.device
     }
+}
 
-    /// Epochs finished.
-    pub fn epochs_done(&self) -> usize {
-        self.history.epochs.len()
+impl<B: AutodiffBackend, M: SkipGramModel<B>, O: Optimizer<M, B>> Trainer for Training<B, M, O> {
+    fn config(&self) -> &TrainConfig {
+        &self.config
     }
 
-    /// One optimizer step on `batch`; returns the batch's loss.
-    pub fn step(&mut self, batch: &SkipGramBatch) -> f64 {
+    fn history(&self) -> &History {
+        &self.history
+    }
+
+    fn history_mut(&mut self) -> &mut History {
+        &mut self.history
+    }
+
+    fn step(&mut self, batch: &SkipGramBatch) -> f64 {
         let model = self
             .model
             .take()
@@ -276,88 +108,26 @@ impl<B: AutodiffBackend, M: SkipGramModel<B>, O: Optimizer<M, B>> Training<B, M,
         value
     }
 
-    /// The AUCs of the current input vectors, computed on the inner backend.
-    pub fn evaluate(&self, pairs: &EvalPairs) -> Aucs {
-        evaluate(&self.model().input_vectors(), pairs)
+    /// On the inner backend: no autodiff graph for the evaluation.
+    fn cosine_similarities(&self, pairs: &[(u32, u32)]) -> Vec<f32> {
+        cosine_similarities(&self.model().input_vectors(), pairs)
     }
 
-    /// Records the AUCs of the initial vectors, once (before the first epoch).
-    pub fn evaluate_initial(&mut self, data: &TrainData) -> (f64, f64) {
-        if let Some(initial) = self.history.initial_aucs {
-            return initial;
-        }
-        let aucs = self.evaluate(&data.eval_pairs);
-        self.history.initial_aucs = Some((aucs.direct, aucs.grandparent));
-        (aucs.direct, aucs.grandparent)
+    fn similarities_to(&self, query: u32) -> Vec<f32> {
+        similarities_to(&self.model().input_vectors(), query)
     }
 
-    /// Trains the next epoch and evaluates it: the epoch's walks are drawn from the
-    /// [`Stream::Epoch`] stream of `(seed, epoch)`, in batches of `batch_size` walks.
-    /// `epochs` is only passed on to `observer`.
-    pub fn run_epoch(
-        &mut self,
-        data: &TrainData,
-        epochs: usize,
-        observer: &mut dyn StepObserver,
-    ) -> &EpochRecord {
-        let epoch = self.epochs_done() + 1;
-        let nodes = data.graph.num_nodes();
-        let steps = self.config.steps_per_epoch(nodes);
-        let mut rng = Rng::stream(self.config.seed, Stream::Epoch, epoch as u64);
-        let starts = epoch_starts(nodes, self.config.walks_per_node, &mut rng);
-        let stretch = steps.div_ceil(50).max(1);
-
-        observer.epoch_start(epoch, epochs, steps);
-        let started = Instant::now();
-        let (mut total, mut stretch_total, mut stretch_steps) = (0.0, 0.0, 0);
-        for (index, chunk) in starts.chunks(self.config.batch_size).enumerate() {
-            let batch =
-                SkipGramBatch::sample(&data.adjacency, chunk, &self.config.skip_gram, &mut rng);
-            let loss = self.step(&batch);
-            total += loss;
-            stretch_total += loss;
-            stretch_steps += 1;
-            if stretch_steps == stretch || index + 1 == steps {
-                let position = (epoch - 1) as f64 + (index + 1) as f64 / steps as f64;
-                self.history
-                    .loss_curve
-                    .push((position, stretch_total / stretch_steps as f64));
-                (stretch_total, stretch_steps) = (0.0, 0);
-            }
-            observer.step(index + 1, loss);
-        }
-        let train_secs = started.elapsed().as_secs_f64();
-        observer.epoch_end();
-
-        let started = Instant::now();
-        let aucs = self.evaluate(&data.eval_pairs);
-        self.history.epochs.push(EpochRecord {
-            epoch,
-            loss: total / steps as f64,
-            steps,
-            train_secs,
-            eval_secs: started.elapsed().as_secs_f64(),
-            direct_auc: aucs.direct,
-            grandparent_auc: aucs.grandparent,
-        });
-        self.history.epochs.last().expect("just pushed")
+    fn record_extension(&self) -> &'static str {
+        "bin"
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_the_issues() {
-        let config = TrainConfig::default();
-        assert!(config.validate().is_ok());
-        assert_eq!(config.steps_per_epoch(82_115), 321);
-        assert_eq!(config.skip_gram.centres(), 16);
-        let bad = TrainConfig {
-            lr: 0.0,
-            ..TrainConfig::default()
-        };
-        assert!(bad.validate().unwrap_err().contains("learning rate"));
+    fn save_records(&self, model: &Path, optimizer: &Path) -> Result<(), String> {
+        let recorder = CheckpointRecorder::new();
+        recorder
+            .record(self.model().clone().into_record(), model.to_path_buf())
+            .map_err(|e| format!("cannot write the model record: {e}"))?;
+        recorder
+            .record(self.optim.to_record(), optimizer.to_path_buf())
+            .map_err(|e| format!("cannot write the optimizer record: {e}"))
     }
 }

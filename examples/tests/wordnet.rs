@@ -18,7 +18,7 @@ use burn_sparse_adam_examples::graph::{self, default_data_path};
 use burn_sparse_adam_examples::model::{DenseSkipGram, SkipGramModel, SparseSkipGram};
 use burn_sparse_adam_examples::progress::ProgressMode;
 use burn_sparse_adam_examples::skipgram::SkipGramConfig;
-use burn_sparse_adam_examples::train::{Silent, TrainConfig, TrainData, Training};
+use burn_sparse_adam_examples::train::{Silent, TrainConfig, TrainData, Trainer, Training};
 use burn_sparse_adam_examples::Error;
 use wordnet_graph::NounGraph;
 

@@ -23,9 +23,11 @@
 //!   on the host or on a backend they name themselves (burn-sparse-adam's wgpu kernel tests
 //!   ask for wgpu), so a second run would repeat the first.
 //! - Of those, it leaves out the packages whose tests never touch a Burn backend
-//!   ([`HOST_ONLY_PACKAGES`], `--exclude`), and inside the suite the tests that run on the
-//!   host only (fixture listings, the reference's self-checks), which live in a `host`
-//!   module of their topic and are skipped by name ([`HOST_ONLY_TESTS`], `--skip`).
+//!   ([`HOST_ONLY_PACKAGES`], `--exclude`) and, on the 0.2 line, its WordNet example
+//!   ([`FLEX_ONLY_PACKAGES_022`]: slow on lavapipe, nothing new on wgpu), and inside the
+//!   suite the tests that run on the host only (fixture listings, the reference's
+//!   self-checks), which live in a `host` module of their topic and are skipped by name
+//!   ([`HOST_ONLY_TESTS`], `--skip`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -36,16 +38,25 @@ use crate::workspace_root;
 const BACKENDS: [&str; 3] = ["ndarray", "flex", "wgpu"];
 const ENV: &str = "BURN_SPARSE_ADAM_BACKEND";
 
-/// Packages whose tests never touch a Burn backend: the Burn-free core, the WordNet graph,
-/// these chores, and the benchmark with its Burn-free part (whose tests check its sampler,
-/// its medians, its command line and its JSON lines). The wgpu pass leaves them out.
-const HOST_ONLY_PACKAGES: [&str; 5] = [
+/// Packages whose tests never touch a Burn backend: the Burn-free core, the WordNet graph
+/// and the WordNet example's Burn-free pipeline, these chores, and the benchmark with its
+/// Burn-free part (whose tests check its sampler, its medians, its command line and its JSON
+/// lines). The wgpu pass leaves them out.
+const HOST_ONLY_PACKAGES: [&str; 6] = [
     "sparse-adam-core",
     "wordnet-graph",
+    "wordnet-app",
     "xtask",
     "sparse-adam-bench",
     "sparse-adam-bench-core",
 ];
+
+/// The 0.2 line's packages that its wgpu pass leaves out. The WordNet example's tests train
+/// hundreds of steps end to end, slow on Mesa's lavapipe, and add nothing on wgpu that the
+/// suite in `burn-0.22/tests` does not check. They run in the flex pass.
+/// The 0.2 bench's tests check its command line only, as the 0.1 bench's do.
+const FLEX_ONLY_PACKAGES_022: [&str; 2] =
+    ["burn-sparse-adam-examples-022", "sparse-adam-bench-022"];
 
 /// The part of a test's name that marks it host-only: the suite keeps such tests in a `host`
 /// module of their topic (`conformance::host::every_fixture_is_listed`). The wgpu pass
@@ -75,8 +86,9 @@ struct Line {
     /// The backends of its passes, in order: the first runs everything, the others the
     /// integration tests ([`pass_args`]).
     backends: &'static [&'static str],
-    /// The packages its wgpu pass leaves out (their tests never touch a Burn backend).
-    host_only_packages: &'static [&'static str],
+    /// The packages its wgpu pass leaves out (their tests never touch a Burn backend, or
+    /// run in its first pass only).
+    first_pass_only_packages: &'static [&'static str],
 }
 
 const LINES: [Line; 2] = [
@@ -84,13 +96,13 @@ const LINES: [Line; 2] = [
         name: "0.1 (Burn 0.21)",
         dir: ".",
         backends: &["ndarray", "wgpu"],
-        host_only_packages: &HOST_ONLY_PACKAGES,
+        first_pass_only_packages: &HOST_ONLY_PACKAGES,
     },
     Line {
         name: "0.2 (Burn 0.22)",
         dir: "burn-0.22",
         backends: &["flex", "wgpu"],
-        host_only_packages: &[],
+        first_pass_only_packages: &FLEX_ONLY_PACKAGES_022,
     },
 ];
 
@@ -201,7 +213,7 @@ fn pass_args(line: &Line, pass: usize) -> (Vec<&'static str>, Vec<&'static str>)
         return (Vec::new(), Vec::new());
     }
     let mut cargo_args = vec!["--test", "*"];
-    for package in line.host_only_packages {
+    for package in line.first_pass_only_packages {
         cargo_args.extend(["--exclude", package]);
     }
     (cargo_args, vec!["--skip", HOST_ONLY_TESTS])
@@ -301,7 +313,7 @@ fn count(counts: &str, what: &str) -> u64 {
 mod tests {
     use std::path::Path;
 
-    use super::{count, pass_args, HOST_ONLY_PACKAGES, LINES};
+    use super::{count, pass_args, FLEX_ONLY_PACKAGES_022, HOST_ONLY_PACKAGES, LINES};
     use crate::workspace_root;
 
     #[test]
@@ -325,11 +337,15 @@ mod tests {
             assert!(cargo_args.windows(2).any(|w| w == ["--exclude", package]));
         }
         assert_eq!(test_args, ["--skip", "host::"]);
-        // The 0.2 line: everything on flex, then its integration tests on wgpu.
+        // The 0.2 line: everything on flex, then its integration tests on wgpu, the
+        // example's left out.
         assert_eq!(v02.backends, ["flex", "wgpu"]);
         assert_eq!(pass_args(v02, 0), (vec![], vec![]));
         let (cargo_args, test_args) = pass_args(v02, 1);
-        assert_eq!(cargo_args, ["--test", "*"]);
+        assert_eq!(cargo_args[..2], ["--test", "*"]);
+        for package in FLEX_ONLY_PACKAGES_022 {
+            assert!(cargo_args.windows(2).any(|w| w == ["--exclude", package]));
+        }
         assert_eq!(test_args, ["--skip", "host::"]);
     }
 

@@ -13,16 +13,20 @@ use wordnet_graph::{DataError, Edge, NounGraph};
 
 use crate::error::Error;
 
-/// The shipped WordNet 3.0 noun graph, found from this package's directory (so it does not
-/// depend on the directory the example is started from).
+/// The shipped WordNet 3.0 noun graph, found from this crate's directory (so it does not
+/// depend on the directory the example is started from, nor on which line's example runs).
 pub fn default_data_path() -> PathBuf {
-    workspace_root().join(wordnet_graph::EDGE_LIST_PATH)
+    repository_root().join(wordnet_graph::EDGE_LIST_PATH)
 }
 
-/// The workspace root: the parent of this package's directory.
-pub fn workspace_root() -> PathBuf {
+/// The repository root: two levels above this crate's directory (`crates/wordnet-app`).
+pub fn repository_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
 }
 
 /// Loads an edge list written by `wordnet-graph`: gzip-compressed like the shipped file,
