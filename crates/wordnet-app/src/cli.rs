@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use std::marker::PhantomData;
-
 use crate::error::Error;
 use crate::graph::default_data_path;
 use crate::line::Line;
+// Defined beside `Line`, which they name; their 0.1 path stays here.
+pub use crate::line::{BackendName, OptimizerName};
 use crate::progress::ProgressMode;
 use crate::train::TrainConfig;
 
@@ -57,74 +57,6 @@ words, writes DIR/curves.png and a checkpoint, and ends with one line
 `final: epochs=E direct_auc=X grandparent_auc=Y secs_per_epoch=S`
 (the AUCs after epoch E; S: mean training seconds of the epochs this invocation trained)."
     )
-}
-
-/// A backend the example of line `L` runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendName<L> {
-    /// The line's CPU backend (burn-ndarray on 0.21, burn-flex on 0.22).
-    Cpu(PhantomData<L>),
-    /// burn-wgpu, on a GPU (or Mesa's software Vulkan driver).
-    Wgpu,
-}
-
-impl<L: Line> BackendName<L> {
-    /// The line's CPU backend.
-    pub const CPU: Self = BackendName::Cpu(PhantomData);
-
-    /// The name on the command line and in checkpoints.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendName::Cpu(_) => L::CPU_BACKEND,
-            BackendName::Wgpu => "wgpu",
-        }
-    }
-}
-
-impl<L: Line> FromStr for BackendName<L> {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "wgpu" => Ok(BackendName::Wgpu),
-            _ if s == L::CPU_BACKEND => Ok(Self::CPU),
-            _ => Err(format!(
-                "unknown backend {s:?}: expected {} or wgpu",
-                L::CPU_BACKEND
-            )),
-        }
-    }
-}
-
-/// An optimizer the example trains with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptimizerName {
-    /// burn-sparse-adam's SparseAdam on `SparseEmbedding` tables.
-    SparseAdam,
-    /// Burn's Adam (epsilon 1e-8) on stock `Embedding` tables.
-    Adam,
-}
-
-impl OptimizerName {
-    /// The name on the command line and in checkpoints.
-    pub fn name(self) -> &'static str {
-        match self {
-            OptimizerName::SparseAdam => "sparse-adam",
-            OptimizerName::Adam => "adam",
-        }
-    }
-}
-
-impl FromStr for OptimizerName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sparse-adam" | "sparseadam" => Ok(OptimizerName::SparseAdam),
-            "adam" => Ok(OptimizerName::Adam),
-            _ => Err(format!(
-                "unknown optimizer {s:?}: expected sparse-adam or adam"
-            )),
-        }
-    }
 }
 
 /// Training settings given on the command line; the rest come from the defaults or, when

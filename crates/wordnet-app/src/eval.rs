@@ -9,7 +9,7 @@
 //! from the seed's [`Stream::Eval`] stream, so every epoch is scored on the same pairs.
 //!
 //! Similarities are computed by the Burn line, with tensor ops on the evaluation backend
-//! ([`Trainer::cosine_similarities`](crate::train::Trainer::cosine_similarities)); the AUC
+//! (`Trainer::cosine_similarities`); the AUC
 //! is exact, computed here on the host from ranks (ties get their average rank).
 
 use wordnet_graph::NounGraph;

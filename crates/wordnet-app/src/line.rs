@@ -4,10 +4,11 @@
 //! on 0.21, burnpack on 0.22), so the seam is a trait object, called once per step.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::checkpoint::CheckpointMeta;
-use crate::cli::{BackendName, OptimizerName};
 use crate::error::Error;
 use crate::train::{TrainConfig, Trainer};
 
@@ -39,6 +40,74 @@ pub trait Line: Copy + Eq + Debug + Send + Sync + 'static {
         nodes: usize,
         resume: Option<(&Path, &CheckpointMeta)>,
     ) -> Result<Box<dyn Trainer>, Error>;
+}
+
+/// A backend the example of line `L` runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendName<L> {
+    /// The line's CPU backend (burn-ndarray on 0.21, burn-flex on 0.22).
+    Cpu(PhantomData<L>),
+    /// burn-wgpu, on a GPU (or Mesa's software Vulkan driver).
+    Wgpu,
+}
+
+impl<L: Line> BackendName<L> {
+    /// The line's CPU backend.
+    pub const CPU: Self = BackendName::Cpu(PhantomData);
+
+    /// The name on the command line and in checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendName::Cpu(_) => L::CPU_BACKEND,
+            BackendName::Wgpu => "wgpu",
+        }
+    }
+}
+
+impl<L: Line> FromStr for BackendName<L> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wgpu" => Ok(BackendName::Wgpu),
+            _ if s == L::CPU_BACKEND => Ok(Self::CPU),
+            _ => Err(format!(
+                "unknown backend {s:?}: expected {} or wgpu",
+                L::CPU_BACKEND
+            )),
+        }
+    }
+}
+
+/// An optimizer the example trains with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerName {
+    /// burn-sparse-adam's SparseAdam on `SparseEmbedding` tables.
+    SparseAdam,
+    /// Burn's Adam (epsilon 1e-8) on stock `Embedding` tables.
+    Adam,
+}
+
+impl OptimizerName {
+    /// The name on the command line and in checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerName::SparseAdam => "sparse-adam",
+            OptimizerName::Adam => "adam",
+        }
+    }
+}
+
+impl FromStr for OptimizerName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sparse-adam" | "sparseadam" => Ok(OptimizerName::SparseAdam),
+            "adam" => Ok(OptimizerName::Adam),
+            _ => Err(format!(
+                "unknown optimizer {s:?}: expected sparse-adam or adam"
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

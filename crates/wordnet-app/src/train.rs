@@ -145,7 +145,7 @@ pub struct EpochRecord {
     pub grandparent_auc: f64,
 }
 
-/// The metrics of a run so far; saved with the checkpoint, drawn by [`crate::plot`].
+/// The metrics of a run so far; saved with the checkpoint, drawn by the chart (`plot`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     /// `(direct, grandparent)` AUCs of the initial vectors.
