@@ -7,8 +7,13 @@
 //!   backend `BURN_SPARSE_ADAM_BACKEND=flex|wgpu` selects, flex by default).
 //! - `bench [--line 0.1|0.2] [ARGS…]`: the release benchmark of a line (default 0.1:
 //!   `crates/bench`; 0.2: `burn-0.22/bench`), PyTorch beside it with `--torch`.
+//! - `quickstart [--wgpu]`: the 0.2 line's README quick start in a fresh project on
+//!   `burn = "0.22.1"` (Burn's default features), as a new user runs it.
 //! - `wordnet-data [--check]`: regenerates the shipped WordNet graph from `wordnet-base`.
 
+mod quickstart;
+#[cfg(test)]
+mod readme_commands;
 mod test_backends;
 mod wordnet_data;
 
@@ -21,10 +26,11 @@ commands:
   conformance [--line 0.1|0.2] [--fixtures DIR] [...] replay the torch.optim.SparseAdam fixtures
                                 (0.1: --backend ndarray|wgpu; 0.2: --optimizer sparse-adam|module|both,
                                 --kernels fused|composed|both, on the backend that
-                                BURN_SPARSE_ADAM_BACKEND=flex|wgpu selects, flex by default;
-                                fused kernels are flex's, so wgpu runs the composed path)
+                                BURN_SPARSE_ADAM_BACKEND=flex|wgpu selects, flex by default)
   bench [--line 0.1|0.2] [--help | ARGS...]           benchmark a line against Burn's Adam and PyTorch
                                 (0.1: --backend ndarray|wgpu; 0.2: --backend flex|wgpu)
+  quickstart [--wgpu] [--dir DIR]                     run the 0.2 README's quick start in a fresh project
+                                on burn = \"0.22.1\" (default features; --wgpu: its wgpu lines)
   wordnet-data [--wordnet-dir DIR] [--check]           regenerate examples/data/wordnet-nouns.tsv.gz";
 
 fn main() -> ExitCode {
@@ -37,6 +43,7 @@ fn main() -> ExitCode {
         "test-backends" => test_backends::run(rest),
         "conformance" => conformance(rest),
         "bench" => bench(rest),
+        "quickstart" => quickstart::run(rest),
         "wordnet-data" => wordnet_data::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
