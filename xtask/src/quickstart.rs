@@ -52,7 +52,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         project.display(),
         dependencies.trim_end()
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = Command::new(env!("CARGO"))
         .args(["run", "--manifest-path"])
         .arg(project.join("Cargo.toml"))
         // The user's project is not part of this repository's workspaces, nor of its target.

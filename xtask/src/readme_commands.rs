@@ -33,7 +33,7 @@ fn flag_value<'a>(command: &'a str, flag: &str) -> Option<&'a str> {
 
 /// The examples of the default members of the workspace of `manifest`.
 fn default_member_examples(manifest: &Path) -> Vec<String> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let output = Command::new(env!("CARGO"))
         .args([
             "metadata",
             "--no-deps",
