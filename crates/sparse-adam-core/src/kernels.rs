@@ -7,6 +7,14 @@
 //! - [`update_rows`]: the row update of the parameter and both moments, in place, evaluating
 //!   [`sparse_adam_delta`] on each `f32` lane.
 //!
+//! With the `parallel` feature (on by default) each kernel splits its rows across the
+//! threads of rayon's current pool (the global one, which burn-flex shares, or the pool a
+//! caller [`install`](https://docs.rs/rayon/latest/rayon/struct.ThreadPool.html#method.install)s),
+//! each thread owning disjoint output rows: no atomics, no reordered sums, so the results
+//! are bit for bit those of one thread, whatever the thread count. A call with fewer than
+//! [`PARALLEL_LANES`] lanes of work stays on the calling thread, so small steps do not pay
+//! for fork and join.
+//!
 //! Tables are row-major `[n, d]` slices (`n · d` values); row gradients are row-major
 //! `[k, d]` blocks. Every kernel accepts `d == 0` and empty inputs, and then does nothing
 //! (beyond sizing its output). Indices are *not* checked against the table beyond what slice
@@ -17,6 +25,31 @@
 use std::ops::Range;
 
 use crate::update::{sparse_adam_delta, StepScalars};
+
+/// Lanes of work (rows × `d`) below which a kernel stays on the calling thread: a fork and
+/// join costs a few microseconds, about what the row update of 32k lanes takes.
+pub const PARALLEL_LANES: usize = 1 << 15;
+
+/// How many pieces to cut `items` items of `d` lanes into for the current pool, at least
+/// `min_lanes` lanes each; 1 without the `parallel` feature, on a one-thread pool, or when
+/// the work is small.
+fn pieces(items: usize, d: usize, min_lanes: usize) -> usize {
+    #[cfg(feature = "parallel")]
+    {
+        let threads = rayon::current_num_threads();
+        if threads <= 1 {
+            return 1;
+        }
+        // A few pieces per thread even out rows of uneven cost (cache misses vary).
+        let most = (4 * threads).min(items.max(1));
+        ((items * d) / min_lanes.max(1)).clamp(1, most)
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        let _ = (items, d, min_lanes);
+        1
+    }
+}
 
 /// Appends rows `indices` of the row-major `[n, d]` `table` to `out`, in order
 /// (`indices.len() · d` values): the output of an embedding lookup.
@@ -38,18 +71,60 @@ use crate::update::{sparse_adam_delta, StepScalars};
 /// assert_eq!(out, [2.0, 2.5, 0.0, 0.5, 2.0, 2.5]);
 /// ```
 pub fn gather_rows(table: &[f32], d: usize, indices: &[i64], out: &mut Vec<f32>) {
+    gather_rows_with(table, d, indices, out, PARALLEL_LANES);
+}
+
+fn gather_rows_with(
+    table: &[f32],
+    d: usize,
+    indices: &[i64],
+    out: &mut Vec<f32>,
+    min_lanes: usize,
+) {
     if d == 0 {
         return;
     }
+    let pieces = pieces(indices.len(), d, min_lanes);
+    if pieces == 1 {
+        out.reserve(indices.len() * d);
+        gather_into(table, d, indices, out);
+        return;
+    }
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        let start = out.len();
+        out.resize(start + indices.len() * d, 0.0);
+        let per_piece = indices.len().div_ceil(pieces);
+        out[start..]
+            .par_chunks_mut(per_piece * d)
+            .zip(indices.par_chunks(per_piece))
+            .for_each(|(out, indices)| {
+                let mut filled = 0;
+                for_each_row(table, d, indices, |row| {
+                    out[filled..filled + d].copy_from_slice(row);
+                    filled += d;
+                });
+            });
+    }
+}
+
+/// Appends rows `indices` of `table` to `out` on the calling thread.
+fn gather_into(table: &[f32], d: usize, indices: &[i64], out: &mut Vec<f32>) {
+    for_each_row(table, d, indices, |row| out.extend_from_slice(row));
+}
+
+/// Calls `f` with rows `indices` of `table`, in order, prefetching ahead.
+#[inline(always)]
+fn for_each_row(table: &[f32], d: usize, indices: &[i64], mut f: impl FnMut(&[f32])) {
     // Rows are scattered over a table far larger than the caches: fetch a few lookups
     // ahead, so that their loads overlap instead of queueing.
     const AHEAD: usize = 8;
-    out.reserve(indices.len() * d);
     for (n, &i) in indices.iter().enumerate() {
         if let Some(&ahead) = indices.get(n + AHEAD) {
             prefetch_row(table, ahead, d);
         }
-        out.extend_from_slice(&table[row_lanes(i, d)]);
+        f(&table[row_lanes(i, d)]);
     }
 }
 
@@ -79,6 +154,17 @@ pub fn gather_rows(table: &[f32], d: usize, indices: &[i64], out: &mut Vec<f32>)
 /// assert_eq!(out, [11.0, 22.0]);
 /// ```
 pub fn sum_per_row(grad: &[f32], d: usize, slots: &[i64], k: usize, out: &mut Vec<f32>) {
+    sum_per_row_with(grad, d, slots, k, out, PARALLEL_LANES);
+}
+
+fn sum_per_row_with(
+    grad: &[f32],
+    d: usize,
+    slots: &[i64],
+    k: usize,
+    out: &mut Vec<f32>,
+    min_lanes: usize,
+) {
     assert_eq!(
         grad.len(),
         slots.len() * d,
@@ -89,11 +175,35 @@ pub fn sum_per_row(grad: &[f32], d: usize, slots: &[i64], k: usize, out: &mut Ve
     if d == 0 {
         return;
     }
+    if let Some(&bad) = slots.iter().find(|&&slot| slot < -1 || slot >= k as i64) {
+        panic!("slot {bad} is not -1 (padding) or a row of the [{k}, {d}] block");
+    }
+    let pieces = pieces(slots.len(), d, min_lanes).min(k.max(1));
+    if pieces == 1 {
+        add_rows(grad, d, slots, 0, out);
+        return;
+    }
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        // Each piece owns a range of output rows and adds, in lookup order, the lookups
+        // that land in it: every row's sum has the one-thread order.
+        let per_piece = k.div_ceil(pieces);
+        out.par_chunks_mut(per_piece * d)
+            .enumerate()
+            .for_each(|(piece, out)| add_rows(grad, d, slots, (piece * per_piece) as i64, out));
+    }
+}
+
+/// Adds gradient row `i` to row `slots[i] - first` of `out` for the slots that land in
+/// `out` (`first ≤ slot < first + out.len() / d`), in lookup order; padding adds nothing.
+fn add_rows(grad: &[f32], d: usize, slots: &[i64], first: i64, out: &mut [f32]) {
+    let end = first + (out.len() / d) as i64;
     for (g, &slot) in grad.chunks_exact(d).zip(slots) {
-        if slot == -1 {
+        if slot < first || slot >= end {
             continue;
         }
-        for (o, &g) in out[row_lanes(slot, d)].iter_mut().zip(g) {
+        for (o, &g) in out[row_lanes(slot - first, d)].iter_mut().zip(g) {
             *o += g;
         }
     }
@@ -139,6 +249,20 @@ pub fn update_rows(
     d: usize,
     s: &StepScalars,
 ) {
+    update_rows_with(p, m, v, g, rows, d, s, PARALLEL_LANES);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_rows_with(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    rows: &[i64],
+    d: usize,
+    s: &StepScalars,
+    min_lanes: usize,
+) {
     assert!(
         p.len() == m.len() && p.len() == v.len(),
         "the parameter and its moments must have one length"
@@ -151,16 +275,72 @@ pub fn update_rows(
     if d == 0 {
         return;
     }
+    let pieces = pieces(rows.len(), d, min_lanes);
+    // Pieces own disjoint ranges of the table only when the rows are sorted and unique
+    // (as documented); otherwise the one-thread loop gives the documented result.
+    if pieces == 1 || !rows.windows(2).all(|w| w[0] < w[1]) {
+        update_range(p, m, v, g, rows, d, s, 0);
+        return;
+    }
+    #[cfg(feature = "parallel")]
+    split_update(p, m, v, g, rows, d, s, 0, rows.len().div_ceil(pieces));
+}
+
+/// Halves `rows` at a row boundary until pieces hold at most `per_piece` rows, and updates
+/// the halves in parallel; `p`, `m` and `v` start at table row `first`.
+#[cfg(feature = "parallel")]
+#[allow(clippy::too_many_arguments)]
+fn split_update(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    rows: &[i64],
+    d: usize,
+    s: &StepScalars,
+    first: i64,
+    per_piece: usize,
+) {
+    if rows.len() <= per_piece {
+        return update_range(p, m, v, g, rows, d, s, first);
+    }
+    let mid = rows.len() / 2;
+    // Rows are sorted: rows[..mid] lie before table row rows[mid], rows[mid..] from it on.
+    let cut = row_lanes(rows[mid] - first, d).start.min(p.len());
+    let (p0, p1) = p.split_at_mut(cut);
+    let (m0, m1) = m.split_at_mut(cut);
+    let (v0, v1) = v.split_at_mut(cut);
+    let (g0, g1) = g.split_at(mid * d);
+    let (r0, r1) = rows.split_at(mid);
+    let second = first + (cut / d) as i64;
+    rayon::join(
+        || split_update(p0, m0, v0, g0, r0, d, s, first, per_piece),
+        || split_update(p1, m1, v1, g1, r1, d, s, second, per_piece),
+    );
+}
+
+/// The row update on the calling thread; `p`, `m` and `v` start at table row `first`.
+#[allow(clippy::too_many_arguments)]
+fn update_range(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    rows: &[i64],
+    d: usize,
+    s: &StepScalars,
+    first: i64,
+) {
     // Touched rows are scattered over tables far larger than the caches: fetch the rows a
     // few iterations ahead, so that their loads overlap instead of queueing.
     const AHEAD: usize = 4;
     for (i, (grad_row, &row)) in g.chunks_exact(d).zip(rows).enumerate() {
         if let Some(&ahead) = rows.get(i + AHEAD) {
-            prefetch_row(p, ahead, d);
-            prefetch_row(m, ahead, d);
-            prefetch_row(v, ahead, d);
+            prefetch_row(p, ahead - first, d);
+            prefetch_row(m, ahead - first, d);
+            prefetch_row(v, ahead - first, d);
         }
-        let lanes = row_lanes(row, d);
+        let lanes = row_lanes(row - first, d);
         let (p, m, v) = (&mut p[lanes.clone()], &mut m[lanes.clone()], &mut v[lanes]);
         for (((p, m), v), &g) in p
             .iter_mut()
@@ -706,7 +886,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "row -2 is not a row of the table")]
+    #[should_panic(expected = "slot -2 is not -1 (padding) or a row of the [1, 2] block")]
     fn sum_per_row_rejects_slots_below_padding() {
         sum_per_row(&[1.0, 2.0], 2, &[-2], 1, &mut Vec::new());
     }
@@ -733,5 +913,119 @@ mod tests {
         let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
         let mut t = vec![0.0f32; 4];
         update_rows(&mut t.clone(), &mut t.clone(), &mut t, &[1.0], &[1], 2, &s);
+    }
+
+    /// A deterministic stream of values in [-1, 1) (xorshift; no dependency).
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every kernel, forced to split as finely as it can (one lane is enough work), gives
+    /// the bits of the one-thread result on pools of 2, 3 and 4 threads, with duplicates,
+    /// padding, empty and one-row inputs.
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn kernels_give_one_thread_bits_on_any_pool() {
+        let (n, d) = (1_000, 7);
+        let table = values(1, n * d);
+        let (m0, v0) = (
+            values(2, n * d),
+            values(3, n * d).iter().map(|x| x * x).collect::<Vec<_>>(),
+        );
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.01, 3);
+        let lookups: Vec<Vec<i64>> = vec![
+            vec![],
+            vec![5],
+            (0..3_000).map(|i| (i * 7919 % 997) as i64).collect(), // duplicates, unsorted
+        ];
+        let run = |threads: usize, min_lanes: usize, indices: &[i64]| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut gathered = vec![9.0]; // appended to, not overwritten
+                gather_rows_with(&table, d, indices, &mut gathered, min_lanes);
+                let plan = crate::lookup::LookupPlan::new(indices, Some(3));
+                let upstream = values(4, indices.len() * d);
+                let mut summed = Vec::new();
+                sum_per_row_with(
+                    &upstream,
+                    d,
+                    &plan.slots,
+                    plan.rows.len(),
+                    &mut summed,
+                    min_lanes,
+                );
+                let (mut p, mut m, mut v) = (table.clone(), m0.clone(), v0.clone());
+                update_rows_with(
+                    &mut p, &mut m, &mut v, &summed, &plan.rows, d, &scalars, min_lanes,
+                );
+                [gathered, summed, p, m, v].map(|x| bits(&x))
+            })
+        };
+        for indices in &lookups {
+            let one = run(1, PARALLEL_LANES, indices);
+            // The one-thread result is the plain loop's: spot-check the gather and a sum.
+            assert_eq!(one[0].len(), 1 + indices.len() * d);
+            for threads in [2, 3, 4] {
+                for min_lanes in [1, d, 64 * d, PARALLEL_LANES] {
+                    assert_eq!(
+                        run(threads, min_lanes, indices),
+                        one,
+                        "{threads} threads, pieces of at least {min_lanes} lanes, {} lookups",
+                        indices.len()
+                    );
+                }
+            }
+        }
+        // The split really happens at these sizes (else the test compares a loop with itself).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(|| pieces(3_000, d, 1)), 12);
+        assert_eq!(pool.install(|| pieces(3_000, d, PARALLEL_LANES)), 1);
+    }
+
+    #[test]
+    fn unsorted_rows_still_update_each_row_once() {
+        let d = 3;
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        let g = values(5, 4 * d);
+        let (mut p, mut m, mut v) = (values(6, 10 * d), vec![0.0; 10 * d], vec![0.0; 10 * d]);
+        let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+        update_rows_with(&mut p, &mut m, &mut v, &g, &[7, 2, 9, 0], d, &scalars, 1);
+        // The same rows, one at a time.
+        for (i, row) in [7, 2, 9, 0].into_iter().enumerate() {
+            update_range(
+                &mut p2,
+                &mut m2,
+                &mut v2,
+                &g[i * d..(i + 1) * d],
+                &[row],
+                d,
+                &scalars,
+                0,
+            );
+        }
+        assert_eq!(
+            (bits(&p), bits(&m), bits(&v)),
+            (bits(&p2), bits(&m2), bits(&v2))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "slot 4 is not -1 (padding) or a row of the [4, 2] block")]
+    fn a_slot_past_the_block_is_named() {
+        sum_per_row(&[0.0; 4], 2, &[0, 4], 4, &mut Vec::new());
     }
 }
