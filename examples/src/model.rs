@@ -49,6 +49,17 @@ pub trait SkipGramModel<B: AutodiffBackend>: AutodiffModule<B> + Clone + Send + 
     /// The input vectors, `[nodes, dim]`, off the autodiff graph (for evaluation).
     fn input_vectors(&self) -> Tensor<B::InnerBackend, 2>;
 
+    /// The rows `batch` looks up: the centres' input vectors, the walks' and the
+    /// negatives' context vectors, as [`skip_gram_loss`] takes them.
+    fn lookup(&self, batch: &SkipGramBatch, device: &B::Device) -> [Tensor<B, 3>; 3] {
+        let ids = BatchTensors::<B>::new(batch, device);
+        [
+            self.input(ids.centres),
+            self.context(ids.walks),
+            self.context(ids.negatives),
+        ]
+    }
+
     /// The skip-gram loss of `batch` (see [`skip_gram_loss`]).
     fn loss(
         &self,
@@ -56,13 +67,8 @@ pub trait SkipGramModel<B: AutodiffBackend>: AutodiffModule<B> + Clone + Send + 
         config: &SkipGramConfig,
         device: &B::Device,
     ) -> Tensor<B, 1> {
-        let ids = BatchTensors::<B>::new(batch, device);
-        skip_gram_loss(
-            self.input(ids.centres),
-            self.context(ids.walks),
-            self.context(ids.negatives),
-            config,
-        )
+        let [centre, context, negative] = self.lookup(batch, device);
+        skip_gram_loss(centre, context, negative, config)
     }
 }
 

@@ -3,6 +3,7 @@
 //! history are the shared crate's ([`wordnet_app::train`], re-exported here).
 
 use std::path::Path;
+use std::time::Instant;
 
 use burn::optim::Optimizer;
 use burn::record::Recorder;
@@ -10,13 +11,13 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 
 pub use wordnet_app::train::{
-    EpochRecord, History, Silent, StepObserver, TrainConfig, TrainData, Trainer,
+    EpochRecord, History, Phases, Silent, StepObserver, TrainConfig, TrainData, Trainer,
 };
 
 use crate::checkpoint::CheckpointRecorder;
 use crate::eval::{cosine_similarities, similarities_to};
 use crate::model::{ModelShape, SkipGramModel};
-use crate::skipgram::SkipGramBatch;
+use crate::skipgram::{skip_gram_loss, SkipGramBatch};
 
 /// A model, its optimizer and the run's history, on one backend.
 pub struct Training<B: AutodiffBackend, M, O> {
@@ -94,17 +95,25 @@ impl<B: AutodiffBackend, M: SkipGramModel<B>, O: Optimizer<M, B>> Trainer for Tr
         &mut self.history
     }
 
-    fn step(&mut self, batch: &SkipGramBatch) -> f64 {
+    fn step(&mut self, batch: &SkipGramBatch, phases: &mut Phases) -> f64 {
+        let mut mark = Instant::now();
         let model = self
             .model
             .take()
             .expect("the model is only taken during a step");
-        let loss = model.loss(batch, &self.config.skip_gram, &self.device);
+        let [centre, context, negative] = model.lookup(batch, &self.device);
+        Phases::lap(&mut phases.lookup, &mut mark);
+        let loss = skip_gram_loss(centre, context, negative, &self.config.skip_gram);
         let value = loss.clone().into_scalar().elem::<f64>();
+        Phases::lap(&mut phases.loss, &mut mark);
+        let grads = loss.backward();
+        Phases::lap(&mut phases.backward, &mut mark);
         // `SparseSkipGram::gradients` is `collect_grads(grads, &model)`; the dense model's
         // is `GradientsParams::from_grads`.
-        let grads = model.gradients(loss.backward());
+        let grads = model.gradients(grads);
+        Phases::lap(&mut phases.gradients, &mut mark);
         self.model = Some(self.optim.step(self.config.lr, model, grads));
+        Phases::lap(&mut phases.optimizer, &mut mark);
         value
     }
 

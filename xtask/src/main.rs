@@ -6,7 +6,8 @@
 //!   a line (default 0.1: `--backend ndarray|wgpu`; 0.2: `--optimizer`, `--kernels`, on the
 //!   backend `BURN_SPARSE_ADAM_BACKEND=flex|wgpu` selects, flex by default).
 //! - `bench [--line 0.1|0.2] [ARGS…]`: the release benchmark of a line (default 0.1:
-//!   `crates/bench`; 0.2: `burn-0.22/bench`), PyTorch beside it with `--torch`.
+//!   `crates/bench`; 0.2: `burn-0.22/bench`), PyTorch beside it with `--torch`;
+//!   `bench --wordnet [--torch]`: the WordNet example beside its PyTorch reference.
 //! - `quickstart [--wgpu]`: the 0.2 line's README quick start in a fresh project on
 //!   `burn = "0.22.1"` (Burn's default features), as a new user runs it.
 //! - `wordnet-data [--check]`: regenerates the shipped WordNet graph from `wordnet-base`.
@@ -15,6 +16,7 @@ mod quickstart;
 #[cfg(test)]
 mod readme_commands;
 mod test_backends;
+mod wordnet_bench;
 mod wordnet_data;
 
 use std::process::{Command, ExitCode};
@@ -29,6 +31,9 @@ commands:
                                 BURN_SPARSE_ADAM_BACKEND=flex|wgpu selects, flex by default)
   bench [--line 0.1|0.2] [--help | ARGS...]           benchmark a line against Burn's Adam and PyTorch
                                 (0.1: --backend ndarray|wgpu; 0.2: --backend flex|wgpu)
+  bench --wordnet [--line 0.1|0.2] [--epochs N] [--torch] [--torch-threads T]
+                                the WordNet example (0.2 line by default) beside its PyTorch
+                                reference (crates/bench/wordnet_torch.py): s per epoch, AUCs, phases
   quickstart [--wgpu] [--dir DIR]                     run the 0.2 README's quick start in a fresh project
                                 on burn = \"0.22.1\" (default features; --wgpu: its wgpu lines)
   wordnet-data [--wordnet-dir DIR] [--check]           regenerate examples/data/wordnet-nouns.tsv.gz";
@@ -70,6 +75,9 @@ fn line_arg(args: &[String]) -> (&str, Vec<String>) {
 
 /// `bench [--line 0.1|0.2] ARGS…`: the line's release benchmark with `ARGS`.
 fn bench(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--wordnet") {
+        return wordnet_bench::run(args);
+    }
     let (line, rest) = line_arg(args);
     match line {
         "0.1" => cargo(

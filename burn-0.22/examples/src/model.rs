@@ -51,15 +51,21 @@ pub trait SkipGramModel: Module + Clone + Send + 'static {
     /// The input vectors, `[nodes, dim]`, off the autodiff graph (for evaluation).
     fn input_vectors(&self) -> Tensor<2>;
 
-    /// The skip-gram loss of `batch` (see [`skip_gram_loss`]).
-    fn loss(&self, batch: &SkipGramBatch, config: &SkipGramConfig, device: &Device) -> Tensor<1> {
+    /// The rows `batch` looks up: the centres' input vectors, the walks' and the
+    /// negatives' context vectors, as [`skip_gram_loss`] takes them.
+    fn lookup(&self, batch: &SkipGramBatch, device: &Device) -> [Tensor<3>; 3] {
         let ids = BatchTensors::new(batch, device);
-        skip_gram_loss(
+        [
             self.input(ids.centres),
             self.context(ids.walks),
             self.context(ids.negatives),
-            config,
-        )
+        ]
+    }
+
+    /// The skip-gram loss of `batch` (see [`skip_gram_loss`]).
+    fn loss(&self, batch: &SkipGramBatch, config: &SkipGramConfig, device: &Device) -> Tensor<1> {
+        let [centre, context, negative] = self.lookup(batch, device);
+        skip_gram_loss(centre, context, negative, config)
     }
 }
 

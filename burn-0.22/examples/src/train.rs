@@ -4,15 +4,16 @@
 //! model's `ModuleRecord`, the optimizer's `OptimizerRecord`).
 
 use std::path::Path;
+use std::time::Instant;
 
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use wordnet_app::Error;
 use wordnet_app::checkpoint::{CheckpointMeta, unreadable_record};
 use wordnet_app::skipgram::SkipGramBatch;
-use wordnet_app::train::{History, TrainConfig, Trainer};
+use wordnet_app::train::{History, Phases, TrainConfig, Trainer};
 
-use crate::model::{ModelShape, SkipGramModel};
+use crate::model::{ModelShape, SkipGramModel, skip_gram_loss};
 
 /// The extension of burnpack files, which Burn adds to a path without one.
 pub const RECORD_EXTENSION: &str = "bpk";
@@ -118,17 +119,25 @@ impl<M: SkipGramModel> Trainer for Training<M> {
         &mut self.history
     }
 
-    fn step(&mut self, batch: &SkipGramBatch) -> f64 {
+    fn step(&mut self, batch: &SkipGramBatch, phases: &mut Phases) -> f64 {
+        let mut mark = Instant::now();
         let model = self
             .model
             .take()
             .expect("the model is only taken during a step");
-        let loss = model.loss(batch, &self.config.skip_gram, &self.device);
+        let [centre, context, negative] = model.lookup(batch, &self.device);
+        Phases::lap(&mut phases.lookup, &mut mark);
+        let loss = skip_gram_loss(centre, context, negative, &self.config.skip_gram);
         let value = loss.clone().into_scalar::<f64>();
+        Phases::lap(&mut phases.loss, &mut mark);
+        let grads = loss.backward();
+        Phases::lap(&mut phases.backward, &mut mark);
         // `SparseSkipGram::gradients` is `collect_grads(grads, &model)`; the dense model's
         // is `GradientsParams::from_grads`.
-        let grads = model.gradients(loss.backward());
+        let grads = model.gradients(grads);
+        Phases::lap(&mut phases.gradients, &mut mark);
         self.model = Some(self.optim.step(self.config.lr, model, grads));
+        Phases::lap(&mut phases.optimizer, &mut mark);
         value
     }
 

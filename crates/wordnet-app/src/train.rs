@@ -143,6 +143,54 @@ pub struct EpochRecord {
     pub direct_auc: f64,
     /// ROC AUC of grandparent pairs against random pairs after the epoch.
     pub grandparent_auc: f64,
+    /// Where [`train_secs`](Self::train_secs) went (zero in checkpoints written before
+    /// phases were recorded).
+    #[serde(default)]
+    pub phases: Phases,
+}
+
+/// Seconds of an epoch's training spent in each phase of a step, summed over its steps.
+///
+/// Wall-clock time between the phases' boundaries, so it means what it says on backends
+/// that compute as they are called (the CPU ones); on a GPU backend a phase's work may be
+/// left queued and be paid by a later phase that reads a result back (the loss does).
+/// `cargo xtask bench --wordnet` prints it beside PyTorch's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Random walks and negatives ([`SkipGramBatch::sample`]).
+    pub sampling: f64,
+    /// The batch's index tensors and the three table lookups.
+    pub lookup: f64,
+    /// The skip-gram loss from the looked-up rows, and reading it back.
+    pub loss: f64,
+    /// `loss.backward()`.
+    pub backward: f64,
+    /// Turning Burn's gradients into the optimizer's (`collect_grads`, `from_grads`).
+    pub gradients: f64,
+    /// The optimizer step.
+    pub optimizer: f64,
+}
+
+impl Phases {
+    /// Adds the time since `*mark` to `phase` and moves `*mark` to now, so that
+    /// consecutive laps tile the step without gaps.
+    pub fn lap(phase: &mut f64, mark: &mut Instant) {
+        let now = Instant::now();
+        *phase += now.duration_since(*mark).as_secs_f64();
+        *mark = now;
+    }
+
+    /// The phases as `(name, seconds)`, in step order.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("sampling", self.sampling),
+            ("lookup", self.lookup),
+            ("loss", self.loss),
+            ("backward", self.backward),
+            ("gradients", self.gradients),
+            ("optimizer", self.optimizer),
+        ]
+    }
 }
 
 /// The metrics of a run so far; saved with the checkpoint, drawn by the chart (`plot`).
@@ -194,8 +242,9 @@ pub trait Trainer {
     /// The metrics, for the loop to record into.
     fn history_mut(&mut self) -> &mut History;
 
-    /// One optimizer step on `batch`; returns the batch's loss.
-    fn step(&mut self, batch: &SkipGramBatch) -> f64;
+    /// One optimizer step on `batch`; returns the batch's loss and adds the time of each
+    /// phase after sampling to `phases` (see [`Phases::lap`]).
+    fn step(&mut self, batch: &SkipGramBatch, phases: &mut Phases) -> f64;
 
     /// The cosine similarity of the input vectors of each pair, computed on the device.
     fn cosine_similarities(&self, pairs: &[(u32, u32)]) -> Vec<f32>;
@@ -260,9 +309,12 @@ pub trait Trainer {
         observer.epoch_start(epoch, epochs, steps);
         let started = Instant::now();
         let (mut total, mut stretch_total, mut stretch_steps) = (0.0, 0.0, 0);
+        let mut phases = Phases::default();
         for (index, chunk) in starts.chunks(config.batch_size).enumerate() {
+            let mut mark = Instant::now();
             let batch = SkipGramBatch::sample(&data.adjacency, chunk, &config.skip_gram, &mut rng);
-            let loss = self.step(&batch);
+            Phases::lap(&mut phases.sampling, &mut mark);
+            let loss = self.step(&batch, &mut phases);
             total += loss;
             stretch_total += loss;
             stretch_steps += 1;
@@ -289,6 +341,7 @@ pub trait Trainer {
             eval_secs: started.elapsed().as_secs_f64(),
             direct_auc: aucs.direct,
             grandparent_auc: aucs.grandparent,
+            phases,
         });
         history.epochs.last().expect("just pushed")
     }
@@ -297,6 +350,25 @@ pub trait Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn laps_tile_the_time_and_old_records_read_without_phases() {
+        let mut phases = Phases::default();
+        let start = Instant::now();
+        let mut mark = start;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        Phases::lap(&mut phases.loss, &mut mark);
+        Phases::lap(&mut phases.backward, &mut mark);
+        let summed: f64 = phases.named().iter().map(|(_, s)| s).sum();
+        assert!(phases.loss >= 0.002, "{phases:?}");
+        assert_eq!(summed, phases.loss + phases.backward);
+        assert!((summed - mark.duration_since(start).as_secs_f64()).abs() < 1e-9);
+
+        let before_phases = r#"{"epoch": 1, "loss": 1.5, "steps": 3, "train_secs": 0.5,
+            "eval_secs": 0.1, "direct_auc": 0.9, "grandparent_auc": 0.8}"#;
+        let record: EpochRecord = serde_json::from_str(before_phases).unwrap();
+        assert_eq!((record.steps, record.phases), (3, Phases::default()));
+    }
 
     #[test]
     fn defaults_are_the_issues() {
