@@ -205,6 +205,17 @@ pub struct History {
 }
 
 impl History {
+    /// The history with every wall-clock figure (seconds, phases) zeroed: what two runs of
+    /// the same seed must agree on.
+    pub fn without_timings(&self) -> Self {
+        let mut history = self.clone();
+        for epoch in &mut history.epochs {
+            (epoch.train_secs, epoch.eval_secs) = (0.0, 0.0);
+            epoch.phases = Phases::default();
+        }
+        history
+    }
+
     /// Mean training seconds per epoch, over every recorded epoch.
     pub fn secs_per_epoch(&self) -> f64 {
         if self.epochs.is_empty() {
