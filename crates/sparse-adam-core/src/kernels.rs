@@ -5,7 +5,9 @@
 //! - [`sum_per_row`]: a lookup's gradient summed per touched row (duplicates added in lookup
 //!   order, padding skipped);
 //! - [`update_rows`]: the row update of the parameter and both moments, in place, evaluating
-//!   [`sparse_adam_delta`] on each `f32` lane.
+//!   [`sparse_adam_delta`] on each `f32` lane;
+//! - [`update_dense`]: the same update from a table-sized gradient, on the rows with a
+//!   non-zero lane, in one pass (the dense path).
 //!
 //! With the `parallel` feature (on by default) each kernel splits its rows across the
 //! threads of rayon's current pool (the global one, which burn-flex shares, or the pool a
@@ -342,16 +344,132 @@ fn update_range(
         }
         let lanes = row_lanes(row - first, d);
         let (p, m, v) = (&mut p[lanes.clone()], &mut m[lanes.clone()], &mut v[lanes]);
-        for (((p, m), v), &g) in p
-            .iter_mut()
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-            .zip(grad_row)
-        {
-            let delta = sparse_adam_delta(g, *m, *v, s);
-            *m += delta.exp_avg;
-            *v += delta.exp_avg_sq;
-            *p += delta.param;
+        update_row(p, m, v, grad_row, s);
+    }
+}
+
+/// The update of one row's lanes, in place: every kernel's innermost loop.
+#[inline(always)]
+fn update_row(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &StepScalars) {
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        let delta = sparse_adam_delta(g, *m, *v, s);
+        *m += delta.exp_avg;
+        *v += delta.exp_avg_sq;
+        *p += delta.param;
+    }
+}
+
+/// The dense path's update, in one pass: every row of the row-major `[n, d]` parameter
+/// `p` and moments `m`, `v` whose row of the table-sized gradient `g` has a non-zero lane
+/// takes [`update_rows`]' row update; every other row keeps its bits.
+///
+/// This is PyTorch's documented model of a dense gradient reaching SparseAdam
+/// (`grad.to_sparse(sparse_dim=1)`): a row is touched when any of its lanes is non-zero,
+/// and a NaN lane is non-zero, so a NaN reaches the row as it would through PyTorch (the
+/// optimizer's non-finite policy decides before this runs); `-0.0` is zero. The result is
+/// bit for bit that of the Burn crates' composed dense path (a masked update of whole
+/// tensors), reading each of the four tables once and writing three, where the composed
+/// path makes a dozen table-sized temporaries. A parameter of rank 1 is `d = 1`; one of
+/// higher rank is its first dimension by the product of the others.
+///
+/// Rows are split across rayon's current pool like the other kernels' (feature
+/// `parallel`): each piece owns a contiguous range of rows of all four tables.
+///
+/// # Panics
+///
+/// When the four slices differ in length, or `d == 0` with a non-empty table, or the length
+/// is not a multiple of `d`.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::{update_dense, update_rows, Hyperparameters, StepScalars};
+///
+/// // A [3, 2] table; the dense gradient has a non-zero lane in rows 0 and 2 only.
+/// let (mut p, mut m, mut v) = (vec![1.0f32; 6], vec![0.0f32; 6], vec![0.0f32; 6]);
+/// let grad = [0.0, 0.5, 0.0, 0.0, -2.0, 1.0];
+/// let scalars = StepScalars::new(&Hyperparameters::default(), 0.1, 1);
+/// update_dense(&mut p, &mut m, &mut v, &grad, 2, &scalars);
+/// assert_eq!(&p[2..4], [1.0, 1.0]); // row 1: untouched
+///
+/// // The same as the row path given rows 0 and 2 and their gradients.
+/// let (mut p2, mut m2, mut v2) = (vec![1.0f32; 6], vec![0.0f32; 6], vec![0.0f32; 6]);
+/// let rows_grad = [0.0, 0.5, -2.0, 1.0];
+/// update_rows(&mut p2, &mut m2, &mut v2, &rows_grad, &[0, 2], 2, &scalars);
+/// assert_eq!((p, m, v), (p2, m2, v2));
+/// ```
+pub fn update_dense(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    d: usize,
+    s: &StepScalars,
+) {
+    update_dense_with(p, m, v, g, d, s, PARALLEL_LANES);
+}
+
+fn update_dense_with(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    d: usize,
+    s: &StepScalars,
+    min_lanes: usize,
+) {
+    assert!(
+        p.len() == m.len() && p.len() == v.len() && p.len() == g.len(),
+        "the parameter, its moments and its dense gradient must have one length \
+         ({}, {}, {}, {})",
+        p.len(),
+        m.len(),
+        v.len(),
+        g.len()
+    );
+    if p.is_empty() {
+        return;
+    }
+    assert!(
+        d > 0 && p.len().is_multiple_of(d),
+        "a table of {} values is not rows of width {d}",
+        p.len()
+    );
+    let n = p.len() / d;
+    let pieces = pieces(n, d, min_lanes);
+    if pieces == 1 {
+        return update_dense_range(p, m, v, g, d, s);
+    }
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        let chunk = n.div_ceil(pieces) * d;
+        p.par_chunks_mut(chunk)
+            .zip(m.par_chunks_mut(chunk))
+            .zip(v.par_chunks_mut(chunk))
+            .zip(g.par_chunks(chunk))
+            .for_each(|(((p, m), v), g)| update_dense_range(p, m, v, g, d, s));
+    }
+}
+
+/// [`update_dense`] on the calling thread.
+fn update_dense_range(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    d: usize,
+    s: &StepScalars,
+) {
+    for (((p, m), v), g) in p
+        .chunks_exact_mut(d)
+        .zip(m.chunks_exact_mut(d))
+        .zip(v.chunks_exact_mut(d))
+        .zip(g.chunks_exact(d))
+    {
+        // `!=` is true for NaN: a NaN lane touches its row.
+        if g.iter().any(|&x| x != 0.0) {
+            update_row(p, m, v, g, s);
         }
     }
 }
@@ -1021,6 +1139,94 @@ mod tests {
             (bits(&p), bits(&m), bits(&v)),
             (bits(&p2), bits(&m2), bits(&v2))
         );
+    }
+
+    /// A table-sized gradient whose rows are zero, `-0.0`, partly zero, NaN-bearing or
+    /// dense: its touched rows (a non-zero or NaN lane) are a row gradient.
+    fn dense_gradient(n: usize, d: usize) -> (Vec<f32>, Vec<i64>, Vec<f32>) {
+        let mut g = values(7, n * d);
+        let (mut rows, mut rows_grad) = (Vec::new(), Vec::new());
+        for (r, row) in g.chunks_exact_mut(d).enumerate() {
+            match r % 5 {
+                0 => row.fill(0.0),
+                1 => row.fill(-0.0),
+                2 => row[1..].fill(0.0), // one non-zero lane
+                3 if r % 3 == 0 => row[0] = f32::NAN,
+                _ => {}
+            }
+            if row.iter().any(|&x| x != 0.0) {
+                rows.push(r as i64);
+                rows_grad.extend_from_slice(row);
+            }
+        }
+        (g, rows, rows_grad)
+    }
+
+    /// The dense path's one pass equals the row update given the rows with a non-zero
+    /// lane, bit for bit (NaN lanes touch their row, `-0.0` does not), on pools of 1 to 4
+    /// threads forced to split finely; other rows keep their bits.
+    #[test]
+    fn the_dense_pass_is_the_row_update_of_its_touched_rows() {
+        let (n, d) = (503, 6);
+        let (g, rows, rows_grad) = dense_gradient(n, d);
+        assert!(
+            rows.len() > n / 3 && rows.len() < n,
+            "a mix of touched and untouched rows"
+        );
+        let p0 = values(8, n * d);
+        let m0 = values(9, n * d);
+        let v0: Vec<f32> = values(10, n * d).iter().map(|x| x * x).collect();
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.01, 4);
+        let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+        update_range(&mut p, &mut m, &mut v, &rows_grad, &rows, d, &scalars, 0);
+        let expected = [bits(&p), bits(&m), bits(&v)];
+        let untouched = (0..n).filter(|r| rows.binary_search(&(*r as i64)).is_err());
+        for r in untouched {
+            assert_eq!(bits(&p[r * d..(r + 1) * d]), bits(&p0[r * d..(r + 1) * d]));
+        }
+        let mut pools = vec![1];
+        if cfg!(feature = "parallel") {
+            pools.extend([2, 3, 4]);
+        }
+        for threads in pools {
+            for min_lanes in [1, d, 64 * d, PARALLEL_LANES] {
+                let dense = || {
+                    let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                    update_dense_with(&mut p, &mut m, &mut v, &g, d, &scalars, min_lanes);
+                    [bits(&p), bits(&m), bits(&v)]
+                };
+                #[cfg(feature = "parallel")]
+                let got = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(dense);
+                #[cfg(not(feature = "parallel"))]
+                let got = dense();
+                assert!(
+                    got == expected,
+                    "{threads} threads, pieces of {min_lanes} lanes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_dense_pass_accepts_an_empty_table_and_rejects_a_misfit() {
+        let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        update_dense(&mut [], &mut [], &mut [], &[], 0, &s);
+        let misfit = std::panic::catch_unwind(|| {
+            update_dense(
+                &mut [0.0; 4],
+                &mut [0.0; 4],
+                &mut [0.0; 4],
+                &[1.0; 3],
+                2,
+                &s,
+            )
+        });
+        let message = *misfit.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("(4, 4, 4, 3)"), "{message}");
     }
 
     #[test]

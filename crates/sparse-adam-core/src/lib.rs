@@ -19,7 +19,7 @@
 //!   [`check_indices`], [`check_padding_idx`]) and the coalescing of row gradients
 //!   ([`unique_sorted`], [`coalesce`]);
 //! - [`kernels`]: CPU loops over `f32` slices ([`gather_rows`], [`sum_per_row`],
-//!   [`update_rows`]) for backends that lend their memory.
+//!   [`update_rows`], [`update_dense`]) for backends that lend their memory.
 //!
 //! # Example: one step of a lookup, end to end
 //!
@@ -61,6 +61,6 @@ pub mod update;
 
 pub use error::{CoreError, CoreResult};
 pub use hyper::{validate_lr, Hyperparameters};
-pub use kernels::{gather_rows, sum_per_row, update_rows};
+pub use kernels::{gather_rows, sum_per_row, update_dense, update_rows};
 pub use lookup::{check_indices, check_padding_idx, coalesce, unique_sorted, LookupPlan};
 pub use update::{sparse_adam_delta, Elementwise, RowDelta, StepScalars};

@@ -92,8 +92,8 @@ fn param_step(
 
 /// What post-hooks see: `info` with the step counts after the step, and the kernel each
 /// update ran on: the test backend's fused row update for touched rows (the suite builds
-/// burn-wgpu without fusion), the composed masked update for dense gradients, none for a
-/// row gradient that touches no row.
+/// burn-wgpu without fusion); for dense gradients the fused one pass on burn-ndarray and
+/// the composed masked update on wgpu; none for a row gradient that touches no row.
 fn with_steps(info: &StepInfo, steps: &[usize]) -> StepInfo {
     let mut info = info.clone();
     assert_eq!(info.params.len(), steps.len());
@@ -101,10 +101,14 @@ fn with_steps(info: &StepInfo, steps: &[usize]) -> StepInfo {
         TestBackend::NdArray => KernelPath::FusedNdArray,
         TestBackend::Wgpu => KernelPath::FusedWgpu,
     };
+    let dense = match TestBackend::selected() {
+        TestBackend::NdArray => KernelPath::FusedNdArray,
+        TestBackend::Wgpu => KernelPath::Composed,
+    };
     for (p, &s) in info.params.iter_mut().zip(steps) {
         p.step = s;
         p.kernel = match p.path {
-            StepPath::Dense => Some(KernelPath::Composed),
+            StepPath::Dense => Some(dense),
             StepPath::Rows if p.touched_rows > 0 => Some(fused),
             StepPath::Rows | StepPath::SkippedNonFinite => None,
         };

@@ -140,6 +140,31 @@ pub(super) fn step_rows(
     Ok([tensor(p), tensor(m), tensor(v)])
 }
 
+/// The dense update (see [`step_dense`](super::step_dense)): the core's one pass over the
+/// parameter's, the moments' and the gradient's storage, in place when not shared.
+pub(super) fn step_dense<const D: usize>(
+    [param, exp_avg, exp_avg_sq]: [Tensor<D>; 3],
+    grad: Tensor<D>,
+    scalars: &StepScalars,
+) -> Result<[Tensor<D>; 3], ([Tensor<D>; 3], Tensor<D>)> {
+    if !(fusable(&param) && fusable(&exp_avg) && fusable(&exp_avg_sq) && fusable(&grad)) {
+        return Err(([param, exp_avg, exp_avg_sq], grad));
+    }
+    let [_, d] = super::as_rows(&param.shape());
+    let len = param.shape().num_elements();
+    let (mut p, mut m, mut v) = (primitive(param), primitive(exp_avg), primitive(exp_avg_sq));
+    let g = primitive(grad);
+    sparse_adam_core::update_dense(
+        &mut p.storage_mut::<f32>()[..len],
+        &mut m.storage_mut::<f32>()[..len],
+        &mut v.storage_mut::<f32>()[..len],
+        &g.as_slice::<f32>().expect("contiguous f32")[..len],
+        d,
+        scalars,
+    );
+    Ok([tensor(p), tensor(m), tensor(v)])
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Device, Int};
@@ -180,6 +205,51 @@ mod tests {
         for (f, c) in fused.into_iter().zip(composed) {
             assert_eq!(bits(f), bits(c));
         }
+    }
+
+    /// The dense one-pass update is the masked update in Burn operations, bit for bit, on
+    /// parameters of rank 1, 2 and 3, with rows that are zero, `-0.0`, partly zero or carry
+    /// a NaN; a parameter shared with another holder is copied, not changed.
+    #[test]
+    fn the_fused_dense_update_is_the_composed_one_bit_for_bit() {
+        fn check<const D: usize>(shape: [usize; D]) {
+            let len: usize = shape.iter().product();
+            let n = shape[0];
+            let width = len / n;
+            let tensor = |seed: f32| -> Tensor<D> { table(seed, len, 1).reshape(shape) };
+            let mut grad: Vec<f32> = (0..len).map(|i| ((i as f32) * 0.71).cos()).collect();
+            for (r, row) in grad.chunks_exact_mut(width).enumerate() {
+                match r % 4 {
+                    0 => row.fill(0.0),
+                    1 => row.fill(-0.0),
+                    2 if width > 1 => row[1..].fill(0.0),
+                    _ if r % 7 == 3 => row[0] = f32::NAN,
+                    _ => {}
+                }
+            }
+            let grad = Tensor::<D>::from_data(TensorData::new(grad, shape), &Device::flex());
+            let tables = || [tensor(0.0), tensor(1.0), tensor(2.0).abs()];
+            let scalars = StepScalars::new(Hyperparameters::default(), 0.05, 3);
+            let [p, m, v] = step_dense(tables(), grad.clone(), &scalars).ok().unwrap();
+            let [tp, tm, tv] = tables();
+            let [cp, cm, cv] = super::super::composed_dense(tp, tm, tv, grad, &scalars);
+            assert_eq!(bits(p), bits(cp), "{shape:?}");
+            assert_eq!(bits(m), bits(cm), "{shape:?}");
+            assert_eq!(bits(v), bits(cv), "{shape:?}");
+        }
+        check([37]);
+        check([41, 5]);
+        check([9, 2, 3]);
+        // A shared tensor: its other holder keeps its values.
+        let param = table(0.0, 6, 3);
+        let held = param.clone();
+        let zeros = || Tensor::<2>::zeros([6, 3], &Device::flex());
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.1, 1);
+        let [stepped, ..] = step_dense([param, zeros(), zeros()], table(4.0, 6, 3), &scalars)
+            .ok()
+            .unwrap();
+        assert_ne!(bits(stepped), bits(held.clone()));
+        assert_eq!(bits(held), bits(table(0.0, 6, 3)));
     }
 
     #[test]

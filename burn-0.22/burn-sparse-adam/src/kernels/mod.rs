@@ -205,9 +205,34 @@ pub(crate) fn touched_rows<const D: usize>(grad: &Tensor<D>) -> Tensor<D, Bool> 
     touched.expand(grad.shape())
 }
 
-/// The dense update: the delta of every entry, kept only on the rows with a non-zero
-/// gradient entry (`mask_where` keeps the others bit for bit).
+/// The dense update: rows (slices along dim 0) with a non-zero gradient entry take the
+/// update, the others keep their bits. On flex, the core's one pass over the four tables
+/// ([`update_dense`](sparse_adam_core::update_dense)); elsewhere the delta of every entry,
+/// kept by a mask. Both give the same bits.
 pub(crate) fn step_dense<const D: usize>(
+    param: Tensor<D>,
+    exp_avg: Tensor<D>,
+    exp_avg_sq: Tensor<D>,
+    grad: Tensor<D>,
+    scalars: &StepScalars,
+) -> ([Tensor<D>; 3], Kernel) {
+    #[cfg(feature = "flex")]
+    let ([param, exp_avg, exp_avg_sq], grad) = match fused() {
+        true => match flex::step_dense([param, exp_avg, exp_avg_sq], grad, scalars) {
+            Ok(table) => return (table, Kernel::Fused),
+            Err(given_back) => given_back,
+        },
+        false => ([param, exp_avg, exp_avg_sq], grad),
+    };
+    (
+        composed_dense(param, exp_avg, exp_avg_sq, grad, scalars),
+        Kernel::Composed,
+    )
+}
+
+/// The dense update in Burn operations: the delta of every entry, kept only on the rows
+/// with a non-zero gradient entry (`mask_where` keeps the others bit for bit).
+fn composed_dense<const D: usize>(
     param: Tensor<D>,
     exp_avg: Tensor<D>,
     exp_avg_sq: Tensor<D>,

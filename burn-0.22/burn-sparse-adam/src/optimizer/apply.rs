@@ -64,7 +64,11 @@ impl Stepper<'_> {
                     reshape_state(state, shape),
                 )
             }
-            None => rule.step_dense(plan.lr, param, grad, state),
+            None => {
+                let (param, state, kernel) = rule.step_dense_reporting(plan.lr, param, grad, state);
+                self.kernels.insert(id, kernel);
+                (param, state)
+            }
         };
         self.states.insert(id, DynState::create(state, D));
         param

@@ -47,9 +47,11 @@ pub struct ParamStep {
     pub touched_rows: usize,
     /// How it steps.
     pub path: StepPath,
-    /// For post-hooks, the path its row update took ([`Kernel::Fused`] on burn-flex with
-    /// feature `flex`, and on wgpu, with or without burn-fusion, with feature `wgpu`); `None`
-    /// in pre-hooks, for dense steps and for steps that touch no row.
+    /// For post-hooks, the path its update took: for row gradients [`Kernel::Fused`] on
+    /// burn-flex with feature `flex`, and on wgpu, with or without burn-fusion, with feature
+    /// `wgpu`; for dense gradients [`Kernel::Fused`] on burn-flex (one pass over the four
+    /// tables), [`Kernel::Composed`] elsewhere. `None` in pre-hooks and for row steps that
+    /// touch no row.
     pub kernel: Option<Kernel>,
 }
 

@@ -5,7 +5,9 @@
 //!   parameter, as stock Burn modules produce. A row (a slice along dim 0; an element of a
 //!   1-d parameter) is touched when any entry of its gradient is non-zero: the masking model
 //!   of PyTorch's documentation, where a dense gradient reaches SparseAdam as
-//!   `grad.to_sparse(sparse_dim=1)`. It runs on the device, reading nothing back.
+//!   `grad.to_sparse(sparse_dim=1)`. It reads nothing back: on burn-flex it is one pass
+//!   over the parameter, its gradient and both moments (the core's `update_dense`), on other
+//!   backends a masked update in Burn operations, with the same bits.
 //! - The **row path** ([`SparseAdam::step_rows`]) takes a [`RowGrad`]: it gathers the
 //!   touched rows, updates them, and adds the deltas back; its cost follows the number of
 //!   touched rows, not the table. A looked-up row is touched even when its gradient sums to
@@ -79,16 +81,28 @@ impl SparseAdam {
         grad: Tensor<D>,
         state: Option<SparseAdamState<D>>,
     ) -> (Tensor<D>, SparseAdamState<D>) {
+        let (param, state, _) = self.step_dense_reporting(lr, param, grad, state);
+        (param, state)
+    }
+
+    /// [`SparseAdam::step_dense`], also saying which kernel ran.
+    pub(crate) fn step_dense_reporting<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SparseAdamState<D>>,
+    ) -> (Tensor<D>, SparseAdamState<D>, Kernel) {
         let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
         state.step += 1;
         let scalars = self
             .scalars(lr, state.step)
             .unwrap_or_else(|err| panic!("{err}"));
-        let [param, exp_avg, exp_avg_sq] =
+        let ([param, exp_avg, exp_avg_sq], kernel) =
             kernels::step_dense(param, state.exp_avg, state.exp_avg_sq, grad, &scalars);
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
-        (param, state)
+        (param, state, kernel)
     }
 
     /// One row-path step of one `[n, d]` parameter (see the [module docs](self)).

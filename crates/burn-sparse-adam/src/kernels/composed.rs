@@ -2,7 +2,7 @@
 //! on every backend. The fused kernels give these results bit for bit where they run.
 
 use burn::tensor::module::embedding;
-use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
 
 use super::ParamAndMoments;
 use crate::formula::{sparse_adam_delta, StepScalars};
@@ -65,6 +65,35 @@ pub(super) fn step_rows<B: Backend>(
         add_rows(exp_avg, delta.exp_avg),
         add_rows(exp_avg_sq, delta.exp_avg_sq),
     ]
+}
+
+/// The dense update of any backend: the delta of every entry, kept only on the rows
+/// (slices along dim 0) with a non-zero gradient entry; `mask_where` keeps the others bit
+/// for bit, whatever the delta computed there.
+pub(super) fn step_dense<B: Backend, const D: usize>(
+    [param, exp_avg, exp_avg_sq]: [Tensor<B, D>; 3],
+    grad: Tensor<B, D>,
+    scalars: &StepScalars,
+) -> [Tensor<B, D>; 3] {
+    let touched = touched_rows(&grad);
+    let delta = sparse_adam_delta(grad, exp_avg.clone(), exp_avg_sq.clone(), scalars);
+    let masked_add = |old: Tensor<B, D>, delta: Tensor<B, D>| {
+        old.clone().mask_where(touched.clone(), old + delta)
+    };
+    [
+        masked_add(param, delta.param),
+        masked_add(exp_avg, delta.exp_avg),
+        masked_add(exp_avg_sq, delta.exp_avg_sq),
+    ]
+}
+
+/// The rows of `grad` with a non-zero entry, broadcast to `grad`'s shape.
+fn touched_rows<B: Backend, const D: usize>(grad: &Tensor<B, D>) -> Tensor<B, D, Bool> {
+    let mut touched = grad.clone().not_equal_elem(0.0);
+    for dim in 1..D {
+        touched = touched.any_dim(dim);
+    }
+    touched.expand(grad.shape())
 }
 
 /// An index tensor from host indices.

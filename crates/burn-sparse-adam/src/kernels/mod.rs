@@ -5,7 +5,9 @@
 //! - [`sum_per_row`]: a lookup's gradient summed per touched row (duplicates added in lookup
 //!   order);
 //! - [`step_rows`]: the row update of the parameter and both moments, reporting the
-//!   [`KernelPath`] it took.
+//!   [`KernelPath`] it took;
+//! - [`step_dense`]: the same update from a gradient of the parameter's shape, on its rows
+//!   with a non-zero entry (the dense path), reporting its path too.
 //!
 //! Each tries, in order: the fused burn-ndarray loops (feature `ndarray`: the core's kernels
 //! over the tensors' `f32` storage, also under burn-autodiff), the fused CubeCL row update on
@@ -121,6 +123,27 @@ pub(crate) fn step_rows<B: Backend>(
     )
 }
 
+/// The dense update of a parameter and its moments from a gradient of the parameter's
+/// shape: rows (slices along dim 0) with a non-zero gradient entry take the update, the
+/// others keep their bits. Says which implementation ran: the core's one pass over the four
+/// tables on burn-ndarray (feature `ndarray`), the masked update in Burn operations
+/// elsewhere, with the same bits.
+pub(crate) fn step_dense<B: Backend, const D: usize>(
+    table: [Tensor<B, D>; 3],
+    grad: Tensor<B, D>,
+    scalars: &StepScalars,
+) -> ([Tensor<B, D>; 3], KernelPath) {
+    #[cfg(feature = "ndarray")]
+    let (table, grad) = match ndarray::step_dense(table, grad, scalars) {
+        Ok(table) => return (table, KernelPath::FusedNdArray),
+        Err(given_back) => given_back,
+    };
+    (
+        composed::step_dense(table, grad, scalars),
+        KernelPath::Composed,
+    )
+}
+
 #[cfg(all(test, feature = "ndarray"))]
 mod tests {
     use burn::backend::NdArray;
@@ -225,6 +248,55 @@ mod tests {
         let summed = super::ndarray::sum_per_row_fused(&grad, &slots, 3).unwrap();
         assert_eq!(summed.dims(), [3, 4]);
         assert_eq!(summed.into_data().to_vec::<f32>().unwrap(), expected);
+    }
+
+    /// The dense one pass is the composed masked update, bit for bit, on parameters of rank
+    /// 1, 2 and 3 whose gradient rows are zero, `-0.0`, partly zero or carry a NaN; a
+    /// parameter shared with another owner is copied, not changed.
+    #[test]
+    fn fused_dense_equals_composed_bit_for_bit() {
+        fn check<const D: usize>(shape: [usize; D]) {
+            let device = Default::default();
+            let len: usize = shape.iter().product();
+            let width = len / shape[0];
+            let tensor = |seed: f32| {
+                let values: Vec<f32> = (0..len).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+                Tensor::<NdArray, 1>::from_floats(values.as_slice(), &device).reshape(shape)
+            };
+            let mut grad: Vec<f32> = (0..len).map(|i| ((i as f32) * 0.71).cos()).collect();
+            for (r, row) in grad.chunks_exact_mut(width).enumerate() {
+                match r % 4 {
+                    0 => row.fill(0.0),
+                    1 => row.fill(-0.0),
+                    2 if width > 1 => row[1..].fill(0.0),
+                    _ if r % 7 == 3 => row[0] = f32::NAN,
+                    _ => {}
+                }
+            }
+            let grad = Tensor::<NdArray, 1>::from_floats(grad.as_slice(), &device).reshape(shape);
+            let tables = || [tensor(0.0), tensor(1.0), tensor(2.0).abs()];
+            let scalars = StepScalars::new(&SparseAdamConfig::new(), 0.05, 3);
+            let bits = |t: Tensor<NdArray, D>| {
+                let values = t.into_data().to_vec::<f32>().unwrap();
+                values.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+            };
+            let held = tables();
+            let before = bits(held[0].clone());
+            let (fused, path) = super::step_dense(held.clone(), grad.clone(), &scalars);
+            assert_eq!(path, super::KernelPath::FusedNdArray);
+            let composed = super::composed::step_dense(tables(), grad, &scalars);
+            for (f, c) in fused.into_iter().zip(composed) {
+                assert_eq!(bits(f), bits(c), "{shape:?}");
+            }
+            assert_eq!(
+                bits(held[0].clone()),
+                before,
+                "the shared parameter kept its values"
+            );
+        }
+        check([37]);
+        check([41, 5]);
+        check([9, 2, 3]);
     }
 
     fn param_zeros(device: &burn::tensor::Device<NdArray>) -> Tensor<NdArray, 2> {

@@ -10,7 +10,7 @@ use std::any::Any;
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
-use sparse_adam_core::kernels::{gather_rows, sum_per_row, update_rows};
+use sparse_adam_core::kernels::{gather_rows, sum_per_row, update_dense, update_rows};
 
 use super::primitive::{downcast, downcast_update, restore, upcast};
 use super::{recycle, ParamAndMoments};
@@ -116,5 +116,63 @@ pub(super) fn step_rows<B: Backend>(
         Ok(table)
     } else {
         Err(table)
+    }
+}
+
+/// The dense update (see [`step_dense`](super::step_dense)): the core's one pass over the
+/// `f32` storage of the parameter, both moments and the gradient, in place (copied first
+/// when shared). Hands the tensors back, unchanged, when they are not burn-ndarray `f32`
+/// tensors in standard layout.
+#[allow(clippy::type_complexity)]
+pub(super) fn step_dense<B: Backend, const D: usize>(
+    [param, exp_avg, exp_avg_sq]: [Tensor<B, D>; 3],
+    grad: Tensor<B, D>,
+    scalars: &StepScalars,
+) -> Result<[Tensor<B, D>; 3], ([Tensor<B, D>; 3], Tensor<B, D>)> {
+    let shape = param.shape();
+    let param = match downcast::<NdArrayTensor, B, D>(param) {
+        Ok(param) => param,
+        Err(param) => return Err(([param, exp_avg, exp_avg_sq], grad)),
+    };
+    // One backend for all four: if the parameter's primitive is burn-ndarray's, so are the
+    // others'.
+    let same =
+        |t| downcast::<NdArrayTensor, B, D>(t).unwrap_or_else(|_| unreachable!("one backend"));
+    let (exp_avg, exp_avg_sq, grad) = (same(exp_avg), same(exp_avg_sq), same(grad));
+    let (mut param, mut exp_avg, mut exp_avg_sq, grad) = match (param, exp_avg, exp_avg_sq, grad) {
+        (
+            NdArrayTensor::F32(param),
+            NdArrayTensor::F32(exp_avg),
+            NdArrayTensor::F32(exp_avg_sq),
+            NdArrayTensor::F32(grad),
+        ) => (param, exp_avg, exp_avg_sq, grad),
+        (param, exp_avg, exp_avg_sq, grad) => {
+            return Err(([param, exp_avg, exp_avg_sq].map(restore), restore(grad)));
+        }
+    };
+    // Rows are slices along dim 0 (an element of a rank-1 parameter).
+    let n = shape.as_slice().first().copied().unwrap_or(1);
+    let d = shape.num_elements() / n.max(1);
+    let grad_view = grad.view();
+    let updated = match grad_view.as_slice() {
+        Some(g) => match (
+            param.ensure_owned().as_slice_mut(),
+            exp_avg.ensure_owned().as_slice_mut(),
+            exp_avg_sq.ensure_owned().as_slice_mut(),
+        ) {
+            (Some(p), Some(m), Some(v)) => {
+                update_dense(p, m, v, g, d, scalars);
+                true
+            }
+            _ => false,
+        },
+        None => false,
+    };
+    let table = [param, exp_avg, exp_avg_sq].map(|t| restore(NdArrayTensor::F32(t)));
+    let grad = restore(NdArrayTensor::F32(grad));
+    if updated {
+        Ok(table)
+    } else {
+        Err((table, grad))
     }
 }

@@ -71,8 +71,9 @@ impl<'a, B: AutodiffBackend> Stepper<'a, B> {
                 (to_rank(param, shape.clone()), reshape_state(state, shape))
             }
             None => {
-                self.kernels.insert(id, KernelPath::Composed);
-                rule.step_dense(lr, param, grad, state)
+                let (param, state, kernel) = rule.step_dense_on_path(lr, param, grad, state);
+                self.kernels.insert(id, kernel);
+                (param, state)
             }
         };
         self.states.insert(id, AdaptorRecord::from_state(state));

@@ -4,23 +4,26 @@
 //!   takes a gradient shaped like the parameter, as stock Burn modules produce. A row (a
 //!   slice along dim 0; an element of a 1-d parameter) is touched when any entry of its
 //!   gradient is non-zero: the masking model of PyTorch's documentation, where a dense
-//!   gradient reaches SparseAdam as `grad.to_sparse(sparse_dim=1)`. It runs on the device,
-//!   reading nothing back.
+//!   gradient reaches SparseAdam as `grad.to_sparse(sparse_dim=1)`. It reads nothing back:
+//!   on burn-ndarray it is one pass over the parameter, its gradient and both moments (the
+//!   core's `update_dense`), elsewhere a masked update in Burn operations, with the same
+//!   bits.
 //! - The **row path** ([`SparseAdam::step_rows`]) takes a [`RowGrad`]: it gathers the
 //!   touched rows, updates them, and adds the deltas back; its cost follows the number of
 //!   touched rows, not the table. A looked-up row is touched even when its gradient sums to
 //!   exactly zero, as with PyTorch's sparse layout.
 //!
-//! Both call [`sparse_adam_delta`], and both count a step for the parameter, even when no
-//! row is touched (an all-zero dense gradient, an empty row gradient), as PyTorch does.
+//! Both run the formula of [`sparse_adam_delta`](crate::formula::sparse_adam_delta), and
+//! both count a step for the parameter, even when no row is touched (an all-zero dense
+//! gradient, an empty row gradient), as PyTorch does.
 
 use burn::optim::{LearningRate, SimpleOptimizer};
-use burn::tensor::{backend::Backend, Bool, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::config::SparseAdamConfig;
 use crate::embedding::row_grads::RowGrad;
 use crate::error::{Error, Result};
-use crate::formula::{sparse_adam_delta, StepScalars};
+use crate::formula::StepScalars;
 use crate::kernels::{self, KernelPath};
 use crate::state::SparseAdamState;
 
@@ -77,23 +80,26 @@ impl SparseAdam {
         grad: Tensor<B, D>,
         state: Option<SparseAdamState<B, D>>,
     ) -> (Tensor<B, D>, SparseAdamState<B, D>) {
+        let (param, state, _) = self.step_dense_on_path(lr, param, grad, state);
+        (param, state)
+    }
+
+    /// [`SparseAdam::step_dense`], also saying which kernel ran.
+    pub(crate) fn step_dense_on_path<B: Backend, const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<SparseAdamState<B, D>>,
+    ) -> (Tensor<B, D>, SparseAdamState<B, D>, KernelPath) {
         let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
         state.step += 1;
         let scalars = StepScalars::new(&self.config, lr, state.step);
-        let touched = touched_rows(&grad);
-        let delta = sparse_adam_delta(
-            grad,
-            state.exp_avg.clone(),
-            state.exp_avg_sq.clone(),
-            &scalars,
-        );
-        // `mask_where` keeps untouched rows bit for bit, whatever the delta computed there.
-        let masked_add = |old: Tensor<B, D>, delta: Tensor<B, D>| {
-            old.clone().mask_where(touched.clone(), old + delta)
-        };
-        state.exp_avg = masked_add(state.exp_avg, delta.exp_avg);
-        state.exp_avg_sq = masked_add(state.exp_avg_sq, delta.exp_avg_sq);
-        (masked_add(param, delta.param), state)
+        let ([param, exp_avg, exp_avg_sq], path) =
+            kernels::step_dense([param, state.exp_avg, state.exp_avg_sq], grad, &scalars);
+        state.exp_avg = exp_avg;
+        state.exp_avg_sq = exp_avg_sq;
+        (param, state, path)
     }
 
     /// One row-path step of one `[n, d]` parameter (see the [module docs](self)).
@@ -152,15 +158,6 @@ impl SparseAdamConfig {
 /// finite, non-zero `f32`, the precision of the update.
 pub(crate) fn validate_lr(lr: LearningRate) -> Result<()> {
     sparse_adam_core::validate_lr(lr).map_err(Error::from)
-}
-
-/// The rows of `grad` with a non-zero entry, broadcast to `grad`'s shape.
-fn touched_rows<B: Backend, const D: usize>(grad: &Tensor<B, D>) -> Tensor<B, D, Bool> {
-    let mut touched = grad.clone().not_equal_elem(0.0);
-    for dim in 1..D {
-        touched = touched.any_dim(dim);
-    }
-    touched.expand(grad.shape())
 }
 
 impl<B: Backend> SimpleOptimizer<B> for SparseAdam {
