@@ -35,24 +35,74 @@ impl LookupPlan {
     /// The indices are taken as given: check them first with [`check_indices`].
     pub fn new(indices: &[i64], padding_idx: Option<usize>) -> Self {
         let padding = padding_idx.and_then(|p| i64::try_from(p).ok());
-        // One sort of (index, position) pairs gives both the unique rows and every
-        // position's slot.
-        let mut pairs: Vec<(i64, usize)> = indices
+        // Batches repeat rows (Zipf-distributed lookups): number the distinct rows in order
+        // of first appearance through a hash table, then sort only those, k log k instead
+        // of sorting every lookup.
+        let mut table = RowNumbers::with_capacity(indices.len());
+        let mut first_seen: Vec<i64> = Vec::new();
+        let mut slots: Vec<i64> = indices
             .iter()
-            .enumerate()
-            .filter(|&(_, &i)| Some(i) != padding)
-            .map(|(position, &i)| (i, position))
+            .map(|&i| {
+                if Some(i) == padding {
+                    return -1;
+                }
+                table.number(i, || {
+                    first_seen.push(i);
+                    first_seen.len() - 1
+                }) as i64
+            })
             .collect();
-        pairs.sort_unstable();
-        let mut rows = Vec::new();
-        let mut slots = vec![-1; indices.len()];
-        for (i, position) in pairs {
-            if rows.last() != Some(&i) {
-                rows.push(i);
-            }
-            slots[position] = rows.len() as i64 - 1;
+        let mut order: Vec<u32> = (0..first_seen.len() as u32).collect();
+        order.sort_unstable_by_key(|&j| first_seen[j as usize]);
+        let mut rank = vec![0i64; first_seen.len()];
+        for (r, &j) in order.iter().enumerate() {
+            rank[j as usize] = r as i64;
         }
+        for slot in slots.iter_mut().filter(|s| **s >= 0) {
+            *slot = rank[*slot as usize];
+        }
+        let rows = order.iter().map(|&j| first_seen[j as usize]).collect();
         Self { rows, slots }
+    }
+}
+
+/// An open-addressing hash table from rows to the numbers [`LookupPlan::new`] gives them.
+struct RowNumbers {
+    rows: Vec<i64>,
+    /// `u32::MAX`: an empty bucket.
+    numbers: Vec<u32>,
+    /// `64 - log2(buckets)`: Fibonacci hashing keeps the high bits of `row · φ·2^64`.
+    shift: u32,
+}
+
+impl RowNumbers {
+    /// A table for up to `len` distinct rows, at most half full.
+    fn with_capacity(len: usize) -> Self {
+        let buckets = (2 * len).next_power_of_two().max(16);
+        Self {
+            rows: vec![0; buckets],
+            numbers: vec![u32::MAX; buckets],
+            shift: 64 - buckets.trailing_zeros(),
+        }
+    }
+
+    /// The number of `row`, given by `new` the first time `row` is seen.
+    #[inline]
+    fn number(&mut self, row: i64, new: impl FnOnce() -> usize) -> usize {
+        let mask = self.numbers.len() - 1;
+        let mut bucket = ((row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        loop {
+            match self.numbers[bucket] {
+                u32::MAX => {
+                    let number = new();
+                    self.rows[bucket] = row;
+                    self.numbers[bucket] = number as u32;
+                    return number;
+                }
+                number if self.rows[bucket] == row => return number as usize,
+                _ => bucket = (bucket + 1) & mask,
+            }
+        }
     }
 }
 
@@ -174,6 +224,59 @@ mod tests {
         let plan = LookupPlan::new(&[7, 1, 7], None);
         assert_eq!(plan.rows, vec![1, 7]);
         assert_eq!(plan.slots, vec![1, 0, 1]);
+    }
+
+    /// The plan by sorting every (index, position) pair: the definition the hash-table plan
+    /// must equal.
+    fn sorted_plan(indices: &[i64], padding: Option<i64>) -> LookupPlan {
+        let mut pairs: Vec<(i64, usize)> = indices
+            .iter()
+            .enumerate()
+            .filter(|&(_, &i)| Some(i) != padding)
+            .map(|(position, &i)| (i, position))
+            .collect();
+        pairs.sort_unstable();
+        let mut rows = Vec::new();
+        let mut slots = vec![-1; indices.len()];
+        for (i, position) in pairs {
+            if rows.last() != Some(&i) {
+                rows.push(i);
+            }
+            slots[position] = rows.len() as i64 - 1;
+        }
+        LookupPlan { rows, slots }
+    }
+
+    /// On batches with many repeats, none, colliding hashes (multiples of the bucket count),
+    /// padding and unchecked values (negative, huge), the plan is the sorting one.
+    #[test]
+    fn plan_equals_the_sorting_definition() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut batches: Vec<Vec<i64>> = vec![
+            (0..5_000).map(|_| next(300) as i64).collect(),
+            (0..5_000).map(|_| next(1 << 40) as i64).collect(),
+            (0..4_096).map(|i| i * 8_192).collect(),
+            (0..2_000).rev().collect(),
+            vec![i64::MIN, -1, i64::MAX, 0, -1, i64::MIN],
+            vec![9],
+        ];
+        batches.push((0..10_000).map(|_| (next(50) * next(50)) as i64).collect());
+        for indices in &batches {
+            for padding in [None, Some(0usize), Some(9)] {
+                assert_eq!(
+                    LookupPlan::new(indices, padding),
+                    sorted_plan(indices, padding.map(|p| p as i64)),
+                    "{} indices, padding {padding:?}",
+                    indices.len()
+                );
+            }
+        }
     }
 
     #[test]
