@@ -25,8 +25,8 @@ use burn_sparse_adam_tests::TestBackend;
 use sparse_adam_bench_core::driver::{self, Line};
 use sparse_adam_bench_core::record::Record;
 use sparse_adam_bench_core::workload::{
-    BACKEND_SEED, Impl, LR, Marks, RunInfo, SAMPLER_SEED, Timings, ZipfSampler, proc_status_kib,
-    unique_count,
+    BACKEND_SEED, Impl, LR, Marks, RunInfo, SAMPLER_SEED, Timings, ZipfSampler, pool_threads,
+    proc_status_kib, unique_count,
 };
 
 /// The 0.2 line's workload: on one of its test suite's backends.
@@ -242,6 +242,15 @@ fn run_single(imp: Impl, work: &Workload) -> Record {
         // burn-sparse-adam's default feature `flex`: its fused kernels, on flex only.
         fused_cpu: work.backend == TestBackend::Flex,
         line: Some("0.2"),
+        threads: Some(pool_threads()),
+        // burn's `flex` feature takes burn-flex's defaults; the core's kernels split rows
+        // across the same rayon pool (sparse-adam-core's default feature `parallel`).
+        features: Some("flex: rayon, simd; sparse-adam-core: parallel"),
     };
-    work.record(imp, &t, &info)
+    let mut record = work.record(imp, &t, &info);
+    // After the peak was read: the floor's tables are its own.
+    if imp == Impl::Sparse && work.backend == TestBackend::Flex {
+        record.floor = Some(work.floor());
+    }
+    record
 }

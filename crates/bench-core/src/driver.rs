@@ -376,12 +376,20 @@ pub fn main<L: Line>() -> ExitCode {
             }
         );
         println!("SparseAdam row update: {}", L::row_update(o.backend));
+        if let Some(line) = report::threads_line(&records) {
+            println!("{line}");
+        }
         println!();
         print!("{}", report::results_table(&records));
         let phases = report::phases_table(&records);
         if !phases.is_empty() {
             println!();
             print!("{phases}");
+        }
+        let floor = report::floor_table(&records);
+        if !floor.is_empty() {
+            println!();
+            print!("{floor}");
         }
         if !torch_records.is_empty() {
             println!();
@@ -392,7 +400,7 @@ pub fn main<L: Line>() -> ExitCode {
             println!("{note}");
         }
         println!();
-        println!("issue 4's targets:");
+        println!("targets (issues 4 and 15):");
         print!(
             "{}",
             report::targets_text(&targets::targets(&records, &torch_records))

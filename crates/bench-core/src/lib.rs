@@ -10,6 +10,7 @@
 //! median, the resident set).
 
 pub mod driver;
+pub mod floor;
 pub mod record;
 pub mod report;
 pub mod targets;

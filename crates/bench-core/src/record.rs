@@ -9,6 +9,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+pub use crate::floor::Floor;
+
 /// One measurement: one implementation, one table size, one backend. Its JSON line is this
 /// struct, field for field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,17 @@ pub struct Record {
     /// lines keep the fields they always had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
+    /// Threads of rayon's global pool in the measuring process: the pool burn-flex and the
+    /// core's CPU kernels split their work across (the 0.2 line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// The CPU backend's features that decide its speed, as built (`flex: rayon, simd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<String>,
+    /// The row update and its memory floor on this table size ([`Floor`]): `burn-sparse` on
+    /// a CPU backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<Floor>,
 }
 
 impl Record {
@@ -229,12 +242,26 @@ mod tests {
             glibc_tunables: None,
             fused_ndarray: true,
             line: None,
+            threads: None,
+            features: None,
+            floor: None,
         }
     }
 
     #[test]
     fn record_round_trips_through_json() {
         let r = record();
+        assert_eq!(Record::from_json(&r.to_json()).unwrap(), r);
+        let r = Record {
+            threads: Some(2),
+            features: Some("flex: rayon, simd".into()),
+            floor: Some(Floor {
+                median_ms_update: 0.5,
+                median_ms_floor: 0.25,
+                threads: 2,
+            }),
+            ..record()
+        };
         assert_eq!(Record::from_json(&r.to_json()).unwrap(), r);
         assert_eq!(r.phases(), Some([0.5, 0.25, 0.375, 0.125]));
     }

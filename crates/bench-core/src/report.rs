@@ -1,5 +1,5 @@
 //! The human-readable part: the results table, the side-by-side comparison with PyTorch and
-//! the verdicts on issue 4's targets (judged in the `targets` module).
+//! the verdicts on issues 4's and 15's targets (judged in the `targets` module).
 
 use crate::record::{find, find_torch, Record, TorchRecord};
 use crate::targets::Target;
@@ -84,6 +84,53 @@ pub fn phases_table(records: &[Record]) -> String {
     out.push_str(
         "  medians in ms of: lookup (forward: index read-back, sort/unique, gathers), loss (* upstream, sum),\n  \
          backward, gradients (collect_grads or GradientsParams::from_grads), optimizer (Optimizer::step)\n",
+    );
+    out
+}
+
+/// What the measuring processes ran on: threads and backend features, as the records say
+/// (the first record that says; all measurements of a run share one build).
+pub fn threads_line(records: &[Record]) -> Option<String> {
+    let r = records
+        .iter()
+        .find(|r| r.threads.is_some() || r.features.is_some())?;
+    Some(format!(
+        "ours: {} threads in rayon's pool; {}",
+        r.threads.map_or("?".into(), |t| t.to_string()),
+        r.features.as_deref().unwrap_or("features unknown")
+    ))
+}
+
+/// The memory floor beside the row update and the optimizer step, for the records that
+/// measured it; empty if none did.
+pub fn floor_table(records: &[Record]) -> String {
+    let measured: Vec<(&Record, crate::floor::Floor)> =
+        records.iter().filter_map(|r| Some((r, r.floor?))).collect();
+    if measured.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "{:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>13}
+",
+        "rows", "k", "optim ms", "update ms", "floor ms", "optim/flr", "upd/flr", "optim us/row"
+    );
+    for (r, f) in measured {
+        out.push_str(&format!(
+            "{:>9} {:>6.0} {:>10.3} {:>10.3} {:>10.3} {:>10.2} {:>10.2} {:>13.3}\n",
+            r.rows,
+            r.median_unique_rows,
+            r.median_ms_optimizer_step,
+            f.median_ms_update,
+            f.median_ms_floor,
+            r.median_ms_optimizer_step / f.median_ms_floor,
+            f.median_ms_update / f.median_ms_floor,
+            r.median_ms_optimizer_step * 1e3 / r.median_unique_rows.max(1.0),
+        ));
+    }
+    out.push_str(
+        "  burn-sparse; update: the core's update_rows on the same batches' rows, floor: a loop that only\n  \
+         reads and writes the same bytes (parameter, both moments, row gradient), both on host tables of the\n  \
+         table's size after flushing the caches, on the same pool (see crates/bench-core/src/floor.rs)\n",
     );
     out
 }

@@ -156,6 +156,12 @@ pub fn glibc_tunables() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// Threads of rayon's global pool: the pool burn-flex and the core's CPU kernels split
+/// their work across.
+pub fn pool_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// The 1-minute load average (`/proc/loadavg`); `None` off Linux.
 pub fn load_average() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -217,9 +223,26 @@ pub struct RunInfo<'a> {
     pub fused_cpu: bool,
     /// The Burn line, when it is not 0.1 (see [`Record::line`]).
     pub line: Option<&'static str>,
+    /// Threads of the pool the CPU backend runs on, when the line knows it.
+    pub threads: Option<usize>,
+    /// The CPU backend's speed-relevant features as built, when the line knows them.
+    pub features: Option<&'a str>,
 }
 
 impl<B> Workload<B> {
+    /// The row update and its memory floor on this workload's table size and batches (see
+    /// [`floor`](crate::floor)), on the current rayon pool.
+    pub fn floor(&self) -> crate::floor::Floor {
+        crate::floor::measure(
+            self.rows,
+            self.dim,
+            self.batch,
+            self.warmup,
+            self.steps,
+            SAMPLER_SEED,
+        )
+    }
+
     /// The record of a measurement of `imp` on this workload.
     pub fn record(&self, imp: Impl, t: &Timings, info: &RunInfo<'_>) -> Record {
         let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
@@ -254,6 +277,9 @@ impl<B> Workload<B> {
             glibc_tunables: glibc_tunables(),
             fused_ndarray: info.fused_cpu,
             line: info.line.map(str::to_string),
+            threads: info.threads,
+            features: info.features.map(str::to_string),
+            floor: None,
         }
     }
 }

@@ -18,8 +18,8 @@ use burn_sparse_adam::testing::{NdArrayAutodiff, TestBackend, WgpuAutodiff};
 use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig};
 use sparse_adam_bench_core::record::Record;
 use sparse_adam_bench_core::workload::{
-    proc_status_kib, unique_count, Impl, Marks, RunInfo, Timings, ZipfSampler, BACKEND_SEED, LR,
-    SAMPLER_SEED,
+    pool_threads, proc_status_kib, unique_count, Impl, Marks, RunInfo, Timings, ZipfSampler,
+    BACKEND_SEED, LR, SAMPLER_SEED,
 };
 
 /// The 0.1 line's workload: on one of its test suite's backends.
@@ -192,8 +192,17 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
         // burn-sparse-adam's feature `testing` includes its feature `ndarray`.
         fused_cpu: cfg!(feature = "fused") && work.backend == TestBackend::NdArray,
         line: None,
+        threads: Some(pool_threads()),
+        // As the library's tests build it: burn-ndarray's default features off; the core's
+        // kernels split rows across rayon's pool (sparse-adam-core's feature `parallel`).
+        features: Some("ndarray: no simd, no multi-threads; sparse-adam-core: parallel"),
     };
-    work.record(imp, &t, &info)
+    let mut record = work.record(imp, &t, &info);
+    // After the peak was read: the floor's tables are its own.
+    if imp == Impl::Sparse && work.backend == TestBackend::NdArray {
+        record.floor = Some(work.floor());
+    }
+    record
 }
 
 /// Runs one measurement in this process.
