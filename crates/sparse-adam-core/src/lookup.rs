@@ -66,6 +66,71 @@ impl LookupPlan {
     }
 }
 
+impl LookupPlan {
+    /// The plan of a lookup of `indices` into a table of `n_embedding` rows: the same plan
+    /// as [`LookupPlan::new`], planned faster when the table is small next to the batch.
+    ///
+    /// With at most 256 table rows per lookup, the rows are marked in a bitmap of the table
+    /// and a row's slot is the number of marked rows before it (a prefix count of the
+    /// bitmap's words): two passes over the indices and one over `n_embedding / 64` words,
+    /// no sort. Larger tables take [`LookupPlan::new`]'s hash table.
+    ///
+    /// # Panics
+    ///
+    /// When an index is not in `0..n_embedding`: check them first with [`check_indices`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use sparse_adam_core::LookupPlan;
+    ///
+    /// let indices = [4, 0, 2, 4, 0];
+    /// let plan = LookupPlan::for_table(&indices, Some(0), 5);
+    /// assert_eq!(plan, LookupPlan::new(&indices, Some(0)));
+    /// assert_eq!(plan.rows, [2, 4]);
+    /// ```
+    pub fn for_table(indices: &[i64], padding_idx: Option<usize>, n_embedding: usize) -> Self {
+        if n_embedding / 256 > indices.len() {
+            return Self::new(indices, padding_idx);
+        }
+        let padding = padding_idx.and_then(|p| i64::try_from(p).ok());
+        let row = |i: i64| -> usize {
+            match usize::try_from(i) {
+                Ok(row) if row < n_embedding => row,
+                _ => panic!("index {i} is not a row of the table of {n_embedding} rows"),
+            }
+        };
+        let mut marked = vec![0u64; n_embedding.div_ceil(64)];
+        for &i in indices.iter().filter(|&&i| Some(i) != padding) {
+            let r = row(i);
+            marked[r / 64] |= 1 << (r % 64);
+        }
+        // `before[w]`: the marked rows in words `0..w`.
+        let mut before = Vec::with_capacity(marked.len());
+        let mut rows = Vec::new();
+        for (w, &word) in marked.iter().enumerate() {
+            before.push(rows.len() as i64);
+            let mut bits = word;
+            while bits != 0 {
+                rows.push((w * 64) as i64 + i64::from(bits.trailing_zeros()));
+                bits &= bits - 1;
+            }
+        }
+        let slots = indices
+            .iter()
+            .map(|&i| {
+                if Some(i) == padding {
+                    return -1;
+                }
+                let r = row(i);
+                let below = marked[r / 64] & ((1u64 << (r % 64)) - 1);
+                before[r / 64] + i64::from(below.count_ones())
+            })
+            .collect();
+        Self { rows, slots }
+    }
+}
+
 /// An open-addressing hash table from rows to the numbers [`LookupPlan::new`] gives them.
 struct RowNumbers {
     rows: Vec<i64>,
@@ -269,14 +334,38 @@ mod tests {
         batches.push((0..10_000).map(|_| (next(50) * next(50)) as i64).collect());
         for indices in &batches {
             for padding in [None, Some(0usize), Some(9)] {
+                let expected = sorted_plan(indices, padding.map(|p| p as i64));
                 assert_eq!(
                     LookupPlan::new(indices, padding),
-                    sorted_plan(indices, padding.map(|p| p as i64)),
+                    expected,
                     "{} indices, padding {padding:?}",
                     indices.len()
                 );
+                // The bitmap plan, where the indices are rows of a table: of the smallest
+                // such table, of one 64·k + 1 rows larger (a partial last word), and of one
+                // too large for the bitmap (the hash plan).
+                if let (Some(&min), Some(&max)) = (indices.iter().min(), indices.iter().max()) {
+                    if min >= 0 && max < 1 << 32 {
+                        let n = max as usize + 1;
+                        for n in [n, n + 64 * 3 + 1, 257 * indices.len() + n] {
+                            assert_eq!(
+                                LookupPlan::for_table(indices, padding, n),
+                                expected,
+                                "{} indices, {n} rows, padding {padding:?}",
+                                indices.len()
+                            );
+                        }
+                    }
+                }
             }
         }
+        assert_eq!(LookupPlan::for_table(&[], None, 0), LookupPlan::default());
+    }
+
+    #[test]
+    #[should_panic(expected = "index 5 is not a row of the table of 5 rows")]
+    fn the_bitmap_plan_names_an_index_past_the_table() {
+        LookupPlan::for_table(&[0, 5], None, 5);
     }
 
     #[test]

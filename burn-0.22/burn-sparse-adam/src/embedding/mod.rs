@@ -135,7 +135,7 @@ impl SparseEmbedding {
         let strategy = weight
             .gradient_checkpointing_strategy()
             .expect("a tensor that requires its gradient has autodiff");
-        let plan = LookupPlan::new(&host, self.padding_idx);
+        let plan = LookupPlan::for_table(&host, self.padding_idx, n_embedding);
         // The output is a leaf of its own, outside the table's autodiff graph: its gradient
         // is batch-sized, and `collect_grads` sums it per touched row. It takes the weight's
         // checkpointing strategy, since operations mixing two strategies panic in Burn 0.22.

@@ -210,7 +210,7 @@ impl<B: Backend> SparseEmbedding<B> {
             return Ok(embedding(weight, indices));
         }
 
-        let lookup = LookupPlan::new(&host, self.padding_idx);
+        let lookup = LookupPlan::for_table(&host, self.padding_idx, n_embedding);
         if host.is_empty() || d_model == 0 {
             // A lookup with no values has a leaf too, so that, as in PyTorch, the table
             // takes a step only if the lookup reached the loss. Where the backend cannot
