@@ -16,22 +16,11 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use sparse_adam_core::kernels::PARALLEL_LANES;
 use sparse_adam_core::{update_rows, Hyperparameters, LookupPlan, StepScalars};
 
-use crate::workload::{median, ZipfSampler};
-
-/// The floor's figures for one table size: medians over the steps, ms.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Floor {
-    /// The core's `update_rows` on the step's touched rows.
-    pub median_ms_update: f64,
-    /// The loop that only reads and writes the same bytes.
-    pub median_ms_floor: f64,
-    /// Threads of the pool both ran on.
-    pub threads: usize,
-}
+pub use crate::record::Floor;
+use crate::workload::{median, Workload, ZipfSampler, SAMPLER_SEED};
 
 /// Measures the row update and its floor on a `[rows, dim]` table and its two moments for
 /// `steps` batches of `batch` lookups drawn as the benchmark draws them (`seed`), after
@@ -139,6 +128,21 @@ fn touch_rows(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], rows: &[i6
             });
         }
     });
+}
+
+impl<B> Workload<B> {
+    /// The row update and its memory floor on this workload's table size and batches, on
+    /// the current rayon pool.
+    pub fn floor(&self) -> Floor {
+        measure(
+            self.rows,
+            self.dim,
+            self.batch,
+            self.warmup,
+            self.steps,
+            SAMPLER_SEED,
+        )
+    }
 }
 
 /// How many rows ahead the update prefetches (`sparse-adam-core`'s `update_range`).

@@ -9,8 +9,6 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-pub use crate::floor::Floor;
-
 /// One measurement: one implementation, one table size, one backend. Its JSON line is this
 /// struct, field for field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +142,18 @@ fn nan() -> f64 {
 /// A number, or `null` (how serde_json writes a value that is not finite) as NaN.
 fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// The memory floor's figures for one table size (measured by the `floor` module): medians
+/// over the steps, ms.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Floor {
+    /// The core's `update_rows` on the step's touched rows.
+    pub median_ms_update: f64,
+    /// The loop that only reads and writes the same bytes.
+    pub median_ms_floor: f64,
+    /// Threads of the pool both ran on.
+    pub threads: usize,
 }
 
 /// One line of bench_torch.py, with the peak resident set of its process. Serialized, it is

@@ -230,19 +230,6 @@ pub struct RunInfo<'a> {
 }
 
 impl<B> Workload<B> {
-    /// The row update and its memory floor on this workload's table size and batches (see
-    /// [`floor`](crate::floor)), on the current rayon pool.
-    pub fn floor(&self) -> crate::floor::Floor {
-        crate::floor::measure(
-            self.rows,
-            self.dim,
-            self.batch,
-            self.warmup,
-            self.steps,
-            SAMPLER_SEED,
-        )
-    }
-
     /// The record of a measurement of `imp` on this workload.
     pub fn record(&self, imp: Impl, t: &Timings, info: &RunInfo<'_>) -> Record {
         let mib = |kib: Option<u64>| kib.map(|k| k as f64 / 1024.0);
