@@ -19,7 +19,10 @@
 //!   [`check_indices`], [`check_padding_idx`]) and the coalescing of row gradients
 //!   ([`unique_sorted`], [`coalesce`]);
 //! - [`kernels`]: CPU loops over `f32` slices ([`gather_rows`], [`sum_per_row`],
-//!   [`update_rows`], [`update_dense`]) for backends that lend their memory.
+//!   [`update_rows`], [`update_dense`]) for backends that lend their memory;
+//! - [`exchange`]: data-parallel training, the peers' gradients reduced over any engine's sum
+//!   all-reduce, row gradients as rows ([`exchange::exchange`]), and [`InProcessGroup`], an
+//!   engine for peers that are threads of one process.
 //!
 //! # Example: one step of a lookup, end to end
 //!
@@ -54,12 +57,14 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod exchange;
 pub mod hyper;
 pub mod kernels;
 pub mod lookup;
 pub mod update;
 
 pub use error::{CoreError, CoreResult};
+pub use exchange::{AllReduce, ExchangeError, InProcessGroup, Reduction};
 pub use hyper::{validate_lr, Hyperparameters};
 pub use kernels::{gather_rows, sum_per_row, update_dense, update_rows};
 pub use lookup::{check_indices, check_padding_idx, coalesce, unique_sorted, LookupPlan};
