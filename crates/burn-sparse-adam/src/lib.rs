@@ -51,6 +51,8 @@ pub mod state;
 mod kernels;
 // ... the sparse lookups (SparseEmbedding, row gradients, the marker protocol) ...
 pub mod embedding;
+// ... data-parallel training (row gradients exchanged as rows) ...
+pub mod distributed;
 // ... and the optimizer (public surface, rule, plan, apply, groups, hooks, record).
 pub mod optimizer;
 #[cfg(any(test, feature = "testing"))]

@@ -7,6 +7,7 @@
 //! wgpu pass.
 
 mod conformance;
+mod distributed;
 mod errors;
 mod groups;
 mod hooks;

@@ -173,6 +173,9 @@ struct TapeState<B: Backend> {
     /// How to keep a lookup's output without its values, once an autodiff entry point
     /// (`collect_grads`, the optimizer, `valid`) has shown that `B` is an autodiff backend.
     hollow: Option<fn(Tensor<B, 3>) -> Leaf<B>>,
+    /// The thread of the data-parallel peer that first exchanged this table's row gradients
+    /// (`distributed::all_reduce_grads`): a tape shared by two peers would mix their rows.
+    peer: Option<ThreadId>,
 }
 
 impl<B: Backend> TapeState<B> {
@@ -218,6 +221,7 @@ impl<B: Backend> Default for RowGradTape<B> {
                 pending: Vec::new(),
                 collected: Vec::new(),
                 hollow: None,
+                peer: None,
             })),
         }
     }
@@ -456,6 +460,25 @@ impl<B: AutodiffBackend> RowGradTape<B> {
     /// consumes them, and older ones are stale.
     pub(crate) fn claim(&self) {
         self.lock().collected.clear();
+    }
+
+    /// Makes this thread the table's data-parallel peer; `false` when another thread
+    /// already is (the table is shared by two peers).
+    pub(crate) fn join_as_peer(&self) -> bool {
+        let thread = std::thread::current().id();
+        *self.lock().peer.get_or_insert(thread) == thread
+    }
+
+    /// Replaces the collected row gradients by `rows` (the peers' reduced row gradient) and
+    /// returns the marker announcing them, for a weight of shape `weight` on `device`.
+    pub(crate) fn install<const D: usize>(
+        &self,
+        rows: RowGrad<B::InnerBackend>,
+        weight: &Shape,
+        device: &B::Device,
+    ) -> Tensor<B::InnerBackend, D> {
+        self.lock().collected = vec![rows.map_values(Tensor::from_inner)];
+        Tensor::ones(marker_shape(weight), device)
     }
 }
 

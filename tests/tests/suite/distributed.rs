@@ -1,0 +1,369 @@
+//! Data-parallel training: P peers (threads of one process, each with a model of its own) on
+//! shards of each batch, their gradients reduced by `all_reduce_grads`, against one process
+//! on the whole batch.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use burn_sparse_adam::distributed::{
+    all_reduce_grads, AllReduce, ExchangeError, InProcessGroup, InProcessPeer, Reduction,
+};
+use burn_sparse_adam::{on_test_backend, Error, SparseAdamConfig, SparseAdamOptimizer};
+use burn_sparse_adam_tests::{
+    assert_params_bits_eq, assert_params_close, assert_states_bits_eq, assert_states_close, linear,
+    param_values, sparse_table, state_values, with_test_backend, Batch, Rng, SparseTower,
+    StateValues, Tower, TowerSpec,
+};
+
+const N: usize = 12;
+const PADDING: usize = 0;
+/// A row every peer's shard looks up.
+const SHARED_ROW: i64 = 5;
+const LR: f64 = 0.05;
+
+fn tower<B: AutodiffBackend>(spec: &TowerSpec, device: &B::Device) -> SparseTower<B> {
+    SparseTower {
+        head: linear(
+            spec.d,
+            spec.d_out,
+            &spec.head_weight,
+            &spec.head_bias,
+            device,
+        ),
+        table: sparse_table(spec.n, spec.d, &spec.table, Some(PADDING), device),
+    }
+}
+
+/// Rows `lo..hi` of a batch.
+fn shard(batch: &Batch, lo: usize, hi: usize) -> Batch {
+    let seq = batch.shape[1];
+    let d_out = batch.coefficients.len() / batch.indices.len();
+    Batch {
+        indices: batch.indices[lo * seq..hi * seq].to_vec(),
+        shape: [hi - lo, seq],
+        coefficients: batch.coefficients[lo * seq * d_out..hi * seq * d_out].to_vec(),
+    }
+}
+
+/// Each peer's rows of a 6-row batch: with 3 peers the last shard is empty.
+fn bounds(peers: usize) -> Vec<(usize, usize)> {
+    match peers {
+        2 => vec![(0, 3), (3, 6)],
+        3 => vec![(0, 4), (4, 6), (6, 6)],
+        _ => unreachable!(),
+    }
+}
+
+/// Three batches of 6 × 2 lookups, each with `padding_idx` and a row every non-empty shard
+/// looks up (the others are random: rows one peer touches, rows several do).
+fn batches(spec: &TowerSpec, peers: usize) -> Vec<Batch> {
+    let mut rng = Rng::new(7 + peers as u64);
+    (0..3)
+        .map(|_| {
+            let mut batch = Batch::random(&mut rng, N, 6, 2, spec.d_out);
+            for (lo, hi) in bounds(peers) {
+                if lo < hi {
+                    batch.indices[lo * 2] = SHARED_ROW;
+                }
+            }
+            batch.indices[3] = PADDING as i64;
+            batch
+        })
+        .collect()
+}
+
+/// The gradients of a peer's shard (none for an empty shard: it runs no backward pass);
+/// under `Mean`, the whole batch's loss averaged over `peers` shards.
+fn shard_grads<B: AutodiffBackend>(
+    model: &SparseTower<B>,
+    batch: &Batch,
+    scale: f32,
+    device: &B::Device,
+) -> GradientsParams {
+    if batch.indices.is_empty() {
+        return GradientsParams::new();
+    }
+    let loss = batch.loss(model, device).mul_scalar(scale);
+    model.grads(loss.backward())
+}
+
+type Snapshot = (Vec<Vec<f32>>, Vec<Option<StateValues>>);
+
+fn snapshot<B: AutodiffBackend>(
+    optim: &SparseAdamOptimizer<SparseTower<B>, B>,
+    model: &SparseTower<B>,
+) -> Snapshot {
+    (param_values(model), state_values(optim, model))
+}
+
+/// Runs `f(peer, device)` on every peer of a new group, each in its own thread.
+fn on_peers<B: AutodiffBackend, T: Send>(
+    peers: usize,
+    timeout: Duration,
+    device: &B::Device,
+    f: impl Fn(InProcessPeer, &B::Device) -> T + Sync,
+) -> Vec<std::thread::Result<T>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = InProcessGroup::new(peers, timeout)
+            .into_iter()
+            .map(|peer| {
+                let (f, device) = (&f, device.clone());
+                s.spawn(move || f(peer, &device))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    })
+}
+
+/// P = 2 and 3 peers, under both reductions, after every step: every peer holds the same
+/// model and optimizer state bit for bit, and those of one process on the whole batch within
+/// the fixtures' tolerance (not bit for bit: one process sums each row's lookups in batch
+/// order, the peers sum their shards' sums in rank order). Covers a row every peer touches,
+/// rows one peer touches, `padding_idx` (never updated) and, with 3 peers, an empty shard.
+fn peers_match_one_process<B: AutodiffBackend>(
+    device: &B::Device,
+    peers: usize,
+    reduction: Reduction,
+) {
+    let spec = TowerSpec::random(N, 3, 2, 11);
+    let batches = batches(&spec, peers);
+    let scale = match reduction {
+        Reduction::Sum => 1.0,
+        Reduction::Mean => 1.0 / peers as f32,
+    };
+
+    let mut model = tower::<B>(&spec, device);
+    let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+    let mut expected = Vec::new();
+    for batch in &batches {
+        let grads = shard_grads(&model, batch, scale, device);
+        model = optim.step(LR, model, grads);
+        expected.push(snapshot(&optim, &model));
+    }
+
+    let results = on_peers::<B, _>(
+        peers,
+        Duration::from_secs(120),
+        device,
+        |mut peer, device| {
+            let mut model = tower::<B>(&spec, device);
+            let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+            let (lo, hi) = bounds(peers)[peer.rank()];
+            let mut snapshots = Vec::new();
+            for batch in &batches {
+                let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
+                let (grads, stats) =
+                    all_reduce_grads(grads, &model, &mut peer, reduction).expect("no peer fails");
+                assert_eq!(stats.calls, 2, "a header and a payload");
+                model = optim.step(LR, model, grads);
+                snapshots.push(snapshot(&optim, &model));
+            }
+            peer.finish();
+            snapshots
+        },
+    );
+    let results: Vec<Vec<Snapshot>> = results.into_iter().map(|r| r.unwrap()).collect();
+    let what = format!("{peers} peers, {reduction:?}");
+    for (step, expected) in expected.iter().enumerate() {
+        for (rank, snapshots) in results.iter().enumerate() {
+            let (params, states) = &snapshots[step];
+            let what = format!("{what}, peer {rank}, step {step}");
+            assert_params_close(params, &expected.0, &what);
+            assert_states_close(states, &expected.1, &what);
+            assert_params_bits_eq(params, &results[0][step].0, &what);
+            assert_states_bits_eq(states, &results[0][step].1, &what);
+        }
+        // `padding_idx` never moves, and the shared row did.
+        let table = &results[0][step].0[2];
+        let d = spec.d;
+        let padding = PADDING * d;
+        assert_eq!(
+            &table[padding..padding + d],
+            &spec.table[padding..padding + d],
+            "padding_idx never moves"
+        );
+        let shared = SHARED_ROW as usize * d;
+        assert_ne!(&table[shared..shared + d], &spec.table[shared..shared + d]);
+    }
+}
+
+#[test]
+fn two_peers_sum_as_one_process() {
+    with_test_backend!(peers_match_one_process(2, Reduction::Sum));
+}
+
+#[test]
+fn three_peers_with_an_empty_shard_sum_as_one_process() {
+    with_test_backend!(peers_match_one_process(3, Reduction::Sum));
+}
+
+#[test]
+fn two_peers_average_as_one_process() {
+    with_test_backend!(peers_match_one_process(2, Reduction::Mean));
+}
+
+#[test]
+fn three_peers_average_as_one_process() {
+    with_test_backend!(peers_match_one_process(3, Reduction::Mean));
+}
+
+/// What an engine that all-reduces each registered gradient as a dense tensor does (Burn
+/// 0.21's `GradientsParams::all_reduce`, in sorted id order, over the same in-process group):
+/// a table's gradient is a marker, so summing it only counts backward passes, and each peer
+/// applies its own rows. The peers' tables drift apart; `all_reduce_grads` is why they don't.
+#[test]
+fn reducing_markers_leaves_each_peer_with_its_own_rows() {
+    on_test_backend!(markers_only);
+}
+
+fn markers_only<B: AutodiffBackend>(device: &B::Device) {
+    {
+        let spec = TowerSpec::random(N, 3, 2, 11);
+        let batch = batches(&spec, 2).remove(0);
+        let results = on_peers::<B, _>(2, Duration::from_secs(120), device, |mut peer, device| {
+            let mut model = tower::<B>(&spec, device);
+            let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+            let (lo, hi) = bounds(2)[peer.rank()];
+            let grads = shard_grads(&model, &shard(&batch, lo, hi), 1.0, device);
+            let grads = dense_all_reduce(grads, &model, &mut peer);
+            model = optim.step(LR, model, grads);
+            peer.finish();
+            param_values(&model)
+        });
+        let tables: Vec<Vec<f32>> = results.into_iter().map(|r| r.unwrap()[2].clone()).collect();
+        assert_ne!(tables[0], tables[1], "each peer stepped its own rows only");
+    }
+}
+
+/// Every registered gradient all-reduced as it is, the way a dense engine does.
+fn dense_all_reduce<B: AutodiffBackend, M: AutodiffModule<B>>(
+    mut grads: GradientsParams,
+    module: &M,
+    peer: &mut InProcessPeer,
+) -> GradientsParams {
+    struct Dense<'a, B> {
+        grads: &'a mut GradientsParams,
+        peer: &'a mut InProcessPeer,
+        backend: std::marker::PhantomData<B>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Dense<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+                return;
+            };
+            let (shape, device) = (grad.shape(), grad.device());
+            let mut values = burn_sparse_adam_tests::values(grad);
+            self.peer.all_reduce_sum(&mut values).expect("same shapes");
+            let data = burn::tensor::TensorData::new(values, shape);
+            self.grads.register(
+                param.id,
+                Tensor::<B::InnerBackend, D>::from_data(data, &device),
+            );
+        }
+    }
+    module.visit(&mut Dense::<B> {
+        grads: &mut grads,
+        peer,
+        backend: std::marker::PhantomData,
+    });
+    grads
+}
+
+/// A peer that dies mid-step (its thread panics after its backward pass, before the
+/// exchange) ends the others' step at once with an error naming it, and leaves their models
+/// and optimizer states as they were after the last good step.
+#[test]
+fn a_peer_that_dies_mid_step_fails_the_others_without_a_change() {
+    on_test_backend!(peer_dies);
+}
+
+fn peer_dies<B: AutodiffBackend>(device: &B::Device) {
+    {
+        let spec = TowerSpec::random(N, 3, 2, 11);
+        let batches = batches(&spec, 3);
+        let start = Instant::now();
+        let results = on_peers::<B, _>(3, Duration::from_secs(120), device, |mut peer, device| {
+            let mut model = tower::<B>(&spec, device);
+            let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+            let (lo, hi) = bounds(3)[peer.rank()];
+            for (step, batch) in batches.iter().enumerate() {
+                let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
+                if step == 1 && peer.rank() == 1 {
+                    panic!("peer 1 dies");
+                }
+                let before = snapshot(&optim, &model);
+                match all_reduce_grads(grads, &model, &mut peer, Reduction::Sum) {
+                    Ok((grads, _)) => model = optim.step(LR, model, grads),
+                    Err(error) => return (step, error, before, snapshot(&optim, &model)),
+                }
+            }
+            unreachable!("the exchange of step 1 fails")
+        });
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no peer waited for its timeout"
+        );
+        assert!(results[1].is_err(), "peer 1 panicked");
+        for rank in [0, 2] {
+            let (step, error, before, after) = results[rank].as_ref().unwrap();
+            assert_eq!(*step, 1);
+            assert!(
+                matches!(error, Error::Exchange(ExchangeError::PeerFailed { .. }))
+                    && error.to_string().contains("peer 1 panicked"),
+                "{error}"
+            );
+            assert_params_bits_eq(&after.0, &before.0, "the model is unchanged");
+            assert_states_bits_eq(&after.1, &before.1, "the optimizer state is unchanged");
+        }
+    }
+}
+
+/// Two peers that share a table (one model cloned into both threads) are refused: one peer
+/// names the shared table, the other fails its exchange; neither steps.
+#[test]
+fn peers_sharing_a_table_are_refused() {
+    on_test_backend!(shared_table);
+}
+
+fn shared_table<B: AutodiffBackend>(device: &B::Device) {
+    {
+        let spec = TowerSpec::random(N, 3, 2, 11);
+        let batch = batches(&spec, 2).remove(0);
+        // Both clones' backward passes run here, one after the other: Burn's autodiff does
+        // not support concurrent backward passes through shared parameters, and what is
+        // tested is the exchange.
+        let model = tower::<B>(&spec, device);
+        let work: Vec<_> = bounds(2)
+            .into_iter()
+            .map(|(lo, hi)| {
+                let clone = model.clone();
+                let grads = shard_grads(&clone, &shard(&batch, lo, hi), 1.0, device);
+                Some((clone, grads))
+            })
+            .collect();
+        let work = Mutex::new(work);
+        let results = on_peers::<B, _>(2, Duration::from_secs(120), device, |mut peer, _| {
+            let (model, grads) = work.lock().unwrap()[peer.rank()].take().unwrap();
+            all_reduce_grads(grads, &model, &mut peer, Reduction::Sum).map(|_| ())
+        });
+        let errors: Vec<Error> = results
+            .into_iter()
+            .map(|r| r.unwrap().expect_err("refused"))
+            .collect();
+        let shared_errors = errors
+            .iter()
+            .filter(|e| matches!(e, Error::SharedTable { .. }))
+            .count();
+        assert_eq!(shared_errors, 1, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e
+                .to_string()
+                .contains("shared with another data-parallel peer")),
+            "{errors:?}"
+        );
+    }
+}
