@@ -7,7 +7,9 @@
 //!   backend `BURN_SPARSE_ADAM_BACKEND=flex|wgpu` selects, flex by default).
 //! - `bench [--line 0.1|0.2] [ARGS…]`: the release benchmark of a line (default 0.1:
 //!   `crates/bench`; 0.2: `burn-0.22/bench`), PyTorch beside it with `--torch`;
-//!   `bench --wordnet [--torch]`: the WordNet example beside its PyTorch reference.
+//!   `bench --wordnet [--torch]`: the WordNet example beside its PyTorch reference;
+//!   `bench --peers 1,2,3 [--rows 1e6]`: data-parallel peers exchanging row gradients
+//!   (Burn-free, `sparse-adam-bench-core`'s `sparse-adam-peers`).
 //! - `quickstart [--wgpu]`: the 0.2 line's README quick start in a fresh project on
 //!   `burn = "0.22.1"` (Burn's default features), as a new user runs it.
 //! - `wordnet-data [--check]`: regenerates the shipped WordNet graph from `wordnet-base`.
@@ -34,6 +36,8 @@ commands:
   bench --wordnet [--line 0.1|0.2] [--epochs N] [--torch] [--torch-threads T]
                                 the WordNet example (0.2 line by default) beside its PyTorch
                                 reference (crates/bench/wordnet_torch.py): s per epoch, AUCs, phases
+  bench --peers 1,2,3 [--rows 1e6] [--steps N]      data-parallel peers exchanging row gradients (Burn-free):
+                                step, steps/s, bytes per step against a dense all-reduce of the table
   quickstart [--wgpu] [--dir DIR]                     run the 0.2 README's quick start in a fresh project
                                 on burn = \"0.22.1\" (default features; --wgpu: its wgpu lines)
   wordnet-data [--wordnet-dir DIR] [--check]           regenerate examples/data/wordnet-nouns.tsv.gz";
@@ -77,6 +81,23 @@ fn line_arg(args: &[String]) -> (&str, Vec<String>) {
 fn bench(args: &[String]) -> Result<(), String> {
     if args.iter().any(|a| a == "--wordnet") {
         return wordnet_bench::run(args);
+    }
+    if args.iter().any(|a| a == "--peers") {
+        // Burn-free (the core's exchange and row update), so not per line.
+        let (_, rest) = line_arg(args);
+        return cargo(
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "sparse-adam-bench-core",
+                "--bin",
+                "sparse-adam-peers",
+                "--",
+            ],
+            &rest,
+        );
     }
     let (line, rest) = line_arg(args);
     match line {

@@ -7,10 +7,13 @@
 //! that re-executes the binary once per measurement ([`driver::main`]), the JSON lines
 //! ([`record`]), the PyTorch runner ([`torch`]), the report ([`report`]), issue 4's targets
 //! ([`targets`]) and the workload's host-side pieces ([`workload`]: the Zipf sampler, the
-//! median, the resident set).
+//! median, the resident set). Apart from the lines' binaries, [`peers`] (`cargo xtask bench
+//! --peers 1,2,3`, binary `sparse-adam-peers`) measures data-parallel peers exchanging row
+//! gradients through the Burn-free core.
 
 pub mod driver;
 pub mod floor;
+pub mod peers;
 pub mod record;
 pub mod report;
 pub mod targets;
