@@ -61,8 +61,11 @@ pub fn measure(
                 s.spawn(move || {
                     let rank = peer.rank();
                     let len = rows * dim;
+                    // Non-zero values: every page is written, hence resident, before the
+                    // timings (zeroed pages would be faulted in by the steps, which several
+                    // peers' threads of one process do one at a time).
                     let (mut p, mut m, mut v) =
-                        (vec![0.5f32; len], vec![0.0f32; len], vec![0.0f32; len]);
+                        (vec![0.5f32; len], vec![0.01f32; len], vec![0.001f32; len]);
                     let mut sampler = ZipfSampler::new(rows, SAMPLER_SEED);
                     let hyper = Hyperparameters::default();
                     let (mut times, mut bytes) = (Vec::new(), Vec::new());

@@ -76,41 +76,36 @@ use crate::error::{Error, Result};
 /// use burn::module::Initializer;
 /// use burn::optim::Optimizer;
 /// use burn::tensor::{Int, Tensor};
-/// use burn_sparse_adam::distributed::{all_reduce_grads, InProcessGroup, Reduction};
+/// use burn_sparse_adam::distributed::{all_reduce_grads, AllReduce, InProcessGroup, Reduction};
 /// use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbeddingConfig};
 ///
 /// type B = Autodiff<NdArray>;
 /// // Every peer's table starts the same (or load one record into each).
 /// let config = SparseEmbeddingConfig::new(100, 4)
 ///     .with_initializer(Initializer::Constant { value: 0.1 });
-///
 /// let peers = InProcessGroup::new(2, Duration::from_secs(30));
-/// let tables: Vec<_> = std::thread::scope(|s| {
-///     let handles: Vec<_> = peers.into_iter().map(|mut peer| {
-///         let config = &config;
+/// let tables = std::sync::Mutex::new(Vec::new());
+/// std::thread::scope(|s| {
+///     for mut peer in peers {
+///         let (config, tables) = (&config, &tables);
 ///         s.spawn(move || {
 ///             let device = Default::default();
 ///             // A model of its own per peer (clones would share their row gradients).
 ///             let mut table = config.init::<B>(&device);
 ///             let mut optim = SparseAdamConfig::new().init();
-///             // Peer 0 looks up rows 1 and 2, peer 1 rows 2 and 3.
-///             let shard = [[1 + peer_rank(&peer), 2 + peer_rank(&peer)]];
-///             let loss = table.forward(Tensor::<B, 2, Int>::from_data(shard, &device)).sum();
-///             let grads = collect_grads(loss.backward(), &table);
-///             let (grads, _) = all_reduce_grads(grads, &table, &mut peer, Reduction::Sum)
+///             let r = peer.rank() as i64;
+///             let shard = Tensor::<B, 2, Int>::from_data([[1 + r, 2 + r]], &device);
+///             let grads = collect_grads(table.forward(shard).sum().backward(), &table);
+///             let (grads, _stats) = all_reduce_grads(grads, &table, &mut peer, Reduction::Sum)
 ///                 .expect("no peer failed");
-///             table = optim.step(1e-2, table, grads);
+///             table = optim.step(1e-2, table, grads); // rows 1, 2 and 3 on both peers
 ///             peer.finish();
-///             table.weight.val().into_data()
-///         })
-///     }).collect();
-///     handles.into_iter().map(|h| h.join().unwrap()).collect()
+///             tables.lock().unwrap().push(table.weight.val().into_data());
+///         });
+///     }
 /// });
-/// assert_eq!(tables[0], tables[1]); // rows 1, 2 and 3 moved on both peers
-/// # fn peer_rank(peer: &burn_sparse_adam::distributed::InProcessPeer) -> i64 {
-/// #     use burn_sparse_adam::distributed::AllReduce;
-/// #     peer.rank() as i64
-/// # }
+/// let tables = tables.into_inner().unwrap();
+/// assert_eq!(tables[0], tables[1]); // every peer took the same step
 /// ```
 pub fn all_reduce_grads<B, M, E>(
     mut grads: GradientsParams,
