@@ -350,6 +350,15 @@ impl TowerSpec {
 
     /// The tower with a `SparseEmbedding`.
     pub fn sparse<B: Backend>(&self, device: &B::Device) -> SparseTower<B> {
+        self.sparse_padded(None, device)
+    }
+
+    /// The tower with a `SparseEmbedding` whose `padding_idx` is `padding_idx`.
+    pub fn sparse_padded<B: Backend>(
+        &self,
+        padding_idx: Option<usize>,
+        device: &B::Device,
+    ) -> SparseTower<B> {
         SparseTower {
             head: linear(
                 self.d,
@@ -358,7 +367,7 @@ impl TowerSpec {
                 &self.head_bias,
                 device,
             ),
-            table: sparse_table(self.n, self.d, &self.table, None, device),
+            table: sparse_table(self.n, self.d, &self.table, padding_idx, device),
         }
     }
 
@@ -486,6 +495,18 @@ pub fn assert_params_close(actual: &[Vec<f32>], expected: &[Vec<f32>], what: &st
 
 /// The optimizer state of one parameter, read back: `(step, exp_avg, exp_avg_sq)`.
 pub type StateValues = (usize, Vec<f32>, Vec<f32>);
+
+/// A model's parameters and its optimizer's states, read back ([`param_values`],
+/// [`state_values`]).
+pub type Snapshot = (Vec<Vec<f32>>, Vec<Option<StateValues>>);
+
+/// The [`Snapshot`] of `model` and `optim`.
+pub fn snapshot<B: AutodiffBackend, M: AutodiffModule<B> + 'static>(
+    optim: &SparseAdamOptimizer<M, B>,
+    model: &M,
+) -> Snapshot {
+    (param_values(model), state_values(optim, model))
+}
 
 /// The optimizer state of every float parameter of `module`, in the module's order (`None`
 /// for a parameter that has not stepped).

@@ -200,7 +200,7 @@ pub enum Error {
     Core(CoreError),
 
     /// A data-parallel exchange of gradients failed on this peer or another one
-    /// ([`all_reduce_grads`](crate::distributed::all_reduce_grads)); no peer steps.
+    /// (`distributed::all_reduce_grads`); no peer steps.
     #[error(transparent)]
     Exchange(#[from] sparse_adam_core::ExchangeError),
 

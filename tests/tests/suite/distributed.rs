@@ -12,11 +12,10 @@ use burn::tensor::Tensor;
 use burn_sparse_adam::distributed::{
     all_reduce_grads, AllReduce, ExchangeError, InProcessGroup, InProcessPeer, Reduction,
 };
-use burn_sparse_adam::{on_test_backend, Error, SparseAdamConfig, SparseAdamOptimizer};
+use burn_sparse_adam::{on_test_backend, Error, SparseAdamConfig};
 use burn_sparse_adam_tests::{
-    assert_params_bits_eq, assert_params_close, assert_states_bits_eq, assert_states_close, linear,
-    param_values, sparse_table, state_values, with_test_backend, Batch, Rng, SparseTower,
-    StateValues, Tower, TowerSpec,
+    assert_params_bits_eq, assert_params_close, assert_states_bits_eq, assert_states_close,
+    param_values, snapshot, with_test_backend, Batch, Rng, Snapshot, SparseTower, Tower, TowerSpec,
 };
 
 const N: usize = 12;
@@ -26,16 +25,7 @@ const SHARED_ROW: i64 = 5;
 const LR: f64 = 0.05;
 
 fn tower<B: AutodiffBackend>(spec: &TowerSpec, device: &B::Device) -> SparseTower<B> {
-    SparseTower {
-        head: linear(
-            spec.d,
-            spec.d_out,
-            &spec.head_weight,
-            &spec.head_bias,
-            device,
-        ),
-        table: sparse_table(spec.n, spec.d, &spec.table, Some(PADDING), device),
-    }
+    spec.sparse_padded(Some(PADDING), device)
 }
 
 /// Rows `lo..hi` of a batch.
@@ -89,15 +79,6 @@ fn shard_grads<B: AutodiffBackend>(
     }
     let loss = batch.loss(model, device).mul_scalar(scale);
     model.grads(loss.backward())
-}
-
-type Snapshot = (Vec<Vec<f32>>, Vec<Option<StateValues>>);
-
-fn snapshot<B: AutodiffBackend>(
-    optim: &SparseAdamOptimizer<SparseTower<B>, B>,
-    model: &SparseTower<B>,
-) -> Snapshot {
-    (param_values(model), state_values(optim, model))
 }
 
 /// Runs `f(peer, device)` on every peer of a new group, each in its own thread.

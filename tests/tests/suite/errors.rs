@@ -13,8 +13,8 @@ use burn_sparse_adam::{
 };
 use burn_sparse_adam_tests::{
     assert_params_bits_eq, assert_states_bits_eq, copy_grads, expect_panic, indices,
-    on_test_backend, param_values, sparse_table, state_values, tensor, with_test_backend, Batch,
-    DenseTower, Rng, SparseTower, StateValues, TowerSpec,
+    on_test_backend, param_values, snapshot, sparse_table, tensor, with_test_backend, Batch,
+    DenseTower, Rng, Snapshot, SparseTower, TowerSpec,
 };
 
 /// Asserts that `message` names `field` and shows `value` as a word of its own.
@@ -149,15 +149,6 @@ fn batches() -> Vec<Batch> {
     (0..2)
         .map(|_| Batch::random(&mut rng, 6, 2, 3, 2))
         .collect()
-}
-
-type Snapshot = (Vec<Vec<f32>>, Vec<Option<StateValues>>);
-
-fn snapshot<B: AutodiffBackend>(
-    optim: &SparseAdamOptimizer<SparseTower<B>, B>,
-    model: &SparseTower<B>,
-) -> Snapshot {
-    (param_values(model), state_values(optim, model))
 }
 
 #[track_caller]

@@ -14,8 +14,8 @@ use burn_sparse_adam::{
     SparseAdamOptimizer, SparseAdamRecord, StepInfo, StepPath,
 };
 use burn_sparse_adam_tests::{
-    linear, on_test_backend, saved_states, sparse_table, twin, DenseTower, Rng, SparseTower,
-    SplitBatch, TestBackend, TowerSpec,
+    on_test_backend, saved_states, twin, DenseTower, Rng, SparseTower, SplitBatch, TestBackend,
+    TowerSpec,
 };
 
 type Optim<B> = SparseAdamOptimizer<SparseTower<B>, B>;
@@ -34,16 +34,7 @@ fn take<T: Clone>(log: &Log<T>) -> Vec<T> {
 /// A 6×3 table whose row 5 is `padding_idx`, and a 3→2 head.
 fn tower<B: AutodiffBackend>(device: &B::Device) -> SparseTower<B> {
     let spec = TowerSpec::random(6, 3, 2, 41);
-    SparseTower {
-        head: linear(
-            spec.d,
-            spec.d_out,
-            &spec.head_weight,
-            &spec.head_bias,
-            device,
-        ),
-        table: sparse_table(spec.n, spec.d, &spec.table, Some(5), device),
-    }
+    spec.sparse_padded(Some(5), device)
 }
 
 /// A batch with the given lookups whose head gradients have rows that are exactly zero:
