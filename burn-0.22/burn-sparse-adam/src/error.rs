@@ -233,6 +233,21 @@ pub enum Error {
     /// A check of the Burn-free core that this crate has no variant of its own for.
     #[error(transparent)]
     Core(CoreError),
+
+    /// A data-parallel exchange of gradients failed on this peer or another one
+    /// (`distributed::all_reduce_grads`); no peer steps.
+    #[error(transparent)]
+    Exchange(#[from] sparse_adam_core::ExchangeError),
+
+    /// Two data-parallel peers share a table (one's model is a clone of the other's), so
+    /// their row gradients would mix.
+    #[error(
+        "the SparseEmbedding with weight {param} is shared with another data-parallel peer (a clone or fork of its model); give each peer a model of its own (init it from the config and load one record into all of them)"
+    )]
+    SharedTable {
+        /// The weight's parameter id.
+        param: ParamId,
+    },
 }
 
 impl From<CoreError> for Error {

@@ -21,7 +21,8 @@
 //! The layers, each importing only those above it: [`error`], [`config`] and [`state`] at
 //! the bottom; `kernels` (the tensor computations, one dispatcher); [`embedding`] (the
 //! table, its row gradients, the marker protocol); [`optimizer`] (the surface, the rule,
-//! the whole-model optimizer).
+//! the whole-model optimizer); [`distributed`] (data-parallel peers' gradients reduced, rows
+//! as rows).
 //!
 //! # Features
 //!
@@ -46,6 +47,7 @@
 pub struct ReadmeDoctests;
 
 pub mod config;
+pub mod distributed;
 pub mod embedding;
 pub mod error;
 mod kernels;

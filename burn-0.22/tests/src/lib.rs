@@ -528,15 +528,9 @@ fn replay_with<T: Table>(fixture: &Fixture, runner: Runner, device: &Device) -> 
         .tables
         .iter()
         .map(|spec| {
-            let mut table = T::create(fixture, spec, device);
-            let init = Tensor::<2>::from_data(
-                TensorData::new(spec.init.clone(), [spec.rows, spec.dim]),
-                device,
-            );
             // The fixture's weights replace the initial ones, the table staying a leaf that
             // requires its gradient.
-            table = table.map(&mut SetWeight(Some(init)));
-            table
+            set_params(T::create(fixture, spec, device), vec![spec.init.clone()])
         })
         .collect();
     let config = fixture.optimizer_config();
@@ -625,18 +619,27 @@ fn replay_with<T: Table>(fixture: &Fixture, runner: Runner, device: &Device) -> 
     report
 }
 
-/// Replaces the (only) float parameter of a table with the given values, keeping its id and
-/// making it a leaf that requires its gradient.
-struct SetWeight(Option<Tensor<2>>);
+/// `module` with its float parameters replaced, in visiting order, by `values` (row-major,
+/// one per parameter), each keeping its id and staying a leaf that requires its gradient.
+///
+/// # Panics
+///
+/// When `values` has fewer entries than `module` has float parameters, or an entry another
+/// length than its parameter.
+pub fn set_params<M: Module>(module: M, values: Vec<Vec<f32>>) -> M {
+    struct SetParams(std::vec::IntoIter<Vec<f32>>);
 
-impl burn::module::ModuleMapper for SetWeight {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, _, mapper) = param.consume();
-        let values = self.0.take().expect("one weight");
-        let device = values.device();
-        let values = Tensor::<D>::from_data(values.into_data(), &device).require_grad();
-        Param::from_mapped_value(id, values, mapper)
+    impl burn::module::ModuleMapper for SetParams {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, value, mapper) = param.consume();
+            let values = self.0.next().expect("values for every float parameter");
+            let data = TensorData::new(values, value.shape());
+            let values = Tensor::<D>::from_data(data, &value.device()).require_grad();
+            Param::from_mapped_value(id, values, mapper)
+        }
     }
+
+    module.map(&mut SetParams(values.into_iter()))
 }
 
 /// `sum(table(indices) · upstream)`.
@@ -673,6 +676,20 @@ fn loss_term<T: Table>(
         Tensor::<2, Int>::from_data(TensorData::new(lookup.indices.clone(), [1, n]), device);
     let upstream = Tensor::<3>::from_data(TensorData::new(upstream, [1, n, dim]), device);
     (table.lookup(indices) * upstream).sum()
+}
+
+/// Asserts `|actual − expected| ≤ ATOL + RTOL·|expected|` element-wise, the fixtures'
+/// tolerance, naming the first offending position.
+#[track_caller]
+pub fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let bound = ATOL + RTOL * (e as f64).abs();
+        assert!(
+            ((a as f64) - (e as f64)).abs() <= bound,
+            "{what}[{i}]: {a} vs {e} (tolerance {bound:e})"
+        );
+    }
 }
 
 /// A tensor's values, row-major.

@@ -20,7 +20,7 @@ use burn::train::{
     InferenceStep, Learner, RegressionOutput, SupervisedTraining, TrainOutput, TrainStep,
 };
 use burn_sparse_adam::{SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads};
-use burn_sparse_adam_tests::{device, module_optimizer_states, values};
+use burn_sparse_adam_tests::{device, module_optimizer_states, set_params, values};
 
 const ROWS: usize = 200;
 const DIM: usize = 8;
@@ -40,7 +40,7 @@ impl Model {
         let init: Vec<f32> = (0..ROWS * DIM)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let table = table.map(&mut SetValues(init));
+        let table = set_params(table, vec![init]);
         let head_init: Vec<f32> = (0..DIM).map(|i| 0.1 * i as f32 - 0.3).collect();
         let head = Linear {
             weight: Param::from_tensor(
@@ -54,18 +54,6 @@ impl Model {
     fn forward(&self, ids: Tensor<2, Int>) -> Tensor<2> {
         let pooled: Tensor<2> = self.table.forward(ids).mean_dim(1).squeeze_dim(1);
         self.head.forward(pooled)
-    }
-}
-
-/// Replaces every float parameter's values (one parameter of this shape).
-struct SetValues(Vec<f32>);
-
-impl burn::module::ModuleMapper for SetValues {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let data = TensorData::new(self.0.clone(), tensor.shape());
-        let values = Tensor::<D>::from_data(data, &tensor.device()).require_grad();
-        Param::from_mapped_value(id, values, mapper)
     }
 }
 

@@ -188,6 +188,9 @@ struct TapeState {
     pending: Vec<PendingLookup>,
     /// Row gradients collected from backward passes, waiting for the optimizer.
     collected: Vec<RowGrad>,
+    /// The thread of the data-parallel peer that exchanges this table's rows, once one has
+    /// (`distributed::all_reduce_grads`).
+    peer: Option<ThreadId>,
 }
 
 /// The row gradients of one table, shared by the table's clones (see the [module
@@ -243,6 +246,38 @@ impl RowGradTape {
     /// The collected row gradients, without taking them.
     pub(crate) fn peek_collected(&self) -> Vec<RowGrad> {
         self.lock().collected.clone()
+    }
+
+    /// The collected row gradients that `markers` announce: the newest ones, as many as the
+    /// markers count backward passes (older ones belong to gradients dropped without a
+    /// step). Takes nothing.
+    pub(crate) fn announced<const D: usize>(&self, markers: &[Tensor<D>]) -> Vec<RowGrad> {
+        let mut collected = self.peek_collected();
+        if collected.len() > 1 {
+            let passes: usize = markers.iter().map(marker_passes).sum();
+            collected.drain(..collected.len().saturating_sub(passes));
+        }
+        collected
+    }
+
+    /// Makes this thread the table's data-parallel peer; `false` when another thread
+    /// already is (the table is shared by two peers).
+    pub(crate) fn join_as_peer(&self) -> bool {
+        let thread = std::thread::current().id();
+        *self.lock().peer.get_or_insert(thread) == thread
+    }
+
+    /// Replaces the collected row gradients by `rows` (the peers' reduced row gradient) and
+    /// returns the marker announcing them, for a weight of shape `weight` on `device` (the
+    /// inner device, where gradients live).
+    pub(crate) fn install<const D: usize>(
+        &self,
+        rows: RowGrad,
+        weight: &Shape,
+        device: &Device,
+    ) -> Tensor<D> {
+        self.lock().collected = vec![rows];
+        Tensor::ones(marker_shape(weight), device)
     }
 
     /// Takes every collected row gradient.
@@ -405,7 +440,7 @@ pub(crate) fn marker_shape(param: &Shape) -> Shape {
 /// How many backward passes a marker covers: each `collect_grads` writes ones, and
 /// accumulating or merging gradients adds them up (one value read back). A marker scaled
 /// below one (by gradient clipping) still covers one pass.
-pub(crate) fn marker_passes<const D: usize>(marker: &Tensor<D>) -> usize {
+fn marker_passes<const D: usize>(marker: &Tensor<D>) -> usize {
     let n = marker.shape().num_elements();
     let first = marker.clone().reshape([n]).slice(0..1).into_scalar::<f32>();
     if first.is_finite() && first > 0.0 {

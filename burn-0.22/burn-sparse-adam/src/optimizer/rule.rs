@@ -33,7 +33,7 @@ use burn::tensor::{Device, Shape, Tensor};
 use sparse_adam_core::StepScalars;
 
 use crate::config::{NonFinite, SparseAdamConfig};
-use crate::embedding::row_grads::{RowGrad, RowGradTape, marker_passes, marker_shape, scope};
+use crate::embedding::row_grads::{RowGrad, RowGradTape, marker_shape, scope};
 use crate::error::Error;
 use crate::kernels::{self, Kernel};
 use crate::state::SparseAdamState;
@@ -159,15 +159,9 @@ impl SparseAdam {
         [n, d]: [usize; 2],
         device: &Device,
     ) -> Option<Result<RowGrad, Misfit>> {
-        let mut collected = tape.peek_collected();
+        let collected = tape.announced(markers);
         if collected.is_empty() {
             return None;
-        }
-        if collected.len() > 1 {
-            // The markers count the backward passes these gradients cover; older row
-            // gradients belong to gradients that were dropped without a step.
-            let passes: usize = markers.iter().map(marker_passes).sum();
-            collected.drain(..collected.len().saturating_sub(passes));
         }
         for rows in &collected {
             if let Some(width) = rows.width().filter(|&w| w != d) {
