@@ -45,6 +45,14 @@ pub use sparse_adam_core::exchange::{
     AllReduce, ExchangeError, ExchangeStats, InProcessGroup, InProcessPeer, Reduction,
 };
 
+#[cfg(feature = "collective")]
+mod collective;
+/// Burn 0.21's collective engine (feature `collective`), for its config and orchestrator.
+#[cfg(feature = "collective")]
+pub use burn_collective;
+#[cfg(feature = "collective")]
+pub use collective::CollectivePeer;
+
 use crate::embedding::row_grads::RowGrad;
 use crate::embedding::tape::{is_marker, scope};
 use crate::error::{Error, Result};

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn_sparse_adam::distributed::burn_collective::{reset_collective, CollectiveConfig};
 use burn_sparse_adam::distributed::{
-    all_reduce_grads, AllReduce, ExchangeError, InProcessGroup, InProcessPeer, Reduction,
+    all_reduce_grads, AllReduce, CollectivePeer, ExchangeError, InProcessGroup, InProcessPeer,
+    Reduction,
 };
 use burn_sparse_adam::{on_test_backend, Error, SparseAdamConfig};
 use burn_sparse_adam_tests::{
@@ -81,19 +84,58 @@ fn shard_grads<B: AutodiffBackend>(
     model.grads(loss.backward())
 }
 
-/// Runs `f(peer, device)` on every peer of a new group, each in its own thread.
-fn on_peers<B: AutodiffBackend, T: Send>(
+/// A peer's engine, as the tests build and end it.
+trait Peer: AllReduce + Send {
+    /// Leaves the group once its exchanges are done.
+    fn done(self);
+}
+
+impl Peer for InProcessPeer {
+    fn done(self) {
+        self.finish();
+    }
+}
+
+/// What makes each rank's engine, on that rank's thread: a closure `Fn(usize) -> impl Peer`.
+trait Engines: Sync {
+    type Peer: Peer;
+    fn peer(&self, rank: usize) -> Self::Peer;
+}
+
+impl<P: Peer, F: Fn(usize) -> P + Sync> Engines for F {
+    type Peer = P;
+    fn peer(&self, rank: usize) -> P {
+        self(rank)
+    }
+}
+
+/// The peers of a new in-process group, each taken once by its rank's thread.
+fn in_process(peers: usize) -> impl Engines<Peer = InProcessPeer> {
+    let group: Vec<_> = InProcessGroup::new(peers, Duration::from_secs(120))
+        .into_iter()
+        .map(Some)
+        .collect();
+    let group = Mutex::new(group);
+    move |rank: usize| -> InProcessPeer {
+        group.lock().unwrap()[rank]
+            .take()
+            .expect("one thread per rank")
+    }
+}
+
+/// Runs `f(peer, device)` for each of `peers` ranks on a thread of its own, its engine made
+/// there by `engines`.
+fn on_peers<B: AutodiffBackend, E: Engines, T: Send>(
     peers: usize,
-    timeout: Duration,
+    engines: E,
     device: &B::Device,
-    f: impl Fn(InProcessPeer, &B::Device) -> T + Sync,
+    f: impl Fn(E::Peer, &B::Device) -> T + Sync,
 ) -> Vec<std::thread::Result<T>> {
     std::thread::scope(|s| {
-        let handles: Vec<_> = InProcessGroup::new(peers, timeout)
-            .into_iter()
-            .map(|peer| {
-                let (f, device) = (&f, device.clone());
-                s.spawn(move || f(peer, &device))
+        let handles: Vec<_> = (0..peers)
+            .map(|rank| {
+                let (f, engines, device) = (&f, &engines, device.clone());
+                s.spawn(move || f(engines.peer(rank), &device))
             })
             .collect();
         handles.into_iter().map(|h| h.join()).collect()
@@ -105,10 +147,12 @@ fn on_peers<B: AutodiffBackend, T: Send>(
 /// the fixtures' tolerance (not bit for bit: one process sums each row's lookups in batch
 /// order, the peers sum their shards' sums in rank order). Covers a row every peer touches,
 /// rows one peer touches, `padding_idx` (never updated) and, with 3 peers, an empty shard.
+/// `engines` gives each peer its engine, on the peer's own thread.
 fn peers_match_one_process<B: AutodiffBackend>(
     device: &B::Device,
     peers: usize,
     reduction: Reduction,
+    engines: impl Engines,
 ) {
     let spec = TowerSpec::random(N, 3, 2, 11);
     let batches = batches(&spec, peers);
@@ -126,27 +170,22 @@ fn peers_match_one_process<B: AutodiffBackend>(
         expected.push(snapshot(&optim, &model));
     }
 
-    let results = on_peers::<B, _>(
-        peers,
-        Duration::from_secs(120),
-        device,
-        |mut peer, device| {
-            let mut model = tower::<B>(&spec, device);
-            let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-            let (lo, hi) = bounds(peers)[peer.rank()];
-            let mut snapshots = Vec::new();
-            for batch in &batches {
-                let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
-                let (grads, stats) =
-                    all_reduce_grads(grads, &model, &mut peer, reduction).expect("no peer fails");
-                assert_eq!(stats.calls, 2, "a header and a payload");
-                model = optim.step(LR, model, grads);
-                snapshots.push(snapshot(&optim, &model));
-            }
-            peer.finish();
-            snapshots
-        },
-    );
+    let results = on_peers::<B, _, _>(peers, engines, device, |mut peer, device| {
+        let mut model = tower::<B>(&spec, device);
+        let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+        let (lo, hi) = bounds(peers)[peer.rank()];
+        let mut snapshots = Vec::new();
+        for batch in &batches {
+            let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
+            let (grads, stats) =
+                all_reduce_grads(grads, &model, &mut peer, reduction).expect("no peer fails");
+            assert_eq!(stats.calls, 2, "a header and a payload");
+            model = optim.step(LR, model, grads);
+            snapshots.push(snapshot(&optim, &model));
+        }
+        peer.done();
+        snapshots
+    });
     let results: Vec<Vec<Snapshot>> = results.into_iter().map(|r| r.unwrap()).collect();
     let what = format!("{peers} peers, {reduction:?}");
     for (step, expected) in expected.iter().enumerate() {
@@ -174,22 +213,77 @@ fn peers_match_one_process<B: AutodiffBackend>(
 
 #[test]
 fn two_peers_sum_as_one_process() {
-    with_test_backend!(peers_match_one_process(2, Reduction::Sum));
+    with_test_backend!(peers_match_one_process(2, Reduction::Sum, in_process(2)));
 }
 
 #[test]
 fn three_peers_with_an_empty_shard_sum_as_one_process() {
-    with_test_backend!(peers_match_one_process(3, Reduction::Sum));
+    with_test_backend!(peers_match_one_process(3, Reduction::Sum, in_process(3)));
 }
 
 #[test]
 fn two_peers_average_as_one_process() {
-    with_test_backend!(peers_match_one_process(2, Reduction::Mean));
+    with_test_backend!(peers_match_one_process(2, Reduction::Mean, in_process(2)));
 }
 
 #[test]
 fn three_peers_average_as_one_process() {
-    with_test_backend!(peers_match_one_process(3, Reduction::Mean));
+    with_test_backend!(peers_match_one_process(3, Reduction::Mean, in_process(3)));
+}
+
+impl<E: Backend> Peer for CollectivePeer<E> {
+    fn done(self) {
+        self.finish().expect("the peer leaves its group");
+    }
+}
+
+/// burn-collective's local server is one per process and backend: its tests take turns.
+static COLLECTIVE: Mutex<()> = Mutex::new(());
+
+/// The same equivalence over burn-collective 0.21, Burn's own engine: the peers are threads
+/// of this process registered with its local server (summing on the test backend's inner
+/// backend).
+fn collective_peers_match_one_process<B: AutodiffBackend>(
+    device: &B::Device,
+    peers: usize,
+    reduction: Reduction,
+) {
+    let _turn = COLLECTIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let engines = collective::<B>(peers, Duration::from_secs(120), device);
+    peers_match_one_process::<B>(device, peers, reduction, engines);
+}
+
+/// The peers of a new burn-collective session of `peers` local peers (its server reset),
+/// each registered on its own thread.
+fn collective<B: AutodiffBackend>(
+    peers: usize,
+    timeout: Duration,
+    device: &B::Device,
+) -> impl Engines<Peer = CollectivePeer<B::InnerBackend>> + '_ {
+    reset_collective::<B::InnerBackend>();
+    let config = CollectiveConfig::default().with_num_devices(peers);
+    move |rank: usize| {
+        CollectivePeer::<B::InnerBackend>::register(
+            rank,
+            peers,
+            device.clone(),
+            config.clone(),
+            timeout,
+        )
+        .expect("the peer registers")
+    }
+}
+
+#[test]
+fn two_collective_peers_sum_as_one_process() {
+    with_test_backend!(collective_peers_match_one_process(2, Reduction::Sum));
+}
+
+#[test]
+fn three_collective_peers_with_an_empty_shard_average_as_one_process() {
+    with_test_backend!(collective_peers_match_one_process(3, Reduction::Mean));
 }
 
 /// What an engine that all-reduces each registered gradient as a dense tensor does (Burn
@@ -205,7 +299,7 @@ fn markers_only<B: AutodiffBackend>(device: &B::Device) {
     {
         let spec = TowerSpec::random(N, 3, 2, 11);
         let batch = batches(&spec, 2).remove(0);
-        let results = on_peers::<B, _>(2, Duration::from_secs(120), device, |mut peer, device| {
+        let results = on_peers::<B, _, _>(2, in_process(2), device, |mut peer, device| {
             let mut model = tower::<B>(&spec, device);
             let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
             let (lo, hi) = bounds(2)[peer.rank()];
@@ -259,47 +353,81 @@ fn dense_all_reduce<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// and optimizer states as they were after the last good step.
 #[test]
 fn a_peer_that_dies_mid_step_fails_the_others_without_a_change() {
-    on_test_backend!(peer_dies);
+    on_test_backend!(peer_dies_in_process);
 }
 
-fn peer_dies<B: AutodiffBackend>(device: &B::Device) {
-    {
-        let spec = TowerSpec::random(N, 3, 2, 11);
-        let batches = batches(&spec, 3);
-        let start = Instant::now();
-        let results = on_peers::<B, _>(3, Duration::from_secs(120), device, |mut peer, device| {
-            let mut model = tower::<B>(&spec, device);
-            let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-            let (lo, hi) = bounds(3)[peer.rank()];
-            for (step, batch) in batches.iter().enumerate() {
-                let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
-                if step == 1 && peer.rank() == 1 {
-                    panic!("peer 1 dies");
-                }
-                let before = snapshot(&optim, &model);
-                match all_reduce_grads(grads, &model, &mut peer, Reduction::Sum) {
-                    Ok((grads, _)) => model = optim.step(LR, model, grads),
-                    Err(error) => return (step, error, before, snapshot(&optim, &model)),
-                }
+fn peer_dies_in_process<B: AutodiffBackend>(device: &B::Device) {
+    peer_dies::<B>(device, in_process(3), |error| {
+        matches!(error, Error::Exchange(ExchangeError::PeerFailed { .. }))
+            && error.to_string().contains("peer 1 panicked")
+    });
+}
+
+/// Under burn-collective, which has no timeout nor abort of its own, the others' step ends
+/// at their timeout (2 s here) with an error saying so, unchanged.
+#[test]
+fn a_collective_peer_that_dies_mid_step_times_the_others_out_without_a_change() {
+    on_test_backend!(peer_dies_collective);
+}
+
+fn peer_dies_collective<B: AutodiffBackend>(device: &B::Device) {
+    let _turn = COLLECTIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let start = Instant::now();
+    peer_dies::<B>(
+        device,
+        collective::<B>(3, Duration::from_secs(2), device),
+        |error| {
+            matches!(error, Error::Exchange(ExchangeError::Engine { .. }))
+                && error.to_string().contains("did not complete within 2s")
+        },
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "the others waited for their timeout"
+    );
+    reset_collective::<B::InnerBackend>();
+}
+
+/// Peer 1 of 3 panics at step 1; the others' errors must satisfy `expected`, and leave
+/// their models and optimizer states as they were, within 60 s.
+fn peer_dies<B: AutodiffBackend>(
+    device: &B::Device,
+    engines: impl Engines,
+    expected: impl Fn(&Error) -> bool,
+) {
+    let spec = TowerSpec::random(N, 3, 2, 11);
+    let batches = batches(&spec, 3);
+    let start = Instant::now();
+    let results = on_peers::<B, _, _>(3, engines, device, |mut peer, device| {
+        let mut model = tower::<B>(&spec, device);
+        let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+        let (lo, hi) = bounds(3)[peer.rank()];
+        for (step, batch) in batches.iter().enumerate() {
+            let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
+            if step == 1 && peer.rank() == 1 {
+                panic!("peer 1 dies");
             }
-            unreachable!("the exchange of step 1 fails")
-        });
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no peer waited for its timeout"
-        );
-        assert!(results[1].is_err(), "peer 1 panicked");
-        for rank in [0, 2] {
-            let (step, error, before, after) = results[rank].as_ref().unwrap();
-            assert_eq!(*step, 1);
-            assert!(
-                matches!(error, Error::Exchange(ExchangeError::PeerFailed { .. }))
-                    && error.to_string().contains("peer 1 panicked"),
-                "{error}"
-            );
-            assert_params_bits_eq(&after.0, &before.0, "the model is unchanged");
-            assert_states_bits_eq(&after.1, &before.1, "the optimizer state is unchanged");
+            let before = snapshot(&optim, &model);
+            match all_reduce_grads(grads, &model, &mut peer, Reduction::Sum) {
+                Ok((grads, _)) => model = optim.step(LR, model, grads),
+                Err(error) => return (step, error, before, snapshot(&optim, &model)),
+            }
         }
+        unreachable!("the exchange of step 1 fails")
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "the others' step ended in bounded time"
+    );
+    assert!(results[1].is_err(), "peer 1 panicked");
+    for rank in [0, 2] {
+        let (step, error, before, after) = results[rank].as_ref().unwrap();
+        assert_eq!(*step, 1);
+        assert!(expected(error), "{error}");
+        assert_params_bits_eq(&after.0, &before.0, "the model is unchanged");
+        assert_states_bits_eq(&after.1, &before.1, "the optimizer state is unchanged");
     }
 }
 
@@ -327,7 +455,7 @@ fn shared_table<B: AutodiffBackend>(device: &B::Device) {
             })
             .collect();
         let work = Mutex::new(work);
-        let results = on_peers::<B, _>(2, Duration::from_secs(120), device, |mut peer, _| {
+        let results = on_peers::<B, _, _>(2, in_process(2), device, |mut peer, _| {
             let (model, grads) = work.lock().unwrap()[peer.rank()].take().unwrap();
             all_reduce_grads(grads, &model, &mut peer, Reduction::Sum).map(|_| ())
         });
