@@ -20,6 +20,8 @@ use burn_sparse_adam::{
     collect_grads, SparseAdamConfig, SparseAdamOptimizer, SparseEmbedding, SparseEmbeddingConfig,
 };
 
+pub mod data_parallel;
+
 pub use burn_sparse_adam::on_test_backend;
 pub use burn_sparse_adam::testing::{NdArrayAutodiff, TestBackend, WgpuAutodiff};
 pub use sparse_adam_conformance::{ATOL, RTOL};

@@ -24,8 +24,12 @@
 //! registered tensor: for a table it sums the crate's markers, which only count backward
 //! passes, so each peer would apply its own rows only, and a peer whose shard did not touch a
 //! table registers nothing for it, so the peers' all-reduces pair up out of order. Use
-//! [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]
-//! (`InProcessGroup` for threads of one process; a burn-collective engine is not built yet).
+//! [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]:
+//! [`InProcessGroup`] for threads of one process, `CollectivePeer` (feature `collective`)
+//! for burn-collective's local peers. burn-collective 0.21 cannot carry a training step
+//! across processes or machines (its global sync lets a node all-reduce only once; see
+//! `CollectivePeer`), so an engine across processes is the user's `AllReduce` over another
+//! transport.
 //!
 //! Every peer needs a model of its own: clones of a `SparseEmbedding` share their row
 //! gradients (so that burn-train's multi-device step can merge them), which two peers

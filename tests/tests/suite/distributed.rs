@@ -16,73 +16,13 @@ use burn_sparse_adam::distributed::{
     Reduction,
 };
 use burn_sparse_adam::{on_test_backend, Error, SparseAdamConfig};
-use burn_sparse_adam_tests::{
-    assert_params_bits_eq, assert_params_close, assert_states_bits_eq, assert_states_close,
-    param_values, snapshot, with_test_backend, Batch, Rng, Snapshot, SparseTower, Tower, TowerSpec,
+use burn_sparse_adam_tests::data_parallel::{
+    assert_runs_match, batches, bounds, one_process, peer_run, shard, shard_grads, spec, tower, LR,
 };
-
-const N: usize = 12;
-const PADDING: usize = 0;
-/// A row every peer's shard looks up.
-const SHARED_ROW: i64 = 5;
-const LR: f64 = 0.05;
-
-fn tower<B: AutodiffBackend>(spec: &TowerSpec, device: &B::Device) -> SparseTower<B> {
-    spec.sparse_padded(Some(PADDING), device)
-}
-
-/// Rows `lo..hi` of a batch.
-fn shard(batch: &Batch, lo: usize, hi: usize) -> Batch {
-    let seq = batch.shape[1];
-    let d_out = batch.coefficients.len() / batch.indices.len();
-    Batch {
-        indices: batch.indices[lo * seq..hi * seq].to_vec(),
-        shape: [hi - lo, seq],
-        coefficients: batch.coefficients[lo * seq * d_out..hi * seq * d_out].to_vec(),
-    }
-}
-
-/// Each peer's rows of a 6-row batch: with 3 peers the last shard is empty.
-fn bounds(peers: usize) -> Vec<(usize, usize)> {
-    match peers {
-        2 => vec![(0, 3), (3, 6)],
-        3 => vec![(0, 4), (4, 6), (6, 6)],
-        _ => unreachable!(),
-    }
-}
-
-/// Three batches of 6 × 2 lookups, each with `padding_idx` and a row every non-empty shard
-/// looks up (the others are random: rows one peer touches, rows several do).
-fn batches(spec: &TowerSpec, peers: usize) -> Vec<Batch> {
-    let mut rng = Rng::new(7 + peers as u64);
-    (0..3)
-        .map(|_| {
-            let mut batch = Batch::random(&mut rng, N, 6, 2, spec.d_out);
-            for (lo, hi) in bounds(peers) {
-                if lo < hi {
-                    batch.indices[lo * 2] = SHARED_ROW;
-                }
-            }
-            batch.indices[3] = PADDING as i64;
-            batch
-        })
-        .collect()
-}
-
-/// The gradients of a peer's shard (none for an empty shard: it runs no backward pass);
-/// under `Mean`, the whole batch's loss averaged over `peers` shards.
-fn shard_grads<B: AutodiffBackend>(
-    model: &SparseTower<B>,
-    batch: &Batch,
-    scale: f32,
-    device: &B::Device,
-) -> GradientsParams {
-    if batch.indices.is_empty() {
-        return GradientsParams::new();
-    }
-    let loss = batch.loss(model, device).mul_scalar(scale);
-    model.grads(loss.backward())
-}
+use burn_sparse_adam_tests::{
+    assert_params_bits_eq, assert_states_bits_eq, param_values, snapshot, with_test_backend,
+    Snapshot, SparseTower,
+};
 
 /// A peer's engine, as the tests build and end it.
 trait Peer: AllReduce + Send {
@@ -154,61 +94,20 @@ fn peers_match_one_process<B: AutodiffBackend>(
     reduction: Reduction,
     engines: impl Engines,
 ) {
-    let spec = TowerSpec::random(N, 3, 2, 11);
-    let batches = batches(&spec, peers);
-    let scale = match reduction {
-        Reduction::Sum => 1.0,
-        Reduction::Mean => 1.0 / peers as f32,
-    };
-
-    let mut model = tower::<B>(&spec, device);
-    let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-    let mut expected = Vec::new();
-    for batch in &batches {
-        let grads = shard_grads(&model, batch, scale, device);
-        model = optim.step(LR, model, grads);
-        expected.push(snapshot(&optim, &model));
-    }
-
-    let results = on_peers::<B, _, _>(peers, engines, device, |mut peer, device| {
-        let mut model = tower::<B>(&spec, device);
-        let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-        let (lo, hi) = bounds(peers)[peer.rank()];
-        let mut snapshots = Vec::new();
-        for batch in &batches {
-            let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
-            let (grads, stats) =
-                all_reduce_grads(grads, &model, &mut peer, reduction).expect("no peer fails");
-            assert_eq!(stats.calls, 2, "a header and a payload");
-            model = optim.step(LR, model, grads);
-            snapshots.push(snapshot(&optim, &model));
-        }
+    let spec = spec();
+    let expected = one_process::<B>(&spec, peers, reduction, device);
+    let runs = on_peers::<B, _, _>(peers, engines, device, |mut peer, device| {
+        let run = peer_run::<B, _>(&mut peer, &spec, reduction, device);
         peer.done();
-        snapshots
+        run
     });
-    let results: Vec<Vec<Snapshot>> = results.into_iter().map(|r| r.unwrap()).collect();
-    let what = format!("{peers} peers, {reduction:?}");
-    for (step, expected) in expected.iter().enumerate() {
-        for (rank, snapshots) in results.iter().enumerate() {
-            let (params, states) = &snapshots[step];
-            let what = format!("{what}, peer {rank}, step {step}");
-            assert_params_close(params, &expected.0, &what);
-            assert_states_close(states, &expected.1, &what);
-            assert_params_bits_eq(params, &results[0][step].0, &what);
-            assert_states_bits_eq(states, &results[0][step].1, &what);
-        }
-        // `padding_idx` never moves, and the shared row did.
-        let table = &results[0][step].0[2];
-        let d = spec.d;
-        let padding = PADDING * d;
-        assert_eq!(
-            &table[padding..padding + d],
-            &spec.table[padding..padding + d],
-            "padding_idx never moves"
-        );
-        let shared = SHARED_ROW as usize * d;
-        assert_ne!(&table[shared..shared + d], &spec.table[shared..shared + d]);
-    }
+    let runs: Vec<Vec<Snapshot>> = runs.into_iter().map(|r| r.unwrap()).collect();
+    assert_runs_match(
+        &runs,
+        &expected,
+        &spec,
+        &format!("{peers} peers, {reduction:?}"),
+    );
 }
 
 #[test]
@@ -286,6 +185,135 @@ fn three_collective_peers_with_an_empty_shard_average_as_one_process() {
     with_test_backend!(collective_peers_match_one_process(3, Reduction::Mean));
 }
 
+/// Why `CollectivePeer` refuses several nodes, shown on burn-collective itself: two
+/// processes on the loopback, each a node of one peer, registered with its global
+/// orchestrator (a third process). The first all-reduce is exact; the second never
+/// completes, on either node (burn-collective 0.21's global sync never forgets the nodes
+/// that synced). If an upgrade fixes it, this test fails, and `CollectivePeer` can take
+/// nodes.
+#[test]
+fn burn_collective_across_two_processes_all_reduces_only_once() {
+    use std::process::{Command, Stdio};
+
+    let exe = env!("CARGO_BIN_EXE_collective-node");
+    let [orchestrator, data_0, data_1] = free_ports();
+    let mut orchestrator_process = Command::new(exe)
+        .args(["orchestrator", &orchestrator.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the orchestrator starts");
+    let listening = wait_listening(orchestrator, Duration::from_secs(30));
+    let nodes: Vec<_> = [data_0, data_1]
+        .iter()
+        .enumerate()
+        .filter(|_| listening)
+        .map(|(rank, data)| {
+            Command::new(exe)
+                .args(["node", &rank.to_string(), "2"])
+                .args([orchestrator.to_string(), data.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a node starts")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let outputs: Vec<_> = nodes
+        .into_iter()
+        .map(|node| wait_until(node, deadline))
+        .collect();
+    let _ = orchestrator_process.kill();
+    let _ = orchestrator_process.wait();
+    assert!(listening, "the orchestrator listens on port {orchestrator}");
+    for (rank, output) in outputs.iter().enumerate() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "node {rank} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // burn-communication logs to stdout too.
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|line| line.starts_with("all_reduce "))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "all_reduce 1: [3.0, 3.0, 3.0, 3.0]",
+                "all_reduce 2: no answer within 5s"
+            ],
+            "node {rank}"
+        );
+    }
+}
+
+/// `CollectivePeer` refuses a config with nodes at registration, naming why, before
+/// burn-collective is called.
+#[test]
+fn a_collective_peer_refuses_several_nodes() {
+    let config = CollectiveConfig::default()
+        .with_num_devices(1)
+        .with_num_nodes(2)
+        .with_global_address("ws://127.0.0.1:1".parse().unwrap())
+        .with_node_address("ws://127.0.0.1:2".parse().unwrap())
+        .with_data_service_port(2);
+    let error = CollectivePeer::<burn::backend::NdArray>::register(
+        0,
+        2,
+        Default::default(),
+        config,
+        Duration::from_secs(1),
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(error, ExchangeError::Engine { rank: 0, .. })
+            && error
+                .to_string()
+                .contains("cannot all-reduce across nodes more than once"),
+        "{error}"
+    );
+}
+
+/// Three distinct ports free on the loopback now.
+fn free_ports() -> [u16; 3] {
+    let listeners: Vec<_> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    let port = |i: usize| listeners[i].local_addr().expect("an address").port();
+    [port(0), port(1), port(2)]
+}
+
+/// Whether something accepts connections on `port` within `timeout`.
+fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The child's output once it exits; killed (and reported) at `deadline`.
+fn wait_until(mut child: std::process::Child, deadline: Instant) -> std::process::Output {
+    while child.try_wait().expect("the child's status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("the child's output");
+            panic!(
+                "a node did not finish in time: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the child's output")
+}
+
 /// What an engine that all-reduces each registered gradient as a dense tensor does (Burn
 /// 0.21's `GradientsParams::all_reduce`, in sorted id order, over the same in-process group):
 /// a table's gradient is a marker, so summing it only counts backward passes, and each peer
@@ -297,13 +325,13 @@ fn reducing_markers_leaves_each_peer_with_its_own_rows() {
 
 fn markers_only<B: AutodiffBackend>(device: &B::Device) {
     {
-        let spec = TowerSpec::random(N, 3, 2, 11);
+        let spec = spec();
         let batch = batches(&spec, 2).remove(0);
         let results = on_peers::<B, _, _>(2, in_process(2), device, |mut peer, device| {
             let mut model = tower::<B>(&spec, device);
             let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-            let (lo, hi) = bounds(2)[peer.rank()];
-            let grads = shard_grads(&model, &shard(&batch, lo, hi), 1.0, device);
+            let bounds = bounds(2)[peer.rank()];
+            let grads = shard_grads(&model, &shard(&batch, bounds), 1.0, device);
             let grads = dense_all_reduce(grads, &model, &mut peer);
             model = optim.step(LR, model, grads);
             peer.finish();
@@ -397,15 +425,15 @@ fn peer_dies<B: AutodiffBackend>(
     engines: impl Engines,
     expected: impl Fn(&Error) -> bool,
 ) {
-    let spec = TowerSpec::random(N, 3, 2, 11);
+    let spec = spec();
     let batches = batches(&spec, 3);
     let start = Instant::now();
     let results = on_peers::<B, _, _>(3, engines, device, |mut peer, device| {
         let mut model = tower::<B>(&spec, device);
         let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-        let (lo, hi) = bounds(3)[peer.rank()];
+        let bounds = bounds(3)[peer.rank()];
         for (step, batch) in batches.iter().enumerate() {
-            let grads = shard_grads(&model, &shard(batch, lo, hi), 1.0, device);
+            let grads = shard_grads(&model, &shard(batch, bounds), 1.0, device);
             if step == 1 && peer.rank() == 1 {
                 panic!("peer 1 dies");
             }
@@ -440,7 +468,7 @@ fn peers_sharing_a_table_are_refused() {
 
 fn shared_table<B: AutodiffBackend>(device: &B::Device) {
     {
-        let spec = TowerSpec::random(N, 3, 2, 11);
+        let spec = spec();
         let batch = batches(&spec, 2).remove(0);
         // Both clones' backward passes run here, one after the other: Burn's autodiff does
         // not support concurrent backward passes through shared parameters, and what is
@@ -448,9 +476,9 @@ fn shared_table<B: AutodiffBackend>(device: &B::Device) {
         let model = tower::<B>(&spec, device);
         let work: Vec<_> = bounds(2)
             .into_iter()
-            .map(|(lo, hi)| {
+            .map(|bounds| {
                 let clone = model.clone();
-                let grads = shard_grads(&clone, &shard(&batch, lo, hi), 1.0, device);
+                let grads = shard_grads(&clone, &shard(&batch, bounds), 1.0, device);
                 Some((clone, grads))
             })
             .collect();

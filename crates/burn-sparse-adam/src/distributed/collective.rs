@@ -1,8 +1,6 @@
 //! [`CollectivePeer`]: the [`AllReduce`] of [`all_reduce_grads`](super::all_reduce_grads)
-//! over Burn 0.21's own collective engine, burn-collective (feature `collective`): local
-//! peers (threads with a device each), and peers on several nodes through burn-collective's
-//! global orchestrator (`burn_collective::start_global_orchestrator`, its feature
-//! `orchestrator`).
+//! over Burn 0.21's own collective engine, burn-collective (feature `collective`), for local
+//! peers: threads of one process with a device each.
 //!
 //! burn-collective all-reduces tensors of one backend; the exchange's buffers are `f32`
 //! vectors, so each all-reduce puts the buffer in a 1-d tensor of the engine's backend, calls
@@ -13,6 +11,15 @@
 //!
 //! # What burn-collective does not allow
 //!
+//! - **Several nodes.** burn-collective 0.21 reaches other processes and machines through its
+//!   global orchestrator, but a node can all-reduce through it only once: its global sync
+//!   (`burn-collective-0.21.0/src/global/node/sync.rs`, `SyncService::sync`) clears a copy of
+//!   the list of nodes that synced instead of the list, so every later all-reduce waits
+//!   forever for a sync that already happened (the suite shows it with two processes on the
+//!   loopback: the first all-reduce is exact, the second never completes). A training step
+//!   needs two all-reduces, so [`CollectivePeer::register`] refuses a config with nodes,
+//!   naming this, instead of hanging at the first step. Across processes, implement
+//!   [`AllReduce`] over another engine (MPI, NCCL, gloo, a socket ring).
 //! - **No timeout, no abort.** Its calls block until every registered peer has called too. A
 //!   peer that crashes or stops calling leaves the others waiting forever; so each call here
 //!   runs on a helper thread and gives up after the peer's timeout with
@@ -23,10 +30,6 @@
 //! - **One session per process and backend.** Its local server is process-wide state keyed by
 //!   the backend type: the peers of one group register with the same config and distinct
 //!   ranks, and two groups of one backend cannot run at once in one process.
-//! - **Ranks are peer ids.** burn-collective's `PeerId`s must be unique across nodes, like
-//!   ranks; a peer's rank here is its `PeerId`, and the caller says how many peers there are
-//!   in all (its config's devices per node times its nodes), which its config does not
-//!   expose.
 
 use std::fmt;
 use std::sync::mpsc;
@@ -37,6 +40,9 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 
 use super::{AllReduce, ExchangeError};
+
+/// Why a config with nodes is refused (see the module docs).
+const MULTI_NODE: &str = "burn-collective 0.21 cannot all-reduce across nodes more than once per process (its global sync, SyncService::sync in src/global/node/sync.rs, never clears the nodes that synced, so the second all-reduce waits forever), and a data-parallel step needs two: use local peers, or implement AllReduce over another engine to reach other processes";
 
 /// One peer of a burn-collective group, as an [`AllReduce`] for
 /// [`all_reduce_grads`](super::all_reduce_grads): see the [module docs](self) for what the
@@ -98,17 +104,19 @@ impl<E: Backend> fmt::Debug for CollectivePeer<E> {
 }
 
 impl<E: Backend> CollectivePeer<E> {
-    /// Registers the peer of rank `rank` (its burn-collective `PeerId`) out of `peers` in all,
-    /// on `device`, with burn-collective's `config` (the same on every peer of a node; for
-    /// several nodes, with the orchestrator's and this node's addresses). Blocks until every
-    /// local peer has registered (and, on several nodes, the orchestrator has every node), or
-    /// `timeout` runs out. Every later all-reduce waits at most `timeout` too.
+    /// Registers the local peer of rank `rank` (its burn-collective `PeerId`) out of `peers`,
+    /// on `device`, with burn-collective's `config` (the same on every peer, with
+    /// `with_num_devices(peers)`; its strategies are the caller's choice). Blocks until every
+    /// peer has registered, or `timeout` runs out. Every later all-reduce waits at most
+    /// `timeout` too.
     ///
     /// # Errors
     ///
-    /// [`ExchangeError::Engine`] when `rank` is not below `peers`, when burn-collective
-    /// refuses the registration (an invalid or mismatched config, a rank registered twice),
-    /// or when the other peers do not register within `timeout`.
+    /// [`ExchangeError::Engine`] when `rank` is not below `peers`, when `config` names
+    /// several nodes (see the [module docs](self): burn-collective 0.21 cannot all-reduce
+    /// twice across nodes), when burn-collective refuses the registration (an invalid or
+    /// mismatched config, a rank registered twice), or when the other peers do not register
+    /// within `timeout`.
     pub fn register(
         rank: usize,
         peers: usize,
@@ -126,6 +134,11 @@ impl<E: Backend> CollectivePeer<E> {
         };
         if rank >= peers {
             return Err(peer.fail(format!("rank {rank} is not below the peer count {peers}")));
+        }
+        // The config keeps its fields to itself; its `Display` (burn-collective 0.21.0, the
+        // pinned version) names them.
+        if config.to_string().contains("num_nodes: Some(") {
+            return Err(peer.fail(MULTI_NODE.to_string()));
         }
         let (id, device) = (peer.id, peer.device.clone());
         peer.call("register", move || {
