@@ -21,10 +21,13 @@
 //! # What Burn 0.21's own engine does with row gradients
 //!
 //! `GradientsParams::all_reduce` (burn-optim's `collective` feature) all-reduces each
-//! registered tensor: for a table it sums the crate's markers, which only count backward
-//! passes, so each peer would apply its own rows only, and a peer whose shard did not touch a
-//! table registers nothing for it, so the peers' all-reduces pair up out of order. Use
-//! [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]:
+//! registered tensor: for a table it sums the crate's markers, which carry no rows, so each
+//! peer would apply its own rows only, and a peer whose shard did not touch a table registers
+//! nothing for it, so the peers' all-reduces pair up out of order. Each table tags its
+//! markers, so the step after such an all-reduce (under burn-train's DDP too) fails with
+//! [`Error::RowGradientsReducedAsDense`](crate::Error::RowGradientsReducedAsDense) instead
+//! of applying this peer's rows alone (`try_step` returns it, Burn's `Optimizer::step`
+//! panics with its message). Use [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]:
 //! [`InProcessGroup`] for threads of one process, `CollectivePeer` (feature `collective`)
 //! for burn-collective's local peers. burn-collective 0.21 cannot carry a training step
 //! across processes or machines (its global sync lets a node all-reduce only once; see
@@ -39,7 +42,7 @@
 
 use std::marker::PhantomData;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
@@ -58,7 +61,7 @@ pub use burn_collective;
 pub use collective::CollectivePeer;
 
 use crate::embedding::row_grads::RowGrad;
-use crate::embedding::tape::{is_marker, scope};
+use crate::embedding::tape::{is_marker, scope, ForeignMarker};
 use crate::error::{Error, Result};
 
 /// Reduces a backward pass's gradients across the data-parallel peers of `engine`: call it
@@ -78,7 +81,8 @@ use crate::error::{Error, Result};
 /// [`Error::Exchange`] when the exchange fails on this peer or another one (a peer that
 /// errors, leaves, or times out; peers whose gradients disagree in shape); then no peer
 /// steps, and each keeps its state. [`Error::SharedTable`] when this peer's table is shared
-/// with another peer (the other peers then fail with [`Error::Exchange`]).
+/// with another peer, [`Error::RowGradientsReducedAsDense`] when `grads` were already
+/// all-reduced tensor by tensor (the other peers then fail with [`Error::Exchange`]).
 ///
 /// # Example: two peers as threads of one process
 ///
@@ -133,15 +137,14 @@ where
     let mut gather = Gather::<B> {
         grads: &mut grads,
         params: Vec::new(),
-        shared: None,
+        refused: None,
         backend: PhantomData,
     };
     module.visit(&mut gather);
-    let Gather { params, shared, .. } = gather;
-    if let Some(param) = shared {
-        let error = Error::SharedTable {
-            param: param.to_string(),
-        };
+    let Gather {
+        params, refused, ..
+    } = gather;
+    if let Some(error) = refused {
         engine.abort(&error.to_string());
         return Err(error);
     }
@@ -161,8 +164,9 @@ type Install = Box<dyn FnOnce(Reduced, &mut GradientsParams)>;
 struct Gather<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
     params: Vec<(Gradient, Install)>,
-    /// A table whose tape another peer's thread exchanged.
-    shared: Option<ParamId>,
+    /// What makes this peer refuse the exchange: a table whose tape another peer's thread
+    /// exchanged, or whose marker an engine already all-reduced.
+    refused: Option<Error>,
     backend: PhantomData<B>,
 }
 
@@ -199,7 +203,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
             return;
         };
         if !tape.join_as_peer() {
-            self.shared.get_or_insert(id);
+            self.refused.get_or_insert(Error::SharedTable {
+                param: id.to_string(),
+            });
         }
         let n = shape.as_slice().first().copied().unwrap_or(1);
         let width = shape.num_elements() / n.max(1);
@@ -207,7 +213,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
             None => Gradient::None,
             Some(marker) if is_marker(&shape, &marker.shape()) => {
                 let device = marker.device();
-                let summed = RowGrad::sum(tape.announced(&[marker]), &device);
+                let announced = tape.announced(&[marker]).unwrap_or_else(|ForeignMarker| {
+                    let error = Error::RowGradientsReducedAsDense { param: id };
+                    self.refused.get_or_insert(error);
+                    Vec::new()
+                });
+                let summed = RowGrad::sum(announced, &device);
                 let rows = summed.rows().to_vec();
                 let values = summed.values().cloned().map_or_else(Vec::new, host);
                 Gradient::Rows {

@@ -5,12 +5,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::module::Module;
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
-use burn_sparse_adam::distributed::burn_collective::{reset_collective, CollectiveConfig};
+use burn_sparse_adam::distributed::burn_collective::{
+    finish_collective, register, reset_collective, CollectiveConfig, PeerId, ReduceOperation,
+};
 use burn_sparse_adam::distributed::{
     all_reduce_grads, AllReduce, CollectivePeer, ExchangeError, InProcessGroup, InProcessPeer,
     Reduction,
@@ -314,66 +315,62 @@ fn wait_until(mut child: std::process::Child, deadline: Instant) -> std::process
     child.wait_with_output().expect("the child's output")
 }
 
-/// What an engine that all-reduces each registered gradient as a dense tensor does (Burn
-/// 0.21's `GradientsParams::all_reduce`, in sorted id order, over the same in-process group):
-/// a table's gradient is a marker, so summing it only counts backward passes, and each peer
-/// applies its own rows. The peers' tables drift apart; `all_reduce_grads` is why they don't.
+/// Burn 0.21's own reduction of gradients, `GradientsParams::all_reduce` over burn-collective
+/// (what burn-train's DDP strategy calls), all-reduces a table's marker, which carries no
+/// rows: left alone, each peer would apply its own rows only, and the peers' tables would
+/// drift apart. The step after it names the problem on every peer instead, and changes
+/// nothing.
 #[test]
-fn reducing_markers_leaves_each_peer_with_its_own_rows() {
-    on_test_backend!(markers_only);
+fn burn_all_reduce_of_gradients_params_is_refused_at_the_step() {
+    on_test_backend!(gradients_params_all_reduce);
 }
 
-fn markers_only<B: AutodiffBackend>(device: &B::Device) {
-    {
-        let spec = spec();
-        let batch = batches(&spec, 2).remove(0);
-        let results = on_peers::<B, _, _>(2, in_process(2), device, |mut peer, device| {
-            let mut model = tower::<B>(&spec, device);
-            let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
-            let bounds = bounds(2)[peer.rank()];
-            let grads = shard_grads(&model, &shard(&batch, bounds), 1.0, device);
-            let grads = dense_all_reduce(grads, &model, &mut peer);
-            model = optim.step(LR, model, grads);
-            peer.finish();
-            param_values(&model)
-        });
-        let tables: Vec<Vec<f32>> = results.into_iter().map(|r| r.unwrap()[2].clone()).collect();
-        assert_ne!(tables[0], tables[1], "each peer stepped its own rows only");
-    }
-}
-
-/// Every registered gradient all-reduced as it is, the way a dense engine does.
-fn dense_all_reduce<B: AutodiffBackend, M: AutodiffModule<B>>(
-    mut grads: GradientsParams,
-    module: &M,
-    peer: &mut InProcessPeer,
-) -> GradientsParams {
-    struct Dense<'a, B> {
-        grads: &'a mut GradientsParams,
-        peer: &'a mut InProcessPeer,
-        backend: std::marker::PhantomData<B>,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Dense<'_, B> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
-                return;
-            };
-            let (shape, device) = (grad.shape(), grad.device());
-            let mut values = burn_sparse_adam_tests::values(grad);
-            self.peer.all_reduce_sum(&mut values).expect("same shapes");
-            let data = burn::tensor::TensorData::new(values, shape);
-            self.grads.register(
-                param.id,
-                Tensor::<B::InnerBackend, D>::from_data(data, &device),
-            );
-        }
-    }
-    module.visit(&mut Dense::<B> {
-        grads: &mut grads,
-        peer,
-        backend: std::marker::PhantomData,
+fn gradients_params_all_reduce<B: AutodiffBackend>(device: &B::Device) {
+    let _turn = COLLECTIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    reset_collective::<B::InnerBackend>();
+    let spec = spec();
+    let batch = batches(&spec, 2).remove(0);
+    // burn-optim all-reduces in parameter id order: the peers' ids must agree, so every
+    // peer loads one record into a model of its own.
+    let model = tower::<B>(&spec, device);
+    let records: Vec<_> = (0..2).map(|_| model.clone().into_record()).collect();
+    let config = CollectiveConfig::default().with_num_devices(2);
+    let results = std::thread::scope(|s| {
+        let peers: Vec<_> = (0..2u32)
+            .zip(records)
+            .map(|(rank, record)| {
+                let (spec, batch, config) = (&spec, &batch, config.clone());
+                s.spawn(move || {
+                    let id = PeerId(rank);
+                    let model = tower::<B>(spec, device).load_record(record);
+                    register::<B::InnerBackend>(id, device.clone(), config).expect("registered");
+                    let bounds = bounds(2)[rank as usize];
+                    let grads = shard_grads(&model, &shard(batch, bounds), 1.0, device)
+                        .all_reduce::<B::InnerBackend>(id, ReduceOperation::Sum)
+                        .expect("burn-collective all-reduces every gradient");
+                    finish_collective::<B::InnerBackend>(id).expect("finished");
+                    let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
+                    let before = param_values(&model);
+                    let rejected = optim.try_step(LR, model, grads).expect_err("refused");
+                    assert_eq!(param_values(&rejected.module), before, "nothing changed");
+                    (rejected.error, rejected.module.table.weight.id)
+                })
+            })
+            .collect();
+        peers
+            .into_iter()
+            .map(|p| p.join().unwrap())
+            .collect::<Vec<_>>()
     });
-    grads
+    for (error, table) in results {
+        assert!(
+            matches!(error, Error::RowGradientsReducedAsDense { param } if param == table),
+            "{error}"
+        );
+        assert!(error.to_string().contains("all_reduce_grads"), "{error}");
+    }
 }
 
 /// A peer that dies mid-step (its thread panics after its backward pass, before the

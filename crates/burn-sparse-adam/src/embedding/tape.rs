@@ -7,10 +7,13 @@
 //! tells the optimizer which collected row gradients the markers it was given stand for;
 //! [`RowGradTape::claim`] hands them over when the step applies them.
 //!
-//! A marker is a `[1, …, 1, d + 1]` tensor of ones (a shape no gradient of the table can
-//! have), so Burn's plumbing (`GradientsAccumulator`, multi-device merging) carries it like
-//! any gradient, adding markers as it adds gradients: a marker's value counts the backward
-//! passes it covers. Collected row gradients older than that count belong to a
+//! A marker is a `[1, …, 1, d + 1]` tensor (a shape no gradient of the table can have), so
+//! Burn's plumbing (`GradientsAccumulator`, multi-device merging) carries it like any
+//! gradient, adding markers as it adds gradients: its first value counts the backward passes
+//! it covers, the next ones are the tape's random tag times that count, the rest ones. An
+//! engine that adds another process's marker to it (Burn 0.21's `GradientsParams::all_reduce`
+//! and the DDP built on it, which cannot carry rows) breaks that proportion, and the step
+//! says so instead of applying this process's rows alone. Collected row gradients older than that count belong to a
 //! `GradientsParams` that was dropped without a step (say, the partial accumulation
 //! burn-train discards at the end of an epoch), and are dropped, as the dense gradients in
 //! it are.
@@ -25,7 +28,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::module::ParamId;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{Shape, Tensor, TensorPrimitive};
 
 use super::row_grad::RowGrad;
 use crate::kernels;
@@ -178,6 +181,45 @@ struct TapeState<B: Backend> {
     peer: Option<ThreadId>,
 }
 
+/// The tag a tape writes into its markers after the pass count: up to two integers in
+/// `1024..2048`, drawn at random per tape. Adding markers of this tape (accumulation,
+/// multi-device merging) and scaling them (clipping) keep each tag entry `tag × passes`;
+/// adding another tape's marker (an engine that all-reduces `GradientsParams` tensor by
+/// tensor across processes, where each process has its own tape) does not, unless both
+/// drew the same tags (a chance of 2⁻²⁰ for tables wider than one column, 2⁻¹⁰ otherwise).
+/// Integers this small keep `tag × passes` exact in `f32`.
+fn random_tag() -> [f32; 2] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_usize(&hasher as *const _ as usize);
+    let bits = hasher.finish();
+    [
+        (1024 + (bits & 1023)) as f32,
+        (1024 + ((bits >> 10) & 1023)) as f32,
+    ]
+}
+
+/// A marker's pass count and whether its tag entries are this tape's `tag` times it.
+fn read_marker<B: Backend, const D: usize>(marker: Tensor<B, D>, tag: [f32; 2]) -> (usize, bool) {
+    let values = marker
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    let Some(&first) = values.first() else {
+        return (0, true);
+    };
+    let passes = first.round().max(0.0) as usize;
+    // Relative to the pass count (clipping scales the whole marker); sums of other tapes'
+    // tags miss this tape's by at least 1 / passes, f32 rounding by far less.
+    let ours = !(first.is_finite() && first > 0.0)
+        || values[1..]
+            .iter()
+            .zip(tag)
+            .all(|(&entry, tag)| (entry / first - tag).abs() <= 1e-3 * tag);
+    (passes, ours)
+}
+
 impl<B: Backend> TapeState<B> {
     /// Drops released lookups beyond the newest [`KEPT_RELEASED`].
     fn prune_released(&mut self) {
@@ -204,12 +246,15 @@ impl<B: Backend> TapeState<B> {
 /// docs](self)).
 pub(crate) struct RowGradTape<B: Backend> {
     state: Arc<Mutex<TapeState<B>>>,
+    /// What this tape writes into its markers ([`random_tag`]).
+    tag: [f32; 2],
 }
 
 impl<B: Backend> Clone for RowGradTape<B> {
     fn clone(&self) -> Self {
         Self {
             state: self.state.clone(),
+            tag: self.tag,
         }
     }
 }
@@ -223,6 +268,7 @@ impl<B: Backend> Default for RowGradTape<B> {
                 hollow: None,
                 peer: None,
             })),
+            tag: random_tag(),
         }
     }
 }
@@ -402,14 +448,6 @@ pub(crate) fn is_marker(param: &Shape, grad: &Shape) -> bool {
     *grad == marker_shape(param)
 }
 
-/// How many backward passes a marker covers: each collection writes ones, and accumulating
-/// or merging gradients adds them up (one value read back).
-fn marker_passes<B: Backend, const D: usize>(marker: Tensor<B, D>) -> usize {
-    let n = marker.shape().num_elements();
-    let first = marker.reshape([n]).slice(0..1).into_scalar().elem::<f32>();
-    first.round().max(0.0) as usize
-}
-
 impl<B: AutodiffBackend> RowGradTape<B> {
     /// The gradient to register for the table's weight `weight` after a backward pass:
     /// this thread's lookups' gradients in `grads`, summed into one row gradient that the
@@ -429,10 +467,7 @@ impl<B: AutodiffBackend> RowGradTape<B> {
                 self.lock()
                     .collected
                     .push(rows.map_values(Tensor::from_inner));
-                Some(Tensor::ones(
-                    marker_shape(&weight.shape()),
-                    &weight.device(),
-                ))
+                Some(self.marker(&weight.shape(), &weight.device()))
             }
         }
     }
@@ -441,19 +476,45 @@ impl<B: AutodiffBackend> RowGradTape<B> {
     /// device) announce, newest last, without taking them: as many as the markers count
     /// backward passes; older ones were collected for gradients dropped without a step.
     /// Empty when the row gradients were cleared since (`clear_row_grads`).
+    ///
+    /// # Errors
+    ///
+    /// [`ForeignMarker`] when a marker was added to another tape's (see [`random_tag`]).
     pub(crate) fn announced<const D: usize>(
         &self,
         markers: &[Tensor<B::InnerBackend, D>],
-    ) -> Vec<RowGrad<B::InnerBackend>> {
+    ) -> Result<Vec<RowGrad<B::InnerBackend>>, ForeignMarker> {
+        let mut passes = 0;
+        for marker in markers {
+            let (count, ours) = read_marker(marker.clone(), self.tag);
+            if !ours {
+                return Err(ForeignMarker);
+            }
+            passes += count;
+        }
         let mut collected = self.lock().collected.clone();
         if collected.len() > 1 {
-            let passes: usize = markers.iter().map(|m| marker_passes(m.clone())).sum();
             collected.drain(..collected.len().saturating_sub(passes));
         }
-        collected
+        Ok(collected
             .into_iter()
             .map(|rows| rows.map_values(Tensor::inner))
-            .collect()
+            .collect())
+    }
+
+    /// The marker announcing one backward pass of row gradients for a weight of shape
+    /// `weight`: `[1, …, d + 1]`, the pass count `1`, this tape's tag, ones after it.
+    fn marker<BD: Backend, const D: usize>(
+        &self,
+        weight: &Shape,
+        device: &BD::Device,
+    ) -> Tensor<BD, D> {
+        let shape = marker_shape(weight);
+        let mut values = vec![1.0f32; shape.num_elements()];
+        for (entry, tag) in values.iter_mut().skip(1).zip(self.tag) {
+            *entry = tag;
+        }
+        Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
     }
 
     /// Takes every collected row gradient: the step that applies the announced ones
@@ -478,9 +539,14 @@ impl<B: AutodiffBackend> RowGradTape<B> {
         device: &B::Device,
     ) -> Tensor<B::InnerBackend, D> {
         self.lock().collected = vec![rows.map_values(Tensor::from_inner)];
-        Tensor::ones(marker_shape(weight), device)
+        self.marker::<B::InnerBackend, D>(weight, device)
     }
 }
+
+/// A table's marker was added to the marker of another process's copy of the table: an
+/// engine all-reduced `GradientsParams` tensor by tensor, which carries no rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForeignMarker;
 
 /// The scope in which a table's tape is reachable: opened by `SparseEmbedding::visit` and
 /// `map` around the visit of the table's weight, and by nothing else.

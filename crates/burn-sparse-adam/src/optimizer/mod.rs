@@ -248,7 +248,8 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
     /// (a row gradient beyond its table), [`Error::StateShape`] and [`Error::StateRank`] (a
     /// state that does not fit its parameter), [`Error::RecordParamNotInModel`],
     /// [`Error::GroupParamNotInModel`], [`Error::NonFiniteGradient`],
-    /// [`Error::RowGradientsNotCollected`].
+    /// [`Error::RowGradientsNotCollected`], [`Error::RowGradientsReducedAsDense`] (a table's
+    /// gradient all-reduced by `GradientsParams::all_reduce`, which carries no rows).
     pub fn try_step(
         &mut self,
         lr: LearningRate,

@@ -23,7 +23,7 @@ use super::record::{state_shape, state_step, ParamStates};
 use super::rule::SparseAdam;
 use crate::config::{NonFinite, SparseAdamConfig};
 use crate::embedding::row_grads::RowGrad;
-use crate::embedding::tape::{is_marker, scope, RowGradTape};
+use crate::embedding::tape::{is_marker, scope, ForeignMarker, RowGradTape};
 use crate::error::{Error, Result};
 use crate::formula::StepScalars;
 
@@ -280,7 +280,9 @@ impl<'a, B: AutodiffBackend> Planner<'a, B> {
         markers: &[Tensor<B::InnerBackend, D>],
         device: &B::Device,
     ) -> Result<Option<RowGrad<B::InnerBackend>>> {
-        let announced = tape.announced(markers);
+        let announced = tape
+            .announced(markers)
+            .map_err(|ForeignMarker| Error::RowGradientsReducedAsDense { param: id })?;
         if announced.is_empty() {
             return Ok(None);
         }
