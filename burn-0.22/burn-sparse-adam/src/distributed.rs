@@ -27,11 +27,16 @@
 //! of one process (burn-train's DDP strategy runs on it); there is no engine across
 //! machines. A table's weight is not in the autodiff graph of its lookups (that is how no
 //! table-sized gradient arises), so that engine never sees the rows: each device would
-//! apply only its own. Its all-reduce is implemented only by the CubeCL backends, which hand
-//! it to their runtime's collectives (burn-flex's is Burn's default, `unimplemented!()`); it
-//! has not been run with this crate, for want of a machine with several GPUs. Use [`all_reduce_grads`] with an engine of your own
-//! ([`InProcessGroup`] for threads of one process), and leave the tables out of the
-//! parameters that Burn's context synchronizes.
+//! apply only its own. So [`collect_grads`](crate::collect_grads) refuses a table whose
+//! weight is registered for that sync (`Tensor::is_distributed`; burn-train's DDP strategy
+//! registers every parameter), panicking with the message of
+//! [`Error::TableUnderDistributedSync`](crate::Error::TableUnderDistributedSync) at the first
+//! step, instead of letting each device apply its own rows. Its all-reduce is implemented
+//! only by the CubeCL backends, and only CUDA's runtime (NCCL) has one (burn-flex's and
+//! wgpu's panic); it has not been run with this crate, for want of a machine with several
+//! GPUs. Use [`all_reduce_grads`] with an engine of your own ([`InProcessGroup`] for threads
+//! of one process), and leave the tables out of the parameters that Burn's context
+//! synchronizes.
 //!
 //! Every peer needs a model of its own: clones of a `SparseEmbedding` share their row
 //! gradients (so that multi-device steps can merge them), which two peers stepping at once

@@ -234,6 +234,19 @@ pub enum Error {
     #[error(transparent)]
     Core(CoreError),
 
+    /// A table's weight is registered for Burn 0.22's distributed gradient sync (burn-train's
+    /// DDP strategy marks every parameter): that sync all-reduces gradients inside the
+    /// backward pass, which a table's rows never reach, so each device would apply only its
+    /// own rows. `collect_grads` panics with this message (it cannot return an error, nor can
+    /// the `TrainStep` it runs in).
+    #[error(
+        "parameter {param} (a SparseEmbedding weight) is registered for Burn's distributed gradient sync (burn-train's DDP strategy, Tensor::set_distributed), which all-reduces gradients inside the backward pass; a table's row gradients never pass through it, so each device would apply only its own rows: leave the table out of the synchronized parameters and reduce with burn_sparse_adam::distributed::all_reduce_grads"
+    )]
+    TableUnderDistributedSync {
+        /// The embedding's weight.
+        param: ParamId,
+    },
+
     /// A data-parallel exchange of gradients failed on this peer or another one
     /// (`distributed::all_reduce_grads`); no peer steps.
     #[error(transparent)]

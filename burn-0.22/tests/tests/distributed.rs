@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -18,7 +18,7 @@ use burn_sparse_adam::{
     collect_grads,
 };
 use burn_sparse_adam_tests::{
-    Runner, assert_close, device, module_optimizer_states, set_params, values,
+    Runner, assert_close, device, module_optimizer_states, on_flex, set_params, values,
 };
 
 const N: usize = 12;
@@ -330,11 +330,12 @@ fn three_peers_average_as_one_process_under_module_optimizer() {
     peers_match_one_process(3, Reduction::Mean, Runner::ModuleOptimizer);
 }
 
-/// What an engine that all-reduces each registered gradient as a dense tensor does (the
-/// only thing Burn's engines can do with a `GradientsParams`, over the same in-process
-/// group): a table's gradient is a marker, so summing it only counts backward passes, and
-/// each peer applies its own rows. The peers' tables drift apart; `all_reduce_grads` is why
-/// they don't.
+/// What a hand-written engine that all-reduces each registered gradient of a
+/// `GradientsParams` as a dense tensor does (Burn 0.21's `GradientsParams::all_reduce`; Burn
+/// 0.22 has none), over the same in-process group: a table's gradient is a marker, so
+/// summing it only counts backward passes, and each peer applies its own rows. The peers'
+/// tables drift apart; `all_reduce_grads` is why they don't. (The 0.1 line tags its markers
+/// and refuses such a step; this line does not yet.)
 #[test]
 fn reducing_markers_leaves_each_peer_with_its_own_rows() {
     let device = device();
@@ -496,4 +497,41 @@ fn peers_sharing_a_table_are_refused() {
             .contains("shared with another data-parallel peer"),
         "{errors:?}"
     );
+}
+
+/// burn-train 0.22's DDP strategy registers every parameter for Burn's distributed gradient
+/// sync (its `ModuleSharder` calls `Tensor::set_distributed`), which all-reduces gradients
+/// inside the backward pass, where a table's rows never are. The first `collect_grads` names
+/// the problem instead of letting each device apply its own rows.
+#[test]
+fn a_table_under_burn_distributed_sync_is_refused_at_the_first_collection() {
+    struct Sharder;
+    impl ModuleMapper for Sharder {
+        fn map_float<const R: usize>(&mut self, param: Param<Tensor<R>>) -> Param<Tensor<R>> {
+            let (id, tensor, mapper) = param.consume();
+            Param::from_mapped_value(id, tensor.set_distributed(id), mapper)
+        }
+    }
+
+    if on_flex() {
+        // burn-dispatch marks only Cube and Remote tensors (`set_distributed` panics on
+        // flex), so there is no distributed sync to refuse on flex: this runs in the wgpu pass.
+        eprintln!("skipped on flex: Burn 0.22 cannot mark flex tensors for distributed sync");
+        return;
+    }
+    let device = device();
+    let model = Tower::new(&initial_params(), &device).map(&mut Sharder);
+    assert!(model.table.weight.val().is_distributed());
+    let batch = batches(2).remove(0);
+    let grads = model.loss(&batch, 1.0, &device).backward();
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        collect_grads(grads, &model)
+    }))
+    .expect_err("refused");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    let expected = Error::TableUnderDistributedSync {
+        param: model.table.weight.id,
+    };
+    assert_eq!(message, expected.to_string());
+    assert!(message.contains("all_reduce_grads"), "{message}");
 }

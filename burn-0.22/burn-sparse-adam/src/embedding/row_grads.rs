@@ -53,6 +53,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Gradients, IndexingUpdateOp, Shape, Tensor};
 
+use crate::error::Error;
 use crate::kernels;
 
 /// The gradient of some rows of a `[n, d]` table: the sorted, unique indices of the touched
@@ -393,6 +394,13 @@ pub(crate) mod scope {
 /// In a burn-train `TrainStep`, build the output with `TrainOutput { grads:
 /// collect_grads(grads, self), item }` instead of `TrainOutput::new(self, grads, item)`,
 /// which calls `GradientsParams::from_grads`.
+///
+/// # Panics
+///
+/// With the message of [`Error::TableUnderDistributedSync`](crate::Error::TableUnderDistributedSync)
+/// when a table with row gradients has its weight registered for Burn's distributed gradient
+/// sync (burn-train's DDP strategy), which cannot carry rows: see
+/// [`distributed`](crate::distributed).
 pub fn collect_grads<M: Module>(mut grads: Gradients, module: &M) -> GradientsParams {
     let mut collector = Collector {
         grads: &mut grads,
@@ -418,6 +426,9 @@ impl ModuleVisitor for Collector<'_> {
             (Some(dense), None) => self.params.register(param.id, dense),
             (Some(dense), Some((_, rows))) => self.params.register(param.id, rows.add_into(dense)),
             (None, Some((tape, rows))) => {
+                if value.is_autodiff() && value.is_distributed() {
+                    panic!("{}", Error::TableUnderDistributedSync { param: param.id });
+                }
                 tape.push_collected(rows);
                 let device = value.device().inner();
                 let marker = Tensor::<D>::ones(marker_shape(&value.shape()), &device);
