@@ -30,7 +30,7 @@
 //! apply only its own. So [`collect_grads`](crate::collect_grads) refuses a table whose
 //! weight is registered for that sync (`Tensor::is_distributed`; burn-train's DDP strategy
 //! registers every parameter), panicking with the message of
-//! [`Error::TableUnderDistributedSync`](crate::Error::TableUnderDistributedSync) at the first
+//! [`Error::TableUnderDistributedSync`] at the first
 //! step, instead of letting each device apply its own rows. Its all-reduce is implemented
 //! only by the CubeCL backends, and only CUDA's runtime (NCCL) has one (burn-flex's and
 //! wgpu's panic); it has not been run with this crate, for want of a machine with several
@@ -42,7 +42,7 @@
 //! gradients (so that multi-device steps can merge them), which two peers stepping at once
 //! would mix. Build each peer's model from its config and load one record into all of them.
 //! A table is bound to the first thread that exchanges it; another thread exchanging it is
-//! an error ([`Error::SharedTable`](crate::Error::SharedTable)).
+//! an error ([`Error::SharedTable`]).
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;

@@ -25,7 +25,7 @@
 //! peer would apply its own rows only, and a peer whose shard did not touch a table registers
 //! nothing for it, so the peers' all-reduces pair up out of order. Each table tags its
 //! markers, so the step after such an all-reduce (under burn-train's DDP too) fails with
-//! [`Error::RowGradientsReducedAsDense`](crate::Error::RowGradientsReducedAsDense) instead
+//! [`Error::RowGradientsReducedAsDense`] instead
 //! of applying this peer's rows alone (`try_step` returns it, Burn's `Optimizer::step`
 //! panics with its message). Use [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]:
 //! [`InProcessGroup`] for threads of one process, `CollectivePeer` (feature `collective`)
@@ -38,7 +38,7 @@
 //! gradients (so that burn-train's multi-device step can merge them), which two peers
 //! stepping at once would mix. Build each peer's model from its config and load one
 //! record into all of them. A table is bound to the first thread that exchanges it; another
-//! thread exchanging it is an error ([`Error::SharedTable`](crate::Error::SharedTable)).
+//! thread exchanging it is an error ([`Error::SharedTable`]).
 
 use std::marker::PhantomData;
 
@@ -53,7 +53,7 @@ pub use sparse_adam_core::exchange::{
 };
 
 #[cfg(feature = "collective")]
-mod collective;
+pub mod collective;
 /// Burn 0.21's collective engine (feature `collective`), for its config and orchestrator.
 #[cfg(feature = "collective")]
 pub use burn_collective;

@@ -397,10 +397,9 @@ pub(crate) mod scope {
 ///
 /// # Panics
 ///
-/// With the message of [`Error::TableUnderDistributedSync`](crate::Error::TableUnderDistributedSync)
-/// when a table with row gradients has its weight registered for Burn's distributed gradient
-/// sync (burn-train's DDP strategy), which cannot carry rows: see
-/// [`distributed`](crate::distributed).
+/// With the message of [`Error::TableUnderDistributedSync`] when a table with row gradients has its weight registered for Burn's distributed gradient
+/// sync (burn-train's DDP strategy), which cannot carry rows (the `distributed` module says
+/// what to use instead).
 pub fn collect_grads<M: Module>(mut grads: Gradients, module: &M) -> GradientsParams {
     let mut collector = Collector {
         grads: &mut grads,
