@@ -333,21 +333,28 @@ fn gradients_params_all_reduce<B: AutodiffBackend>(device: &B::Device) {
     let spec = spec();
     let batch = batches(&spec, 2).remove(0);
     // burn-optim all-reduces in parameter id order: the peers' ids must agree, so every
-    // peer loads one record into a model of its own.
-    let model = tower::<B>(&spec, device);
-    let records: Vec<_> = (0..2).map(|_| model.clone().into_record()).collect();
+    // peer loads one record into a model of its own. Their weights are then the same
+    // autodiff leaves, through which Burn 0.21's autodiff does not support concurrent
+    // backward passes: both run here, one after the other; the peers' threads all-reduce
+    // and step.
+    let base = tower::<B>(&spec, device);
+    let work: Vec<_> = (0..2)
+        .map(|rank| {
+            let model = tower::<B>(&spec, device).load_record(base.clone().into_record());
+            let grads = shard_grads(&model, &shard(&batch, bounds(2)[rank]), 1.0, device);
+            (model, grads)
+        })
+        .collect();
     let config = CollectiveConfig::default().with_num_devices(2);
     let results = std::thread::scope(|s| {
         let peers: Vec<_> = (0..2u32)
-            .zip(records)
-            .map(|(rank, record)| {
-                let (spec, batch, config) = (&spec, &batch, config.clone());
+            .zip(work)
+            .map(|(rank, (model, grads))| {
+                let config = config.clone();
                 s.spawn(move || {
                     let id = PeerId(rank);
-                    let model = tower::<B>(spec, device).load_record(record);
                     register::<B::InnerBackend>(id, device.clone(), config).expect("registered");
-                    let bounds = bounds(2)[rank as usize];
-                    let grads = shard_grads(&model, &shard(batch, bounds), 1.0, device)
+                    let grads = grads
                         .all_reduce::<B::InnerBackend>(id, ReduceOperation::Sum)
                         .expect("burn-collective all-reduces every gradient");
                     finish_collective::<B::InnerBackend>(id).expect("finished");

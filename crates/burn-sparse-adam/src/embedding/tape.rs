@@ -179,6 +179,8 @@ struct TapeState<B: Backend> {
     /// The thread of the data-parallel peer that first exchanged this table's row gradients
     /// (`distributed::all_reduce_grads`): a tape shared by two peers would mix their rows.
     peer: Option<ThreadId>,
+    /// Whether a marker of this tape has been read and found to carry its tag.
+    tag_checked: bool,
 }
 
 /// The tag a tape writes into its markers after the pass count: up to two integers in
@@ -267,6 +269,7 @@ impl<B: Backend> Default for RowGradTape<B> {
                 collected: Vec::new(),
                 hollow: None,
                 peer: None,
+                tag_checked: false,
             })),
             tag: random_tag(),
         }
@@ -484,17 +487,26 @@ impl<B: AutodiffBackend> RowGradTape<B> {
         &self,
         markers: &[Tensor<B::InnerBackend, D>],
     ) -> Result<Vec<RowGrad<B::InnerBackend>>, ForeignMarker> {
-        let mut passes = 0;
-        for marker in markers {
-            let (count, ours) = read_marker(marker.clone(), self.tag);
-            if !ours {
-                return Err(ForeignMarker);
+        let (mut collected, tag_checked) = {
+            let state = self.lock();
+            (state.collected.clone(), state.tag_checked)
+        };
+        // Reading a marker back is a device sync on a GPU: only when its count decides
+        // which row gradients it announces, and once per tape to check its tag (an engine
+        // that all-reduces markers does so from the first step on).
+        if collected.len() > 1 || !tag_checked {
+            let mut passes = 0;
+            for marker in markers {
+                let (count, ours) = read_marker(marker.clone(), self.tag);
+                if !ours {
+                    return Err(ForeignMarker);
+                }
+                passes += count;
             }
-            passes += count;
-        }
-        let mut collected = self.lock().collected.clone();
-        if collected.len() > 1 {
-            collected.drain(..collected.len().saturating_sub(passes));
+            self.lock().tag_checked = true;
+            if collected.len() > 1 {
+                collected.drain(..collected.len().saturating_sub(passes));
+            }
         }
         Ok(collected
             .into_iter()
