@@ -434,7 +434,7 @@ fn a_peer_that_stops_answering_times_the_others_out_without_a_change() {
     let results = on_peers(2, timeout, |mut peer| {
         if peer.rank() == 1 {
             // Silent until peer 0 has given up, then gone.
-            let _ = parked.lock().unwrap().recv();
+            let _ = parked.lock().unwrap().recv_timeout(Duration::from_secs(60));
             return None;
         }
         let model = Tower::new(&init, &device);

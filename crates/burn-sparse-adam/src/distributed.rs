@@ -24,7 +24,7 @@
 //! registered tensor: for a table it sums the crate's markers, which carry no rows, so each
 //! peer would apply its own rows only, and a peer whose shard did not touch a table registers
 //! nothing for it, so the peers' all-reduces pair up out of order. Each table tags its
-//! markers, so the step after such an all-reduce (under burn-train's DDP too) fails with
+//! markers, so the step after such an all-reduce fails with
 //! [`Error::RowGradientsReducedAsDense`] instead
 //! of applying this peer's rows alone (`try_step` returns it, Burn's `Optimizer::step`
 //! panics with its message). Use [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]:
@@ -33,6 +33,12 @@
 //! across processes or machines (its global sync lets a node all-reduce only once; see
 //! `CollectivePeer`), so an engine across processes is the user's `AllReduce` over another
 //! transport.
+//!
+//! burn-train 0.21's DDP strategy is another matter, and is not supported: it marks every
+//! parameter for Burn's distributed sync (`set_distributed`), which all-reduces gradients
+//! inside the backward pass, where a table's rows never are, and gives its workers clones of
+//! one model, which share each table's row gradients. The 0.1 line does not detect it (the
+//! check needs Burn's `distributed` feature; the 0.2 line refuses it in `collect_grads`).
 //!
 //! Every peer needs a model of its own: clones of a `SparseEmbedding` share their row
 //! gradients (so that burn-train's multi-device step can merge them), which two peers

@@ -197,10 +197,9 @@ pub enum Error {
 
     /// A table's gradient (its marker) was added to another process's by an engine that
     /// all-reduces `GradientsParams` tensor by tensor (Burn 0.21's `GradientsParams::
-    /// all_reduce`, and burn-train's DDP strategy built on it): the marker carries no rows,
-    /// so each peer would apply its own rows only.
+    /// all_reduce`): the marker carries no rows, so each peer would apply its own rows only.
     #[error(
-        "parameter {param} (a SparseEmbedding weight) had its gradient marker all-reduced with other processes' by an engine that reduces GradientsParams tensor by tensor (GradientsParams::all_reduce, burn-train's DDP): that carries no row gradients, so each peer would apply only its own rows; reduce with burn_sparse_adam::distributed::all_reduce_grads instead"
+        "parameter {param} (a SparseEmbedding weight) had its gradient marker all-reduced with other processes' by an engine that reduces GradientsParams tensor by tensor (GradientsParams::all_reduce): that carries no row gradients, so each peer would apply only its own rows; reduce with burn_sparse_adam::distributed::all_reduce_grads instead"
     )]
     RowGradientsReducedAsDense {
         /// The embedding's weight.

@@ -29,6 +29,8 @@ use burn_sparse_adam_tests::{
 trait Peer: AllReduce + Send {
     /// Leaves the group once its exchanges are done.
     fn done(self);
+    /// Waits at most `timeout` from now on, where the engine's timeout can change.
+    fn set_timeout(&mut self, _timeout: Duration) {}
 }
 
 impl Peer for InProcessPeer {
@@ -134,6 +136,9 @@ fn three_peers_average_as_one_process() {
 impl<E: Backend> Peer for CollectivePeer<E> {
     fn done(self) {
         self.finish().expect("the peer leaves its group");
+    }
+    fn set_timeout(&mut self, timeout: Duration) {
+        CollectivePeer::set_timeout(self, timeout);
     }
 }
 
@@ -409,7 +414,9 @@ fn peer_dies_collective<B: AutodiffBackend>(device: &B::Device) {
     let start = Instant::now();
     peer_dies::<B>(
         device,
-        collective::<B>(3, Duration::from_secs(2), device),
+        // Registration and step 0 wait for the slowest peer's start: a long timeout for
+        // them, 2 s from step 1 on.
+        collective::<B>(3, Duration::from_secs(120), device),
         |error| {
             matches!(error, Error::Exchange(ExchangeError::Engine { .. }))
                 && error.to_string().contains("did not complete within 2s")
@@ -423,7 +430,8 @@ fn peer_dies_collective<B: AutodiffBackend>(device: &B::Device) {
 }
 
 /// Peer 1 of 3 panics at step 1; the others' errors must satisfy `expected`, and leave
-/// their models and optimizer states as they were, within 60 s.
+/// their models and optimizer states as they were, within 60 s. After step 0 each engine
+/// waits at most 2 s where its timeout can change.
 fn peer_dies<B: AutodiffBackend>(
     device: &B::Device,
     engines: impl Engines,
@@ -446,6 +454,7 @@ fn peer_dies<B: AutodiffBackend>(
                 Ok((grads, _)) => model = optim.step(LR, model, grads),
                 Err(error) => return (step, error, before, snapshot(&optim, &model)),
             }
+            peer.set_timeout(Duration::from_secs(2));
         }
         unreachable!("the exchange of step 1 fails")
     });

@@ -26,7 +26,9 @@
 //!   [`ExchangeError::Engine`] naming the timeout (the helper thread stays blocked inside
 //!   burn-collective, and the session cannot be used again: every later call fails at once;
 //!   `burn_collective::reset_collective` starts a new session on this process). `abort` cannot
-//!   tell the other peers: they end at their own timeout.
+//!   tell the other peers: they end at their own timeout. The peers' timeouts run
+//!   independently, so a peer whose all-reduce completes just after another peer gave up
+//!   steps while that one does not: after a timeout, reload every peer from one checkpoint.
 //! - **One session per process and backend.** Its local server is process-wide state keyed by
 //!   the backend type: the peers of one group register with the same config and distinct
 //!   ranks, and two groups of one backend cannot run at once in one process.
@@ -145,6 +147,12 @@ impl<E: Backend> CollectivePeer<E> {
             burn_collective::register::<E>(id, device, config)
         })?;
         Ok(peer)
+    }
+
+    /// Sets how long each later call waits for the other peers (a first step, which waits
+    /// for the slowest peer's start, may need a longer one than the steps after it).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Leaves the group (`burn_collective::finish_collective`), once this peer's exchanges are

@@ -11,9 +11,9 @@
 //! Burn's plumbing (`GradientsAccumulator`, multi-device merging) carries it like any
 //! gradient, adding markers as it adds gradients: its first value counts the backward passes
 //! it covers, the next ones are the tape's random tag times that count, the rest ones. An
-//! engine that adds another process's marker to it (Burn 0.21's `GradientsParams::all_reduce`
-//! and the DDP built on it, which cannot carry rows) breaks that proportion, and the step
-//! says so instead of applying this process's rows alone. Collected row gradients older than that count belong to a
+//! engine that adds another process's marker to it (Burn 0.21's `GradientsParams::all_reduce`,
+//! which cannot carry rows) breaks that proportion, and the step says so instead of applying
+//! this process's rows alone. Collected row gradients older than that count belong to a
 //! `GradientsParams` that was dropped without a step (say, the partial accumulation
 //! burn-train discards at the end of an epoch), and are dropped, as the dense gradients in
 //! it are.
@@ -28,7 +28,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::module::ParamId;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
 
 use super::row_grad::RowGrad;
 use crate::kernels;
@@ -201,25 +201,39 @@ fn random_tag() -> [f32; 2] {
     ]
 }
 
-/// A marker's pass count and whether its tag entries are this tape's `tag` times it.
-fn read_marker<B: Backend, const D: usize>(marker: Tensor<B, D>, tag: [f32; 2]) -> (usize, bool) {
-    let values = marker
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default();
+/// What reading a marker back tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MarkerRead {
+    /// The backward passes it covers.
+    passes: usize,
+    /// `Some(true)` when its tag entries are this tape's tag times its count, `Some(false)`
+    /// when another tape's marker was added to it, `None` when it cannot tell (a count that
+    /// is not positive, a marker without tag entries, or a half-precision marker, whose
+    /// tags are not exact).
+    ours: Option<bool>,
+}
+
+/// Reads a marker back (`values`, row-major, in `f32`; `exact`: whether its float type holds
+/// the tags exactly) against this tape's `tag`.
+fn read_marker(values: &[f32], exact: bool, tag: [f32; 2]) -> MarkerRead {
     let Some(&first) = values.first() else {
-        return (0, true);
+        return MarkerRead {
+            passes: 0,
+            ours: None,
+        };
     };
     let passes = first.round().max(0.0) as usize;
-    // Relative to the pass count (clipping scales the whole marker); sums of other tapes'
-    // tags miss this tape's by at least 1 / passes, f32 rounding by far less.
-    let ours = !(first.is_finite() && first > 0.0)
-        || values[1..]
+    let checkable = exact && first.is_finite() && first > 0.0 && values.len() > 1;
+    // Each tag entry over the count is this tape's tag (clipping scales the whole marker,
+    // f32 rounding moves the ratio by far less than 0.01); a sum with markers of other
+    // tapes, whose tags are other integers, moves it by at least 1 / (total passes).
+    let ours = checkable.then(|| {
+        values[1..]
             .iter()
             .zip(tag)
-            .all(|(&entry, tag)| (entry / first - tag).abs() <= 1e-3 * tag);
-    (passes, ours)
+            .all(|(&entry, tag)| (entry / first - tag).abs() <= 0.01)
+    });
+    MarkerRead { passes, ours }
 }
 
 impl<B: Backend> TapeState<B> {
@@ -495,15 +509,26 @@ impl<B: AutodiffBackend> RowGradTape<B> {
         // which row gradients it announces, and once per tape to check its tag (an engine
         // that all-reduces markers does so from the first step on).
         if collected.len() > 1 || !tag_checked {
-            let mut passes = 0;
+            let (mut passes, mut verified) = (0, false);
             for marker in markers {
-                let (count, ours) = read_marker(marker.clone(), self.tag);
-                if !ours {
-                    return Err(ForeignMarker);
+                let exact = matches!(marker.dtype(), DType::F32 | DType::F64);
+                let values = marker
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .unwrap_or_default();
+                let read = read_marker(&values, exact, self.tag);
+                match read.ours {
+                    Some(false) => return Err(ForeignMarker),
+                    Some(true) => verified = true,
+                    None => {}
                 }
-                passes += count;
+                passes += read.passes;
             }
-            self.lock().tag_checked = true;
+            if verified {
+                self.lock().tag_checked = true;
+            }
             if collected.len() > 1 {
                 collected.drain(..collected.len().saturating_sub(passes));
             }
@@ -605,6 +630,60 @@ mod tests {
     fn markers_are_never_a_table_shape() {
         assert_eq!(marker_shape(&Shape::new([10, 4])), Shape::new([1, 5]));
         assert_eq!(marker_shape(&Shape::new([1, 1])), Shape::new([1, 2]));
+    }
+
+    #[test]
+    fn a_marker_tells_its_own_tape_from_a_sum_with_other_tapes() {
+        let tag = [1500.0, 1100.0];
+        let other = [1501.0, 1100.0];
+        let marker =
+            |passes: f32, tag: [f32; 2]| vec![passes, tag[0] * passes, tag[1] * passes, passes];
+        let add =
+            |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>();
+        let read = |values: &[f32]| read_marker(values, true, tag);
+        // Its own: accumulated over passes, scaled by clipping.
+        assert_eq!(read(&marker(1.0, tag)).ours, Some(true));
+        assert_eq!(
+            read(&add(marker(1.0, tag), marker(2.0, tag))).ours,
+            Some(true)
+        );
+        let clipped: Vec<f32> = marker(3.0, tag).iter().map(|v| v * 0.013).collect();
+        assert_eq!(
+            read(&clipped),
+            MarkerRead {
+                passes: 0,
+                ours: Some(true)
+            }
+        );
+        // Summed or averaged with another tape's, even one whose tags differ by one.
+        assert_eq!(
+            read(&add(marker(1.0, tag), marker(1.0, other))).ours,
+            Some(false)
+        );
+        let three = add(
+            add(marker(1.0, tag), marker(1.0, other)),
+            marker(1.0, [1024.0, 2047.0]),
+        );
+        let mean: Vec<f32> = three.iter().map(|v| v / 3.0).collect();
+        assert_eq!(
+            read(&mean),
+            MarkerRead {
+                passes: 1,
+                ours: Some(false)
+            }
+        );
+        assert_eq!(
+            read(&add(marker(40.0, tag), marker(1.0, other))).ours,
+            Some(false)
+        );
+        // A width-1 table's marker has one tag entry.
+        assert_eq!(read(&[2.0, 3001.0]).ours, Some(false));
+        assert_eq!(read(&[2.0, 3000.0]).ours, Some(true));
+        // Nothing to tell: no positive count, no tag entry, or half precision.
+        assert_eq!(read(&[0.0, 0.0]).ours, None);
+        assert_eq!(read(&[f32::NAN, 1.0]).ours, None);
+        assert_eq!(read(&[1.0]).ours, None);
+        assert_eq!(read_marker(&marker(1.0, other), false, tag).ours, None);
         assert!(!is_marker(&Shape::new([2, 1]), &Shape::new([2, 1])));
     }
 
