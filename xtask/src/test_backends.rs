@@ -241,11 +241,24 @@ fn cargo_test(
 }
 
 /// Whether `backend` can run here, asked of the probe of the test crate of the line in `dir`
-/// (each line's `burn-sparse-adam-tests` has a `probe-backend` bin sharing the suite's build).
+/// (each line's `burn-sparse-adam-tests` has a `probe-backend` bin).
+///
+/// The probe is the binary that the line's `cargo test --workspace --no-run` just built:
+/// `cargo run --package burn-sparse-adam-tests` would resolve Burn's features for that one
+/// package and rebuild Burn and CubeCL a second time (16 minutes of a cold CI run).
 fn probe(dir: &std::path::Path, backend: &str) -> Result<(), String> {
-    let output = Command::new(env!("CARGO"))
-        .current_dir(dir)
-        .args([
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { dir.join(t) })
+        .unwrap_or_else(|| dir.join("target"));
+    let built = target
+        .join("debug")
+        .join(format!("probe-backend{}", std::env::consts::EXE_SUFFIX));
+    let mut cmd = if built.is_file() {
+        Command::new(built)
+    } else {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args([
             "run",
             "--quiet",
             "--package",
@@ -253,11 +266,15 @@ fn probe(dir: &std::path::Path, backend: &str) -> Result<(), String> {
             "--bin",
             "probe-backend",
             "--",
-            backend,
-        ])
+        ]);
+        cargo
+    };
+    let output = cmd
+        .current_dir(dir)
+        .arg(backend)
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+        .map_err(|e| format!("cannot run the probe: {e}"))?;
     if output.status.success() {
         Ok(())
     } else {
