@@ -652,6 +652,9 @@ pub struct RefSparseAdam {
     pub epsilon: f64,
     /// `maximize`.
     pub maximize: bool,
+    /// Lazy decoupled weight decay (not PyTorch's SparseAdam): a touched row is multiplied
+    /// by `1 − lr·weight_decay` before its update.
+    pub weight_decay: f64,
 }
 
 impl Default for RefSparseAdam {
@@ -661,6 +664,7 @@ impl Default for RefSparseAdam {
             beta_2: 0.999,
             epsilon: 1e-8,
             maximize: false,
+            weight_decay: 0.0,
         }
     }
 }
@@ -673,6 +677,7 @@ impl RefSparseAdam {
             .with_beta_2(self.beta_2)
             .with_epsilon(self.epsilon)
             .with_maximize(self.maximize)
+            .with_weight_decay(self.weight_decay)
     }
 }
 
@@ -738,6 +743,7 @@ impl RefSparseAdam {
                 .zip(&mut param.exp_avg_sq[lanes.clone()])
                 .zip(&grad[lanes]);
             for (((p, m), v), &g) in rows {
+                *p *= 1.0 - lr * self.weight_decay;
                 let g = if self.maximize { -g as f64 } else { g as f64 };
                 *m += (g - *m) * (1.0 - self.beta_1);
                 *v += (g * g - *v) * (1.0 - self.beta_2);
@@ -816,6 +822,7 @@ impl RefSparseAdam {
         let (one_minus_beta_1, one_minus_beta_2) =
             ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
         let (eps, neg_step_size) = (self.epsilon as f32, (-step_size) as f32);
+        let decay = (1.0 - lr * self.weight_decay) as f32;
         let entries = (0..touched.len())
             .filter(|&r| touched[r])
             .flat_map(|r| r * d..(r + 1) * d);
@@ -828,7 +835,8 @@ impl RefSparseAdam {
             let denom = (exp_avg_sq_update + v).sqrt() + eps;
             p.exp_avg[i] = m + exp_avg_update;
             p.exp_avg_sq[i] = v + exp_avg_sq_update;
-            p.values[i] += neg_step_size * (numer / denom);
+            // PyTorch's AdamW: `param.mul_(1 - lr * weight_decay)`, then the update.
+            p.values[i] = p.values[i] * decay + neg_step_size * (numer / denom);
         }
     }
 

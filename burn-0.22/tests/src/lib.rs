@@ -186,6 +186,10 @@ pub struct FixtureConfig {
     pub epsilon: f64,
     /// `maximize`.
     pub maximize: bool,
+    /// Lazy decoupled weight decay (not PyTorch's SparseAdam: see the fixtures' README);
+    /// absent from PyTorch's fixtures, which have none.
+    #[serde(default)]
+    pub weight_decay: f64,
 }
 
 /// A table and its initial weights.
@@ -323,6 +327,7 @@ impl Fixture {
             .with_beta_2(self.config.beta_2)
             .with_epsilon(self.config.epsilon)
             .with_maximize(self.config.maximize)
+            .with_weight_decay(self.config.weight_decay)
     }
 }
 

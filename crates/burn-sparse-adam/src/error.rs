@@ -55,6 +55,14 @@ pub enum Error {
         value: f64,
     },
 
+    /// `weight_decay` must be finite and `>= 0` (PyTorch's `AdamW`: "Invalid weight_decay
+    /// value").
+    #[error("{}", CoreError::InvalidWeightDecay { value: *value })]
+    InvalidWeightDecay {
+        /// The rejected value.
+        value: f64,
+    },
+
     /// The bias-corrected step size `lr·sqrt(1 − β2^t)/(1 − β1^t)` of a parameter's step is
     /// not finite in `f32` (a large learning rate with `β1` close to 1).
     #[error("{}", CoreError::StepSizeOverflow { lr: *lr, step: *step })]
@@ -243,6 +251,7 @@ impl From<CoreError> for Error {
             CoreError::InvalidLearningRate { value } => Error::InvalidLearningRate { value },
             CoreError::LearningRateOutOfRange { value } => Error::LearningRateOutOfRange { value },
             CoreError::StepSizeOverflow { lr, step } => Error::StepSizeOverflow { lr, step },
+            CoreError::InvalidWeightDecay { value } => Error::InvalidWeightDecay { value },
             CoreError::IndexOutOfRange { index, n_embedding } => {
                 Error::IndexOutOfRange { index, n_embedding }
             }

@@ -29,6 +29,7 @@ impl From<&SparseAdamConfig> for sparse_adam_core::Hyperparameters {
             beta_2: config.beta_2,
             epsilon: config.epsilon,
             maximize: config.maximize,
+            weight_decay: config.weight_decay,
         }
     }
 }
@@ -176,6 +177,12 @@ pub fn sparse_adam_delta<T: Elementwise>(
         exp_avg: delta.exp_avg.0,
         exp_avg_sq: delta.exp_avg_sq.0,
     }
+}
+
+/// A touched row's parameter after the step's weight decay, `p·(1 − lr·λ)`:
+/// [`sparse_adam_core::decayed`] on whole tensors or `f32` lanes. Its delta is added after.
+pub fn decayed<T: Elementwise>(param: T, scalars: &StepScalars) -> T {
+    sparse_adam_core::decayed(Via(param), scalars).0
 }
 
 #[cfg(test)]

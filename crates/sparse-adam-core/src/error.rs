@@ -66,6 +66,28 @@ pub enum CoreError {
         value: f64,
     },
 
+    /// `weight_decay` must be finite and `>= 0` (PyTorch's `AdamW`: "Invalid weight_decay
+    /// value").
+    #[error(
+        "invalid weight_decay value: {value} (SparseAdamConfig.weight_decay must be finite and >= 0)"
+    )]
+    InvalidWeightDecay {
+        /// The rejected value.
+        value: f64,
+    },
+
+    /// The decay factor `1 − lr·λ` of a step is not finite in `f32`, the precision of the
+    /// update (a learning rate times weight decay beyond about `3.4e38`).
+    #[error(
+        "the weight-decay factor 1 − lr·weight_decay at learning rate {lr:e} and weight_decay {weight_decay:e} is not finite in f32, the precision the update runs in"
+    )]
+    DecayOverflow {
+        /// The step's learning rate.
+        lr: f64,
+        /// The weight decay `λ`.
+        weight_decay: f64,
+    },
+
     /// The bias-corrected step size `lr · sqrt(1 − β2^t) / (1 − β1^t)` of step `t` is not
     /// finite in `f32`, the precision of the update (a large learning rate with `β1` close
     /// to 1).

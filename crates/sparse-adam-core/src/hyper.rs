@@ -18,7 +18,8 @@ use crate::error::{CoreError, CoreResult};
 /// `StepScalars`).
 ///
 /// [`Default`] gives PyTorch's defaults: `betas = (0.9, 0.999)`, `eps = 1e-8`,
-/// `maximize = False`. Deserializing fills missing fields with them.
+/// `maximize = False`, and no weight decay (PyTorch's SparseAdam has none). Deserializing
+/// fills missing fields with them.
 ///
 /// # Example
 ///
@@ -50,6 +51,10 @@ pub struct Hyperparameters {
     /// Ascend the objective instead of descending it: the gradient is negated before it
     /// enters the moments. Default: `false`.
     pub maximize: bool,
+    /// Lazy decoupled weight decay `λ` (AdamW's, applied to touched rows only): each touched
+    /// row is multiplied by `1 − lr·λ` before its SparseAdam update; untouched rows are not
+    /// decayed. Must be finite and `>= 0`. Default: `0.0` (none: PyTorch's SparseAdam).
+    pub weight_decay: f64,
 }
 
 impl Default for Hyperparameters {
@@ -61,6 +66,7 @@ impl Default for Hyperparameters {
             beta_2: 0.999,
             epsilon: 1e-8,
             maximize: false,
+            weight_decay: 0.0,
         }
     }
 }
@@ -84,7 +90,9 @@ impl Hyperparameters {
     ///   Python floats hold; here `sqrt(v) + ε` would be `0` for a touched row whose moments
     ///   are zero, and `0 / 0` would make that row NaN;
     /// - [`CoreError::InvalidBeta`] when a beta is outside `[0, 1)`, NaN included (PyTorch
-    ///   rejects it too).
+    ///   rejects it too);
+    /// - [`CoreError::InvalidWeightDecay`] when `weight_decay` is not finite or `< 0`
+    ///   (PyTorch's `AdamW` rejects a negative one too).
     pub fn validate(&self) -> CoreResult<()> {
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return Err(CoreError::InvalidEpsilon {
@@ -104,6 +112,11 @@ impl Hyperparameters {
                     value,
                 });
             }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(CoreError::InvalidWeightDecay {
+                value: self.weight_decay,
+            });
         }
         Ok(())
     }
@@ -261,11 +274,12 @@ mod tests {
             beta_2: 0.75,
             epsilon: 0.1,
             maximize: true,
+            weight_decay: 0.01,
         };
         let json = serde_json::to_string(&hyper).unwrap();
         assert_eq!(
             json,
-            r#"{"beta_1":0.5,"beta_2":0.75,"epsilon":0.1,"maximize":true}"#
+            r#"{"beta_1":0.5,"beta_2":0.75,"epsilon":0.1,"maximize":true,"weight_decay":0.01}"#
         );
         assert_eq!(
             serde_json::from_str::<Hyperparameters>(&json).unwrap(),
@@ -278,6 +292,26 @@ mod tests {
                 maximize: true,
                 ..Default::default()
             }
+        );
+    }
+
+    #[test]
+    fn weight_decay_must_be_finite_and_not_negative() {
+        let with = |weight_decay| Hyperparameters {
+            weight_decay,
+            ..Default::default()
+        };
+        assert_eq!(with(0.0).validate(), Ok(()));
+        assert_eq!(with(0.1).validate(), Ok(()));
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            let err = with(bad).validate().unwrap_err();
+            assert!(
+                matches!(err, CoreError::InvalidWeightDecay { value } if value.to_bits() == bad.to_bits())
+            );
+        }
+        assert_eq!(
+            with(-0.5).validate().unwrap_err().to_string(),
+            "invalid weight_decay value: -0.5 (SparseAdamConfig.weight_decay must be finite and >= 0)"
         );
     }
 }

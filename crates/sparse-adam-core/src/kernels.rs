@@ -26,7 +26,7 @@
 
 use std::ops::Range;
 
-use crate::update::{sparse_adam_delta, StepScalars};
+use crate::update::{decayed, sparse_adam_delta, StepScalars};
 
 /// Lanes of work (rows × `d`) below which a kernel stays on the calling thread: a fork and
 /// join costs a few microseconds, about what the row update of 32k lanes takes.
@@ -214,8 +214,9 @@ fn add_rows(grad: &[f32], d: usize, slots: &[i64], first: i64, out: &mut [f32]) 
 /// Updates rows `rows` of a row-major `[n, d]` table in place: parameter `p`, first moment
 /// `m` (`exp_avg`) and second moment `v` (`exp_avg_sq`), with the touched rows' gradients
 /// `g`, row-major `[rows.len(), d]` in the order of `rows`. Each lane takes
-/// [`sparse_adam_delta`] once: `m += Δm`, `v += Δv`, `p += Δp`, in that order. Other rows
-/// are not read or written.
+/// [`sparse_adam_delta`] once: `m += Δm`, `v += Δv`, `p ← p·(1 − lr·λ) + Δp`
+/// ([`decayed`]; the factor is 1 without weight decay), in that order. Other rows are not
+/// read or written.
 ///
 /// `rows` must be sorted, unique and in range (a [`LookupPlan`](crate::lookup::LookupPlan)'s
 /// or [`coalesce`](crate::lookup::coalesce)'s rows are); callers check. An empty `rows` is
@@ -355,7 +356,9 @@ fn update_row(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &StepSc
         let delta = sparse_adam_delta(g, *m, *v, s);
         *m += delta.exp_avg;
         *v += delta.exp_avg_sq;
-        *p += delta.param;
+        // `decay` is exactly 1 without weight decay: the product keeps the bits, and costs
+        // less than a branch per lane.
+        *p = decayed(*p, s) + delta.param;
     }
 }
 
@@ -1031,6 +1034,51 @@ mod tests {
         let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
         let mut t = vec![0.0f32; 4];
         update_rows(&mut t.clone(), &mut t.clone(), &mut t, &[1.0], &[1], 2, &s);
+    }
+
+    #[test]
+    fn weight_decay_scales_touched_rows_before_their_delta_and_spares_the_others() {
+        let hyper = Hyperparameters {
+            weight_decay: 0.2,
+            ..Default::default()
+        };
+        let (lr, d) = (0.05, 3);
+        let decaying = StepScalars::new(hyper, lr, 2);
+        let plain = StepScalars::new(Hyperparameters::default(), lr, 2);
+        assert_eq!(decaying.decay, (1.0 - 0.05 * 0.2) as f32);
+        assert_eq!(plain.decay, 1.0);
+        let p0 = values(5, 4 * d);
+        let m0 = values(6, 4 * d);
+        let v0: Vec<f32> = values(7, 4 * d).iter().map(|x| x * x).collect();
+        let g = values(8, 2 * d);
+        let rows = [1, 3];
+        let run = |s: &StepScalars| {
+            let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+            update_rows(&mut p, &mut m, &mut v, &g, &rows, d, s);
+            (p, m, v)
+        };
+        let (p, m, v) = run(&decaying);
+        let (p_plain, m_plain, v_plain) = run(&plain);
+        // The moments do not see the decay.
+        assert_eq!(bits(&m), bits(&m_plain));
+        assert_eq!(bits(&v), bits(&v_plain));
+        for row in 0..4 {
+            for lane in row * d..(row + 1) * d {
+                if rows.contains(&(row as i64)) {
+                    // AdamW's order: p·(1 − lr·λ), then the delta of the undecayed update.
+                    let delta = p_plain[lane] - p0[lane];
+                    let expected = p0[lane] * decaying.decay + delta;
+                    assert!((p[lane] - expected).abs() <= 1e-6, "lane {lane}");
+                    assert_ne!(p[lane].to_bits(), p_plain[lane].to_bits(), "lane {lane}");
+                } else {
+                    assert_eq!(
+                        p[lane].to_bits(),
+                        p0[lane].to_bits(),
+                        "untouched lane {lane}"
+                    );
+                }
+            }
+        }
     }
 
     /// A deterministic stream of values in [-1, 1) (xorshift; no dependency).

@@ -68,4 +68,4 @@ pub use exchange::{AllReduce, ExchangeError, InProcessGroup, Reduction};
 pub use hyper::{validate_lr, Hyperparameters};
 pub use kernels::{gather_rows, sum_per_row, update_dense, update_rows};
 pub use lookup::{check_indices, check_padding_idx, coalesce, unique_sorted, LookupPlan};
-pub use update::{sparse_adam_delta, Elementwise, RowDelta, StepScalars};
+pub use update::{decayed, sparse_adam_delta, Elementwise, RowDelta, StepScalars};

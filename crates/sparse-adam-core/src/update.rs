@@ -5,6 +5,7 @@
 //! moment `v`:
 //!
 //! ```text
+//! p  = p·(1 − lr·λ)                            (only with weight decay λ > 0, first)
 //! g  = −g                                      (only when maximizing)
 //! Δm = (g − m)·(1 − β1)                        m ← m + Δm
 //! Δv = (g·g − v)·(1 − β2)                      v ← v + Δv
@@ -25,6 +26,12 @@
 //!   sum, never one step per lookup. A touched row whose sum is exactly zero is still
 //!   touched: its moments decay and it moves.
 //! - **`maximize`** negates the gradient first, before it enters either moment.
+//! - **Weight decay** (`λ > 0`, off by default: PyTorch's SparseAdam has none) is AdamW's
+//!   decoupled decay made lazy: a touched row is multiplied by `1 − lr·λ` ([`decayed`])
+//!   before its delta is added, an untouched row is not decayed at all. A row looked up
+//!   rarely is therefore decayed rarely: the decay acts per update of the row, not per
+//!   step of the optimizer. The delta itself does not depend on the parameter, so the order
+//!   is AdamW's (`p·(1 − lr·λ)`, then `+ Δp`) whichever comes first in code.
 //!
 //! # Why this operation order
 //!
@@ -79,6 +86,10 @@ pub struct StepScalars {
     pub neg_step_size: f32,
     /// Whether the gradient is negated first.
     pub maximize: bool,
+    /// `1 − lr·λ`, computed in `f64` and rounded to `f32` once (as PyTorch's
+    /// `param.mul_(1 - lr * weight_decay)` rounds its Python float): the factor a touched
+    /// row's parameter takes before its delta. Exactly `1.0` without weight decay.
+    pub decay: f32,
 }
 
 impl StepScalars {
@@ -102,6 +113,7 @@ impl StepScalars {
             epsilon: hyper.epsilon as f32,
             neg_step_size: (-step_size) as f32,
             maximize: hyper.maximize,
+            decay: (1.0 - lr * hyper.weight_decay) as f32,
         }
     }
 
@@ -112,7 +124,8 @@ impl StepScalars {
     ///
     /// As [`validate_lr`]; then [`CoreError::StepSizeOverflow`] when the bias-corrected step
     /// size is not finite in `f32` (a large learning rate with `β1` close to 1), which
-    /// would turn every touched row into ±inf or NaN.
+    /// would turn every touched row into ±inf or NaN; [`CoreError::DecayOverflow`] when the
+    /// weight-decay factor `1 − lr·λ` is not finite in `f32`.
     ///
     /// # Panics
     ///
@@ -122,10 +135,15 @@ impl StepScalars {
         validate_lr(lr)?;
         let hyper = hyper.into();
         let scalars = Self::new(hyper, lr, step);
-        if scalars.neg_step_size.is_finite() {
-            Ok(scalars)
-        } else {
+        if !scalars.neg_step_size.is_finite() {
             Err(CoreError::StepSizeOverflow { lr, step })
+        } else if !scalars.decay.is_finite() {
+            Err(CoreError::DecayOverflow {
+                lr,
+                weight_decay: hyper.weight_decay,
+            })
+        } else {
+            Ok(scalars)
         }
     }
 }
@@ -185,6 +203,25 @@ impl Elementwise for f32 {
     fn neg(self) -> Self {
         -self
     }
+}
+
+/// A touched row's parameter after the step's weight decay: `p·(1 − lr·λ)`, to which the
+/// row's [`RowDelta::param`] is then added. Without weight decay the factor is exactly `1`
+/// and the row keeps its bits; callers may skip the product then.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::{decayed, Hyperparameters, StepScalars};
+///
+/// let hyper = Hyperparameters { weight_decay: 0.1, ..Default::default() };
+/// let scalars = StepScalars::new(&hyper, 0.5, 1);
+/// assert_eq!(scalars.decay, 0.95); // 1 − 0.5·0.1
+/// assert_eq!(decayed(2.0f32, &scalars), 1.9);
+/// ```
+#[inline(always)]
+pub fn decayed<T: Elementwise>(param: T, scalars: &StepScalars) -> T {
+    param.scale(scalars.decay)
 }
 
 /// What one step adds to a touched row's parameter and moments.

@@ -46,6 +46,13 @@ fixtures!(
     padding_idx,
     single_step,
     two_tables,
+    weight_decay_cancelling_duplicates,
+    weight_decay_dense_cancelling,
+    weight_decay_lazy_rows,
+    weight_decay_lr_schedule,
+    weight_decay_maximize_custom,
+    weight_decay_padding_empty,
+    weight_decay_two_tables,
     zipf_long,
 );
 
@@ -100,6 +107,9 @@ fn ulp_distances_to_pytorch_on_ndarray() {
 // exp_avg:    1430 values, ulps 0: 1421, 1: 1, 2: 4, 3-4: 1, 5-8: 0, 9-16: 1, 17-64: 1,
 //             >64: 1; max 96 at more_big_scale: table 0 exp_avg[1, 1]
 // exp_avg_sq: 1430 values, ulps 0: 1425, 1: 4, 2: 1; max 2 at more_big_scale
+//
+// (The weight_decay_* fixtures are not PyTorch's numbers but a float32 emulation of its
+// operations, see their README: the distances there are to that emulation.)
 //
 // The moments are PyTorch's bit for bit in every fixture but more_big_scale, whose
 // gradients (in the thousands, duplicated rows) are summed in another order than

@@ -90,12 +90,14 @@ fn preset_hyper() -> impl Strategy<Value = Hyper> {
         prop::sample::select(vec![0.999, 0.0, 0.9]),
         prop::sample::select(vec![1e-8, 1e-3]),
         any::<bool>(),
+        prop::sample::select(vec![0.0, 0.0, 0.01, 1.0]),
     )
-        .prop_map(|(beta_1, beta_2, epsilon, maximize)| Hyper {
+        .prop_map(|(beta_1, beta_2, epsilon, maximize, weight_decay)| Hyper {
             beta_1,
             beta_2,
             epsilon,
             maximize,
+            weight_decay,
         })
 }
 
@@ -104,16 +106,23 @@ fn beta() -> impl Strategy<Value = f64> {
     prop_oneof![1 => Just(0.0), 1 => Just(0.999), 4 => 0.0..=0.999f64]
 }
 
-/// Random hyperparameters: betas in `[0, 0.999]`, epsilon in `[1e-8, 1e-1]`, maximize.
+/// Random hyperparameters: betas in `[0, 0.999]`, epsilon in `[1e-8, 1e-1]`, maximize, and
+/// a weight decay in `[0, 2]` a third of the time (none otherwise, PyTorch's SparseAdam).
 fn random_hyper() -> impl Strategy<Value = Hyper> {
-    (beta(), beta(), -8.0..=-1.0f64, any::<bool>()).prop_map(
-        |(beta_1, beta_2, log_eps, maximize)| Hyper {
+    (
+        beta(),
+        beta(),
+        -8.0..=-1.0f64,
+        any::<bool>(),
+        prop_oneof![2 => Just(0.0), 1 => 0.0..=2.0f64],
+    )
+        .prop_map(|(beta_1, beta_2, log_eps, maximize, weight_decay)| Hyper {
             beta_1,
             beta_2,
             epsilon: 10f64.powf(log_eps),
             maximize,
-        },
-    )
+            weight_decay,
+        })
 }
 
 /// A learning rate in `[1e-4, 1e-1]`.
@@ -1017,6 +1026,7 @@ fn a_cancelling_second_moment_follows_pytorch_float32_arithmetic() {
             beta_2: 0.0,
             epsilon: 0.01571040199114195,
             maximize: true,
+            weight_decay: 0.0,
         };
         let mut model = One::<B> {
             p: Param::from_tensor(tensor(&[0.0; 12], [2, 6], device)),
@@ -1194,6 +1204,7 @@ fn long_run<B: AutodiffBackend>(device: &B::Device) {
         beta_2: 0.999,
         epsilon: 1e-8,
         maximize: false,
+        weight_decay: 0.0,
     };
     let mut table: SparseEmbedding<B> = sparse_table(n, d, &init, Some(padding), device);
     let mut optim: SparseAdamOptimizer<SparseEmbedding<B>, B> = hyper.config().init();

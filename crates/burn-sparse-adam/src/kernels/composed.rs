@@ -5,7 +5,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
 
 use super::ParamAndMoments;
-use crate::formula::{sparse_adam_delta, StepScalars};
+use crate::formula::{decayed, sparse_adam_delta, StepScalars};
 
 /// Rows `indices` (`[batch, seq]`, in range) of the `[n, d]` `table`, as `[batch, seq, d]`,
 /// outside autodiff's graph.
@@ -60,6 +60,18 @@ pub(super) fn step_rows<B: Backend>(
     let add_rows = |t: Tensor<B, 2>, d: Tensor<B, 2>| {
         t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add)
     };
+    let param = if scalars.decay == 1.0 {
+        param
+    } else {
+        // The decay as one more additive scatter: `p·c − p` is exact when `c = 1 − lr·λ`
+        // lies in [0.5, 2] (Sterbenz), so `p + (p·c − p)` is `p·c` bit for bit, before the
+        // delta is added as without decay.
+        let rows_of_param = gather(&param);
+        add_rows(
+            param,
+            decayed(rows_of_param.clone(), scalars) - rows_of_param,
+        )
+    };
     [
         add_rows(param, delta.param),
         add_rows(exp_avg, delta.exp_avg),
@@ -80,8 +92,16 @@ pub(super) fn step_dense<B: Backend, const D: usize>(
     let masked_add = |old: Tensor<B, D>, delta: Tensor<B, D>| {
         old.clone().mask_where(touched.clone(), old + delta)
     };
+    let masked_decay_then_add = |old: Tensor<B, D>, delta: Tensor<B, D>| {
+        let new = if scalars.decay == 1.0 {
+            old.clone() + delta
+        } else {
+            decayed(old.clone(), scalars) + delta
+        };
+        old.mask_where(touched.clone(), new)
+    };
     [
-        masked_add(param, delta.param),
+        masked_decay_then_add(param, delta.param),
         masked_add(exp_avg, delta.exp_avg),
         masked_add(exp_avg_sq, delta.exp_avg_sq),
     ]

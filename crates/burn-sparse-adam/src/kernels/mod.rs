@@ -275,24 +275,29 @@ mod tests {
             }
             let grad = Tensor::<NdArray, 1>::from_floats(grad.as_slice(), &device).reshape(shape);
             let tables = || [tensor(0.0), tensor(1.0), tensor(2.0).abs()];
-            let scalars = StepScalars::new(&SparseAdamConfig::new(), 0.05, 3);
             let bits = |t: Tensor<NdArray, D>| {
                 let values = t.into_data().to_vec::<f32>().unwrap();
                 values.into_iter().map(f32::to_bits).collect::<Vec<_>>()
             };
-            let held = tables();
-            let before = bits(held[0].clone());
-            let (fused, path) = super::step_dense(held.clone(), grad.clone(), &scalars);
-            assert_eq!(path, super::KernelPath::FusedNdArray);
-            let composed = super::composed::step_dense(tables(), grad, &scalars);
-            for (f, c) in fused.into_iter().zip(composed) {
-                assert_eq!(bits(f), bits(c), "{shape:?}");
+            for config in [
+                SparseAdamConfig::new(),
+                SparseAdamConfig::new().with_weight_decay(2.0),
+            ] {
+                let scalars = StepScalars::new(&config, 0.05, 3);
+                let held = tables();
+                let before = bits(held[0].clone());
+                let (fused, path) = super::step_dense(held.clone(), grad.clone(), &scalars);
+                assert_eq!(path, super::KernelPath::FusedNdArray);
+                let composed = super::composed::step_dense(tables(), grad.clone(), &scalars);
+                for (f, c) in fused.into_iter().zip(composed) {
+                    assert_eq!(bits(f), bits(c), "{shape:?}, {config:?}");
+                }
+                assert_eq!(
+                    bits(held[0].clone()),
+                    before,
+                    "the shared parameter kept its values"
+                );
             }
-            assert_eq!(
-                bits(held[0].clone()),
-                before,
-                "the shared parameter kept its values"
-            );
         }
         check([37]);
         check([41, 5]);
@@ -381,7 +386,8 @@ mod test_support {
     use crate::formula::StepScalars;
 
     /// `B`'s fused update of rows `rows` of a random `[n, d]` table equals the composed one,
-    /// bit for bit, with PyTorch's defaults and with other betas, epsilon and maximize.
+    /// bit for bit, with PyTorch's defaults, with other betas, epsilon and maximize, and with
+    /// weight decay.
     pub(super) fn fused_equals_composed<B: Backend>(
         device: &B::Device,
         [n, d]: [usize; 2],
@@ -399,6 +405,7 @@ mod test_support {
                 .with_beta_1(0.5)
                 .with_epsilon(0.1)
                 .with_maximize(true),
+            SparseAdamConfig::new().with_weight_decay(0.5),
         ] {
             let scalars = StepScalars::new(&config, 0.03, 4);
             let composed = super::composed::step_rows(table.clone(), &rows, &values, &scalars);

@@ -32,7 +32,7 @@ use crate::formula::StepScalars;
 /// ```text
 /// Δm = (g − m)·(1 − β1)          m ← m + Δm
 /// Δv = (g·g − v)·(1 − β2)        v ← v + Δv
-/// Δp = (m + Δm) / (sqrt(v + Δv) + ε) · (−α_t)    p ← p + Δp
+/// Δp = (m + Δm) / (sqrt(v + Δv) + ε) · (−α_t)    p ← p·(1 − lr·λ) + Δp
 /// ```
 ///
 /// the operations of [`sparse_adam_delta`](crate::formula::sparse_adam_delta) in its order
@@ -51,6 +51,7 @@ fn sparse_adam_rows(
     one_minus_beta_2: f32,
     epsilon: f32,
     neg_step_size: f32,
+    decay: f32,
     #[comptime] maximize: bool,
 ) {
     if ABSOLUTE_POS >= grad.len() {
@@ -72,7 +73,8 @@ fn sparse_adam_rows(
     let param_delta = numer / denom * neg_step_size;
     exp_avg[lane] = m + exp_avg_delta;
     exp_avg_sq[lane] = v + exp_avg_sq_delta;
-    param[lane] += param_delta;
+    // `decay` is exactly 1 without weight decay: the product (fused or not) keeps the bits.
+    param[lane] = param[lane] * decay + param_delta;
 }
 
 /// Updates rows `rows` of `table` with `values` in one kernel launch, or hands the table
@@ -189,6 +191,7 @@ fn launch(
             scalars.one_minus_beta_2,
             scalars.epsilon,
             scalars.neg_step_size,
+            scalars.decay,
             scalars.maximize,
         );
     }

@@ -69,6 +69,7 @@ pub struct ParamGroup {
     beta_2: Option<f64>,
     epsilon: Option<f64>,
     maximize: Option<bool>,
+    weight_decay: Option<f64>,
 }
 
 impl ParamGroup {
@@ -82,6 +83,7 @@ impl ParamGroup {
             beta_2: None,
             epsilon: None,
             maximize: None,
+            weight_decay: None,
         }
     }
 
@@ -138,6 +140,12 @@ impl ParamGroup {
         self
     }
 
+    /// Overrides `weight_decay` (say `0.0` to exempt a group from the config's decay).
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
+    }
+
     /// The group's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -173,6 +181,11 @@ impl ParamGroup {
         self.maximize
     }
 
+    /// The group's `weight_decay`, if it overrides the config's.
+    pub fn weight_decay(&self) -> Option<f64> {
+        self.weight_decay
+    }
+
     /// The hyperparameters of this group: `base` with the group's overrides.
     pub fn config(&self, base: &SparseAdamConfig) -> SparseAdamConfig {
         SparseAdamConfig {
@@ -180,6 +193,7 @@ impl ParamGroup {
             beta_2: self.beta_2.unwrap_or(base.beta_2),
             epsilon: self.epsilon.unwrap_or(base.epsilon),
             maximize: self.maximize.unwrap_or(base.maximize),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
             non_finite: base.non_finite,
         }
     }
@@ -322,6 +336,9 @@ pub struct ParamGroupItem {
     beta_2: Option<f64>,
     epsilon: Option<f64>,
     maximize: Option<bool>,
+    /// Absent from records saved before weight decay existed.
+    #[serde(default)]
+    weight_decay: Option<f64>,
 }
 
 impl From<ParamGroup> for ParamGroupItem {
@@ -334,6 +351,7 @@ impl From<ParamGroup> for ParamGroupItem {
             beta_2: group.beta_2,
             epsilon: group.epsilon,
             maximize: group.maximize,
+            weight_decay: group.weight_decay,
         }
     }
 }
@@ -352,6 +370,7 @@ impl From<ParamGroupItem> for ParamGroup {
             beta_2: item.beta_2,
             epsilon: item.epsilon,
             maximize: item.maximize,
+            weight_decay: item.weight_decay,
         }
     }
 }
