@@ -52,6 +52,14 @@ pub struct SparseAdamConfig {
     /// enters the moments. Default: `false`.
     #[config(default = false)]
     pub maximize: bool,
+    /// Lazy decoupled weight decay `λ` ("SparseAdamW"; not in PyTorch's SparseAdam): each
+    /// row a step touches is first multiplied by `1 − lr·λ`, as AdamW does, then takes its
+    /// SparseAdam update. Rows the step does not touch are not decayed, so a row that is
+    /// rarely looked up is rarely decayed (the decay counts the row's updates, not the
+    /// optimizer's steps). A dense gradient touches the rows with a non-zero entry, and only
+    /// those decay. Must be finite and `>= 0`. Default: `0.0` (no decay, PyTorch's numbers).
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
     /// What a step does with a gradient holding NaN or ±inf. Default:
     /// [`NonFinite::Propagate`], PyTorch's behaviour.
     #[config(default = "NonFinite::Propagate")]
@@ -83,6 +91,7 @@ impl From<&SparseAdamConfig> for Hyperparameters {
             beta_2: config.beta_2,
             epsilon: config.epsilon,
             maximize: config.maximize,
+            weight_decay: config.weight_decay,
         }
     }
 }
@@ -98,7 +107,8 @@ impl SparseAdamConfig {
     /// to 0 in `f32`, the precision of the update (PyTorch accepts such an epsilon; here a
     /// touched row with zero moments would become NaN);
     /// [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside `[0, 1)` (NaN
-    /// included).
+    /// included); [`Error::InvalidWeightDecay`](crate::Error::InvalidWeightDecay) when
+    /// `weight_decay` is not finite or `< 0`.
     pub fn validate(&self) -> crate::Result<()> {
         Hyperparameters::from(self)
             .validate()

@@ -25,14 +25,20 @@ fn bits(t: Tensor<2>) -> Vec<u32> {
     values.into_iter().map(f32::to_bits).collect()
 }
 
-/// Trains `model` for four steps (duplicate indices within a lookup, maximize); returns the
-/// table's bits, the head's bits and the row-update path each post-hook saw.
-fn train(mut model: Model, device: &Device) -> (Vec<u32>, Vec<u32>, Vec<Option<Kernel>>) {
+/// Trains `model` for four steps (duplicate indices within a lookup, maximize, weight decay
+/// `weight_decay`); returns the table's bits, the head's bits and the row-update path each
+/// post-hook saw.
+fn train(
+    mut model: Model,
+    weight_decay: f64,
+    device: &Device,
+) -> (Vec<u32>, Vec<u32>, Vec<Option<Kernel>>) {
     let kernels: Arc<Mutex<Vec<Option<Kernel>>>> = Arc::default();
     let mut optim = SparseAdamConfig::new()
         .with_beta_1(0.8)
         .with_beta_2(0.95)
         .with_maximize(true)
+        .with_weight_decay(weight_decay)
         .init_optimizer();
     {
         let kernels = kernels.clone();
@@ -80,10 +86,15 @@ fn the_row_update_runs_fused_and_equals_the_composed_path_bit_for_bit() {
         head: LinearConfig::new(6, 2).init(&device),
     };
     let before = bits(initial.table.weight.val());
+    for weight_decay in [0.0, 5.0] {
+        fused_equals_composed(&initial, &before, weight_decay, &device);
+    }
+}
 
+fn fused_equals_composed(initial: &Model, before: &[u32], weight_decay: f64, device: &Device) {
     // Both runs start from clones of one model: a fused update that wrote into a buffer the
     // clone still shares would change `initial`, and the second run would start elsewhere.
-    let (table, head, kernels) = train(initial.clone(), &device);
+    let (table, head, kernels) = train(initial.clone(), weight_decay, device);
     assert_eq!(
         kernels,
         vec![Some(Kernel::Fused); 4],
@@ -91,7 +102,8 @@ fn the_row_update_runs_fused_and_equals_the_composed_path_bit_for_bit() {
         TestBackend::selected().name()
     );
     use_fused_kernels(false);
-    let (composed_table, composed_head, composed_kernels) = train(initial.clone(), &device);
+    let (composed_table, composed_head, composed_kernels) =
+        train(initial.clone(), weight_decay, device);
     use_fused_kernels(true);
     assert_eq!(composed_kernels, vec![Some(Kernel::Composed); 4]);
 
@@ -100,10 +112,13 @@ fn the_row_update_runs_fused_and_equals_the_composed_path_bit_for_bit() {
         before,
         "the shared clone is untouched"
     );
-    assert_eq!(table, composed_table, "the table after four fused steps");
+    assert_eq!(
+        table, composed_table,
+        "the table after four fused steps, weight decay {weight_decay}"
+    );
     assert_eq!(
         head, composed_head,
-        "the dense head, which no row path touches"
+        "the dense head, which no row path touches, weight decay {weight_decay}"
     );
     let changed_rows: Vec<usize> = (0..50)
         .filter(|r| before[r * 6..r * 6 + 6] != table[r * 6..r * 6 + 6])

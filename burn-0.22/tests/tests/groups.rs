@@ -141,3 +141,57 @@ fn the_same_group_on_burns_module_optimizer_computes_the_same_numbers() {
     }
     assert_eq!(weights(&model_a), weights(&model_b));
 }
+
+#[test]
+fn a_group_without_weight_decay_is_exempt_from_the_configs() {
+    let device = device();
+    let model = Model::new(&device);
+    let decaying = SparseAdamConfig::new().with_weight_decay(3.0);
+    let mut grouped = decaying
+        .init_optimizer()
+        .with_group(ParamGroup::from_predicate("head"), SparseAdamConfig::new())
+        .unwrap();
+    let mut all_decay = decaying.init_optimizer();
+    let mut plain = SparseAdamConfig::new().init_optimizer();
+    let a = grouped.step(1e-2, model.clone(), model.grads(&device));
+    let b = all_decay.step(1e-2, model.clone(), model.grads(&device));
+    let c = plain.step(1e-2, model.clone(), model.grads(&device));
+    assert_eq!(
+        weights(&a).0,
+        weights(&b).0,
+        "the table decays with the config"
+    );
+    assert_eq!(
+        weights(&a).1,
+        weights(&c).1,
+        "the head's group has no decay"
+    );
+    assert_ne!(weights(&a).0, weights(&c).0, "the decay changed the table");
+    assert_ne!(weights(&b).1, weights(&c).1, "the decay changed the head");
+}
+
+#[test]
+fn an_invalid_weight_decay_is_an_error_naming_it() {
+    let err = SparseAdamConfig::new()
+        .with_weight_decay(-0.5)
+        .try_init_optimizer()
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidWeightDecay { value } if value == -0.5));
+    assert_eq!(
+        err.to_string(),
+        "invalid weight_decay value: -0.5 (SparseAdamConfig.weight_decay must be finite and >= 0)"
+    );
+    let err = SparseAdamConfig::new()
+        .init_optimizer()
+        .with_group(
+            ParamGroup::all(),
+            SparseAdamConfig::new().with_weight_decay(f64::INFINITY),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "in parameter group \"#0\": invalid weight_decay value: inf (SparseAdamConfig.weight_decay must be finite and >= 0)"
+    );
+}

@@ -4,7 +4,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
 use sparse_adam_core::StepScalars;
 
-use super::{Table, delta, index_tensor};
+use super::{Table, decayed, delta, index_tensor};
 
 /// The rows `indices` (`[batch, seq]`) of `weight` (`[n, d]`), `[batch, seq, d]`: the values
 /// of a lookup, on `weight`'s device. Neither input may carry autodiff.
@@ -83,6 +83,18 @@ pub(crate) fn step_rows(
     // `tensor.add_(sparse_delta)`.
     let add_rows =
         |t: Tensor<2>, d: Tensor<2>| t.select_assign(0, rows.clone(), d, IndexingUpdateOp::Add);
+    let param = if scalars.decay == 1.0 {
+        param
+    } else {
+        // The decay as one more additive scatter: `p·c − p` is exact when `c = 1 − lr·λ`
+        // lies in [0.5, 2] (Sterbenz), so `p + (p·c − p)` is `p·c` bit for bit, before the
+        // delta is added as without decay.
+        let rows_of_param = gather(&param);
+        add_rows(
+            param,
+            decayed(rows_of_param.clone(), scalars) - rows_of_param,
+        )
+    };
     [
         add_rows(param, delta.param),
         add_rows(exp_avg, delta.exp_avg),

@@ -45,7 +45,7 @@ use super::Table;
 /// ```text
 /// Δm = (g − m)·(1 − β1)          m ← m + Δm
 /// Δv = (g·g − v)·(1 − β2)        v ← v + Δv
-/// Δp = (m + Δm) / (sqrt(v + Δv) + ε) · (−α_t)    p ← p + Δp
+/// Δp = (m + Δm) / (sqrt(v + Δv) + ε) · (−α_t)    p ← p·(1 − lr·λ) + Δp
 /// ```
 ///
 /// the operations of [`sparse_adam_delta`](sparse_adam_core::sparse_adam_delta) in its
@@ -63,6 +63,7 @@ fn sparse_adam_rows_kernel<I: Int>(
     one_minus_beta_2: f32,
     epsilon: f32,
     neg_step_size: f32,
+    decay: f32,
     #[comptime] maximize: bool,
     #[define(I)] _index: ElemType,
 ) {
@@ -85,7 +86,8 @@ fn sparse_adam_rows_kernel<I: Int>(
     let param_delta = numer / denom * neg_step_size;
     exp_avg[lane] = m + exp_avg_delta;
     exp_avg_sq[lane] = v + exp_avg_sq_delta;
-    param[lane] += param_delta;
+    // `decay` is exactly 1 without weight decay: the product (fused or not) keeps the bits.
+    param[lane] = param[lane] * decay + param_delta;
 }
 
 /// The output of [`SparseAdamRowsOps::sparse_adam_rows`] as burn-fusion sees it before the
@@ -101,6 +103,7 @@ fn table_specs(
     _one_minus_beta_2: &f32,
     _epsilon: &f32,
     _neg_step_size: &f32,
+    _decay: &f32,
     _maximize: &bool,
 ) -> (TensorSpec, TensorSpec, TensorSpec) {
     (param.clone(), exp_avg.clone(), exp_avg_sq.clone())
@@ -126,6 +129,7 @@ pub(crate) trait SparseAdamRowsOps: Backend {
         one_minus_beta_2: f32,
         epsilon: f32,
         neg_step_size: f32,
+        decay: f32,
         maximize: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -142,6 +146,7 @@ impl SparseAdamRowsOps for CubeBackend {
         one_minus_beta_2: f32,
         epsilon: f32,
         neg_step_size: f32,
+        decay: f32,
         maximize: bool,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         // Written in place: a table shared with another holder (a clone of the model) is
@@ -193,6 +198,7 @@ impl SparseAdamRowsOps for CubeBackend {
                 one_minus_beta_2,
                 epsilon,
                 neg_step_size,
+                decay,
                 maximize,
                 index,
             );
@@ -245,6 +251,7 @@ pub(super) fn step_rows(
         scalars.one_minus_beta_2,
         scalars.epsilon,
         scalars.neg_step_size,
+        scalars.decay,
         scalars.maximize,
     );
     Ok([

@@ -188,6 +188,12 @@ pub(crate) fn delta<const D: usize>(
     }
 }
 
+/// A touched row's parameter after the step's weight decay, `p·(1 − lr·λ)` (the core's
+/// [`decayed`](sparse_adam_core::decayed) on whole tensors); its delta is added after.
+pub(crate) fn decayed<const D: usize>(param: Tensor<D>, scalars: &StepScalars) -> Tensor<D> {
+    sparse_adam_core::decayed(Lanes(param), scalars).0
+}
+
 /// A parameter and its two moments, `[n, d]` each.
 pub(crate) type Table = [Tensor<2>; 3];
 
@@ -243,8 +249,12 @@ fn composed_dense<const D: usize>(
     let d = delta(grad, exp_avg.clone(), exp_avg_sq.clone(), scalars);
     let masked_add =
         |old: Tensor<D>, delta: Tensor<D>| old.clone().mask_where(touched.clone(), old + delta);
+    let new_param = match scalars.decay == 1.0 {
+        true => param.clone() + d.param,
+        false => decayed(param.clone(), scalars) + d.param,
+    };
     [
-        masked_add(param, d.param),
+        param.mask_where(touched.clone(), new_param),
         masked_add(exp_avg, d.exp_avg),
         masked_add(exp_avg_sq, d.exp_avg_sq),
     ]
