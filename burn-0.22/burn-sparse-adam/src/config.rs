@@ -27,6 +27,11 @@ use sparse_adam_core::Hyperparameters;
 /// let config = SparseAdamConfig::new().with_beta_2(0.98);
 /// assert!(config.validate().is_ok());
 ///
+/// // "SparseAdamW": the rows a step touches decay by 1 − lr·λ before their update.
+/// let adamw = SparseAdamConfig::new().with_weight_decay(0.01);
+/// assert!(adamw.validate().is_ok());
+/// assert!(SparseAdamConfig::new().with_weight_decay(-1.0).validate().is_err());
+///
 /// let bad = SparseAdamConfig::new().with_epsilon(0.0);
 /// assert_eq!(
 ///     bad.validate().unwrap_err().to_string(),
