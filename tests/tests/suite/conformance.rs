@@ -143,4 +143,23 @@ mod host {
         names.sort();
         assert_eq!(names, listed);
     }
+
+    /// Tables whose backend float is `f64` (burn-ndarray's `NdArray<f64>`) train through the
+    /// composed path (the fused loops are `f32`'s) and pass every fixture.
+    #[test]
+    fn every_fixture_passes_on_an_f64_backend() {
+        type F64 = burn::backend::Autodiff<burn::backend::NdArray<f64>>;
+        let files = fixture_files(&default_fixture_dir()).unwrap();
+        assert!(
+            files.len() >= 27,
+            "the repository's fixtures: {}",
+            files.len()
+        );
+        for file in files {
+            let fixture = Fixture::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            let report = replay::<F64>(&fixture, &Default::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", fixture.name));
+            assert!(report.passed(), "{} on f64: {report}", fixture.name);
+        }
+    }
 }
