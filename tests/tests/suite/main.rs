@@ -6,6 +6,7 @@
 //! module of its topic instead: test-backends runs those once, skipping `host::` in its
 //! wgpu pass.
 
+mod clipping;
 mod conformance;
 mod distributed;
 mod errors;

@@ -195,6 +195,7 @@ impl ParamGroup {
             maximize: self.maximize.unwrap_or(base.maximize),
             weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
             non_finite: base.non_finite,
+            grad_clipping: base.grad_clipping.clone(),
         }
     }
 

@@ -95,6 +95,7 @@ impl SparseAdam {
         let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
         state.step += 1;
         let scalars = StepScalars::new(&self.config, lr, state.step);
+        let grad = self.clip(grad);
         let ([param, exp_avg, exp_avg_sq], path) =
             kernels::step_dense([param, state.exp_avg, state.exp_avg_sq], grad, &scalars);
         state.exp_avg = exp_avg;
@@ -134,11 +135,30 @@ impl SparseAdam {
         };
         let scalars = StepScalars::new(&self.config, lr, state.step);
         let table = [param, state.exp_avg, state.exp_avg_sq];
+        let clipped;
+        let values = match self.config.grad_clipping {
+            Some(_) => {
+                clipped = self.clip(values.clone());
+                &clipped
+            }
+            None => values,
+        };
         let ([param, exp_avg, exp_avg_sq], path) =
             kernels::step_rows(table, grad.rows(), values, &scalars);
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
         (param, state, Some(path))
+    }
+}
+
+impl SparseAdam {
+    /// `grad` after the config's gradient clipping, if any: Burn's own `GradientClipping`.
+    /// A row gradient's `[k, d]` values (unique rows) have the norm of the sparse gradient.
+    fn clip<B: Backend, const D: usize>(&self, grad: Tensor<B, D>) -> Tensor<B, D> {
+        match &self.config.grad_clipping {
+            Some(clipping) => clipping.init().clip_gradient(grad),
+            None => grad,
+        }
     }
 }
 
