@@ -14,12 +14,15 @@ use burn_sparse_adam_tests::{
 const N: usize = 12;
 const D: usize = 4;
 
+/// A model's parameters after each step.
+type Steps = Vec<Vec<Vec<f32>>>;
+
 /// Three steps of the sparse and the dense tower under `config`, on the same batches
 /// (duplicate lookups included): their parameters after each step.
 fn train<B: AutodiffBackend>(
     config: &SparseAdamConfig,
     device: &B::Device,
-) -> (Vec<Vec<Vec<f32>>>, Vec<Vec<Vec<f32>>>) {
+) -> (Steps, Steps) {
     let spec = TowerSpec::random(N, D, 3, 31);
     let mut rng = Rng::new(32);
     let mut sparse = spec.sparse::<B>(device);
