@@ -6,6 +6,7 @@
 //! is defined beside what it builds, in the optimizer layer, as Burn's own `adam.rs` does.
 
 use burn::config::Config;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use serde::{Deserialize, Serialize};
 use sparse_adam_core::Hyperparameters;
 
@@ -38,7 +39,7 @@ use sparse_adam_core::Hyperparameters;
 ///     "invalid epsilon value: 0 (SparseAdamConfig.epsilon must be finite and > 0)"
 /// );
 /// ```
-#[derive(Config, Debug, PartialEq)]
+#[derive(Config, Debug)]
 pub struct SparseAdamConfig {
     /// Decay rate of the first moment, PyTorch's `betas[0]`. Must lie in `[0, 1)`.
     /// Default: `0.9`.
@@ -69,6 +70,36 @@ pub struct SparseAdamConfig {
     /// [`NonFinite::Propagate`], PyTorch's behaviour.
     #[config(default = "NonFinite::Propagate")]
     pub non_finite: NonFinite,
+    /// Gradient clipping, as Burn's optimizers offer it (`AdamConfig::grad_clipping`), per
+    /// parameter and before the update: `Value(t)` clamps every entry to `[−t, t]`,
+    /// `Norm(t)` scales the gradient by `min(1, t / (‖g‖₂ + min_positive))` (Burn's
+    /// `GradientClipping`, on the device, no read-back). A table's row gradient is clipped
+    /// as the sparse gradient it stands for: its norm is that of its touched rows
+    /// (duplicates summed), which is the norm of the table-sized gradient, never built.
+    /// The threshold must be finite and `> 0`. Default: none.
+    ///
+    /// Clip here rather than with `ModuleOptimizer::with_grad_clipping`: Burn's optimizer
+    /// sees a table's marker, not its rows, and leaves the rows unclipped.
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+impl PartialEq for SparseAdamConfig {
+    fn eq(&self, other: &Self) -> bool {
+        // Burn's `GradientClippingConfig` has no `PartialEq`.
+        let clipping = |c: &Option<GradientClippingConfig>| {
+            c.as_ref().map(|c| match c {
+                GradientClippingConfig::Value(t) => (0, t.to_bits()),
+                GradientClippingConfig::Norm(t) => (1, t.to_bits()),
+            })
+        };
+        self.beta_1 == other.beta_1
+            && self.beta_2 == other.beta_2
+            && self.epsilon == other.epsilon
+            && self.maximize == other.maximize
+            && self.weight_decay == other.weight_decay
+            && self.non_finite == other.non_finite
+            && clipping(&self.grad_clipping) == clipping(&other.grad_clipping)
+    }
 }
 
 /// What a step does with a parameter whose gradient holds NaN or ±inf.
@@ -113,10 +144,22 @@ impl SparseAdamConfig {
     /// touched row with zero moments would become NaN);
     /// [`Error::InvalidBeta`](crate::Error::InvalidBeta) when a beta is outside `[0, 1)` (NaN
     /// included); [`Error::InvalidWeightDecay`](crate::Error::InvalidWeightDecay) when
-    /// `weight_decay` is not finite or `< 0`.
+    /// `weight_decay` is not finite or `< 0`;
+    /// [`Error::InvalidGradClipping`](crate::Error::InvalidGradClipping) when a clipping
+    /// threshold is not finite or `<= 0`.
     pub fn validate(&self) -> crate::Result<()> {
         Hyperparameters::from(self)
             .validate()
-            .map_err(crate::Error::from)
+            .map_err(crate::Error::from)?;
+        if let Some(clipping) = &self.grad_clipping {
+            let (kind, value) = match clipping {
+                GradientClippingConfig::Value(t) => ("Value", *t),
+                GradientClippingConfig::Norm(t) => ("Norm", *t),
+            };
+            if !(value.is_finite() && value > 0.0) {
+                return Err(crate::Error::InvalidGradClipping { kind, value });
+            }
+        }
+        Ok(())
     }
 }

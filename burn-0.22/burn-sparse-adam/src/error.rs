@@ -58,6 +58,18 @@ pub enum Error {
         value: f64,
     },
 
+    /// A gradient-clipping threshold must be finite and `> 0` (`Value(0)` would zero every
+    /// gradient, `Norm(inf)` clip nothing).
+    #[error(
+        "invalid gradient clipping threshold: GradientClippingConfig::{kind}({value}) (SparseAdamConfig.grad_clipping's threshold must be finite and > 0)"
+    )]
+    InvalidGradClipping {
+        /// `"Value"` or `"Norm"`.
+        kind: &'static str,
+        /// The rejected threshold.
+        value: f32,
+    },
+
     /// `weight_decay` must be finite and `>= 0` (PyTorch's `AdamW`: "Invalid weight_decay
     /// value").
     #[error("{}", CoreError::InvalidWeightDecay { value: *value })]

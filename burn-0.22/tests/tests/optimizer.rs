@@ -346,3 +346,102 @@ fn a_moved_table_still_trains() {
     let model = optim.try_step(1e-2, model, grads).unwrap();
     assert_ne!(values(model.table.weight.val()), before);
 }
+
+/// `Model` with a stock `burn::nn::Embedding`: its table gets the table-sized gradient.
+#[derive(Module, Debug)]
+struct DenseModel {
+    table: burn::nn::Embedding,
+    head: Linear,
+}
+
+/// `SparseAdamConfig::grad_clipping` clips a table's row gradient as the sparse gradient it
+/// stands for: three steps of the row path equal the dense path (a stock `Embedding`, whose
+/// table-sized gradient Burn's `GradientClipping` clips), by value and by norm, and the
+/// clipping changes the result.
+#[test]
+fn row_gradients_are_clipped_as_the_dense_gradient_they_stand_for() {
+    use burn::optim::grad_clipping::GradientClippingConfig;
+    let device = device();
+    let model = Model::new(&device);
+    let mut table = burn::nn::EmbeddingConfig::new(50, 4).init(&device);
+    table.weight = Param::from_tensor(model.table.weight.val());
+    let dense = DenseModel {
+        table,
+        head: model.head.clone(),
+    };
+    let rows: [i64; 5] = [1, 7, 7, 3, 40];
+    let run_sparse = |config: &SparseAdamConfig| {
+        let mut optim = config.init_optimizer();
+        let mut model = model.clone();
+        for _ in 0..3 {
+            let grads = collect_grads(model.loss(&rows, &device).backward(), &model);
+            model = optim.try_step(1e-2, model, grads).unwrap();
+        }
+        (
+            values(model.table.weight.val()),
+            values(model.head.weight.val()),
+        )
+    };
+    let run_dense = |config: &SparseAdamConfig| {
+        let mut optim = config.init_optimizer();
+        let mut model = dense.clone();
+        for _ in 0..3 {
+            let ids = Tensor::<1, Int>::from_data(rows, &device).reshape([1, rows.len()]);
+            let loss = model
+                .head
+                .forward(model.table.forward(ids))
+                .powi_scalar(2)
+                .sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.try_step(1e-2, model, grads).unwrap();
+        }
+        (
+            values(model.table.weight.val()),
+            values(model.head.weight.val()),
+        )
+    };
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    };
+    let unclipped = run_sparse(&SparseAdamConfig::new());
+    for clipping in [
+        GradientClippingConfig::Value(0.05),
+        GradientClippingConfig::Norm(0.1),
+    ] {
+        let what = format!("{clipping:?}");
+        let config = SparseAdamConfig::new().with_grad_clipping(Some(clipping));
+        let (sparse_table, sparse_head) = run_sparse(&config);
+        let (dense_table, dense_head) = run_dense(&config);
+        close(&sparse_table, &dense_table, &format!("{what}: table"));
+        close(&sparse_head, &dense_head, &format!("{what}: head"));
+        let moved = sparse_table
+            .iter()
+            .zip(&unclipped.0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            moved > 1e-4,
+            "{what}: clipping changed nothing of the table"
+        );
+    }
+}
+
+#[test]
+fn a_clipping_threshold_must_be_finite_and_positive() {
+    use burn::optim::grad_clipping::GradientClippingConfig;
+    let err = SparseAdamConfig::new()
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(-1.0)))
+        .try_init_optimizer()
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidGradClipping { kind: "Norm", value } if value == -1.0));
+    assert_eq!(
+        err.to_string(),
+        "invalid gradient clipping threshold: GradientClippingConfig::Norm(-1) (SparseAdamConfig.grad_clipping's threshold must be finite and > 0)"
+    );
+}

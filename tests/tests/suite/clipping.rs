@@ -19,10 +19,7 @@ type Steps = Vec<Vec<Vec<f32>>>;
 
 /// Three steps of the sparse and the dense tower under `config`, on the same batches
 /// (duplicate lookups included): their parameters after each step.
-fn train<B: AutodiffBackend>(
-    config: &SparseAdamConfig,
-    device: &B::Device,
-) -> (Steps, Steps) {
+fn train<B: AutodiffBackend>(config: &SparseAdamConfig, device: &B::Device) -> (Steps, Steps) {
     let spec = TowerSpec::random(N, D, 3, 31);
     let mut rng = Rng::new(32);
     let mut sparse = spec.sparse::<B>(device);

@@ -60,6 +60,14 @@ impl SparseAdam {
         &self.config
     }
 
+    /// `grad` after the config's gradient clipping, if any: Burn's own `GradientClipping`.
+    fn clip<const D: usize>(&self, grad: Tensor<D>) -> Tensor<D> {
+        match &self.config.grad_clipping {
+            Some(clipping) => clipping.init().clip_gradient(grad),
+            None => grad,
+        }
+    }
+
     /// The scalars of step `step` (1-based) at learning rate `lr`, checked.
     pub(crate) fn scalars(&self, lr: LearningRate, step: usize) -> crate::Result<StepScalars> {
         StepScalars::try_new(&self.config, lr, step).map_err(Error::from)
@@ -98,6 +106,7 @@ impl SparseAdam {
         let scalars = self
             .scalars(lr, state.step)
             .unwrap_or_else(|err| panic!("{err}"));
+        let grad = self.clip(grad);
         let ([param, exp_avg, exp_avg_sq], kernel) =
             kernels::step_dense(param, state.exp_avg, state.exp_avg_sq, grad, &scalars);
         state.exp_avg = exp_avg;
@@ -143,8 +152,10 @@ impl SparseAdam {
             return (param, state, None);
         };
         let table = [param, state.exp_avg, state.exp_avg_sq];
+        // The `[k, d]` values of unique rows have the norm of the sparse gradient.
+        let values = self.clip(values.clone());
         let ([param, exp_avg, exp_avg_sq], kernel) =
-            kernels::step_rows(table, grad.rows(), values.clone(), &scalars);
+            kernels::step_rows(table, grad.rows(), values, &scalars);
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
         (param, state, Some(kernel))
