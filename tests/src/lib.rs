@@ -677,7 +677,7 @@ impl RefSparseAdam {
             .with_beta_2(self.beta_2)
             .with_epsilon(self.epsilon)
             .with_maximize(self.maximize)
-            .with_weight_decay(self.weight_decay)
+            .with_weight_decay(Some(self.weight_decay))
     }
 }
 

@@ -29,9 +29,9 @@ use sparse_adam_core::Hyperparameters;
 /// assert!(config.validate().is_ok());
 ///
 /// // "SparseAdamW": the rows a step touches decay by 1 − lr·λ before their update.
-/// let adamw = SparseAdamConfig::new().with_weight_decay(0.01);
+/// let adamw = SparseAdamConfig::new().with_weight_decay(Some(0.01));
 /// assert!(adamw.validate().is_ok());
-/// assert!(SparseAdamConfig::new().with_weight_decay(-1.0).validate().is_err());
+/// assert!(SparseAdamConfig::new().with_weight_decay(Some(-1.0)).validate().is_err());
 ///
 /// let bad = SparseAdamConfig::new().with_epsilon(0.0);
 /// assert_eq!(
@@ -63,16 +63,19 @@ pub struct SparseAdamConfig {
     /// SparseAdam update. Rows the step does not touch are not decayed, so a row that is
     /// rarely looked up is rarely decayed (the decay counts the row's updates, not the
     /// optimizer's steps). A dense gradient touches the rows with a non-zero entry, and only
-    /// those decay. Must be finite and `>= 0`. Default: `0.0` (no decay, PyTorch's numbers).
-    #[config(default = 0.0)]
-    pub weight_decay: f64,
+    /// those decay. Must be finite and `>= 0`, and each step's `1 − lr·λ` lie in
+    /// `[0.5, 1]`. Default: `None` (no decay, PyTorch's numbers; `Some(0.0)` is the same).
+    /// An `Option`, as Burn's `AdamConfig::weight_decay` is, so that a config saved before
+    /// it existed still loads.
+    pub weight_decay: Option<f64>,
     /// What a step does with a gradient holding NaN or ±inf. Default:
     /// [`NonFinite::Propagate`], PyTorch's behaviour.
     #[config(default = "NonFinite::Propagate")]
     pub non_finite: NonFinite,
     /// Gradient clipping, as Burn's optimizers offer it (`AdamConfig::grad_clipping`), per
     /// parameter and before the update: `Value(t)` clamps every entry to `[−t, t]`,
-    /// `Norm(t)` scales the gradient by `min(1, t / (‖g‖₂ + min_positive))` (Burn's
+    /// `Norm(t)` scales the gradient by `min(1, t / (‖g‖₂ + m))`, `m` the float type's
+    /// smallest positive normal value (Burn's
     /// `GradientClipping`, on the device, no read-back). A table's row gradient is clipped
     /// as the sparse gradient it stands for: its norm is that of its touched rows
     /// (duplicates summed), which is the norm of the table-sized gradient, never built.
@@ -96,7 +99,7 @@ impl PartialEq for SparseAdamConfig {
             && self.beta_2 == other.beta_2
             && self.epsilon == other.epsilon
             && self.maximize == other.maximize
-            && self.weight_decay == other.weight_decay
+            && self.weight_decay.unwrap_or(0.0) == other.weight_decay.unwrap_or(0.0)
             && self.non_finite == other.non_finite
             && clipping(&self.grad_clipping) == clipping(&other.grad_clipping)
     }
@@ -127,7 +130,7 @@ impl From<&SparseAdamConfig> for Hyperparameters {
             beta_2: config.beta_2,
             epsilon: config.epsilon,
             maximize: config.maximize,
-            weight_decay: config.weight_decay,
+            weight_decay: config.weight_decay.unwrap_or(0.0),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Every fixture recorded from `torch.optim.SparseAdam` (the repository's one copy, shared
-//! with the 0.1 line), replayed on the selected backend (`BURN_SPARSE_ADAM_BACKEND`: flex or
+//! with the 0.1 line; the `weight_decay_*` ones are a float32 emulation of PyTorch's
+//! operations with lazy weight decay, see their README), replayed on the selected backend (`BURN_SPARSE_ADAM_BACKEND`: flex or
 //! wgpu, fused kernels on) through both whole-model optimizers of the 0.2 line,
 //! within `|ours − torch| ≤ 1e-5 + 1e-4·|torch|`.
 

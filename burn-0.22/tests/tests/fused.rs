@@ -38,7 +38,7 @@ fn train(
         .with_beta_1(0.8)
         .with_beta_2(0.95)
         .with_maximize(true)
-        .with_weight_decay(weight_decay)
+        .with_weight_decay(Some(weight_decay))
         .init_optimizer();
     {
         let kernels = kernels.clone();

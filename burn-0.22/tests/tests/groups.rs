@@ -146,7 +146,7 @@ fn the_same_group_on_burns_module_optimizer_computes_the_same_numbers() {
 fn a_group_without_weight_decay_is_exempt_from_the_configs() {
     let device = device();
     let model = Model::new(&device);
-    let decaying = SparseAdamConfig::new().with_weight_decay(3.0);
+    let decaying = SparseAdamConfig::new().with_weight_decay(Some(3.0));
     let mut grouped = decaying
         .init_optimizer()
         .with_group(ParamGroup::from_predicate("head"), SparseAdamConfig::new())
@@ -173,7 +173,7 @@ fn a_group_without_weight_decay_is_exempt_from_the_configs() {
 #[test]
 fn an_invalid_weight_decay_is_an_error_naming_it() {
     let err = SparseAdamConfig::new()
-        .with_weight_decay(-0.5)
+        .with_weight_decay(Some(-0.5))
         .try_init_optimizer()
         .err()
         .unwrap();
@@ -186,7 +186,7 @@ fn an_invalid_weight_decay_is_an_error_naming_it() {
         .init_optimizer()
         .with_group(
             ParamGroup::all(),
-            SparseAdamConfig::new().with_weight_decay(f64::INFINITY),
+            SparseAdamConfig::new().with_weight_decay(Some(f64::INFINITY)),
         )
         .err()
         .unwrap();

@@ -29,7 +29,7 @@ impl From<&SparseAdamConfig> for sparse_adam_core::Hyperparameters {
             beta_2: config.beta_2,
             epsilon: config.epsilon,
             maximize: config.maximize,
-            weight_decay: config.weight_decay,
+            weight_decay: config.weight_decay.unwrap_or(0.0),
         }
     }
 }

@@ -259,7 +259,7 @@ impl Fixture {
             .with_beta_2(self.config.beta_2)
             .with_epsilon(self.config.epsilon)
             .with_maximize(self.config.maximize)
-            .with_weight_decay(self.config.weight_decay)
+            .with_weight_decay(Some(self.config.weight_decay))
     }
 }
 

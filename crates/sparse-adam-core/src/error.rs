@@ -76,12 +76,16 @@ pub enum CoreError {
         value: f64,
     },
 
-    /// The decay factor `1 − lr·λ` of a step is not finite in `f32`, the precision of the
-    /// update (a learning rate times weight decay beyond about `3.4e38`).
+    /// The weight-decay factor `1 − lr·λ` of a step lies outside `[0.5, 1]`: the step would
+    /// remove more than half of each touched row (or flip its sign), which is almost surely
+    /// a misconfigured learning rate or decay; within the range every path computes
+    /// `p·(1 − lr·λ)` exactly as the fused loops do.
     #[error(
-        "the weight-decay factor 1 − lr·weight_decay at learning rate {lr:e} and weight_decay {weight_decay:e} is not finite in f32, the precision the update runs in"
+        "the weight-decay factor 1 − lr·weight_decay = {factor} at learning rate {lr:e} and weight_decay {weight_decay:e} is outside [0.5, 1] (lower the learning rate or the weight decay: lr·weight_decay must be at most 0.5)"
     )]
-    DecayOverflow {
+    DecayOutOfRange {
+        /// `1 − lr·λ`, rounded to `f32`.
+        factor: f32,
         /// The step's learning rate.
         lr: f64,
         /// The weight decay `λ`.

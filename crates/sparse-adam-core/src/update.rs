@@ -124,8 +124,8 @@ impl StepScalars {
     ///
     /// As [`validate_lr`]; then [`CoreError::StepSizeOverflow`] when the bias-corrected step
     /// size is not finite in `f32` (a large learning rate with `β1` close to 1), which
-    /// would turn every touched row into ±inf or NaN; [`CoreError::DecayOverflow`] when the
-    /// weight-decay factor `1 − lr·λ` is not finite in `f32`.
+    /// would turn every touched row into ±inf or NaN; [`CoreError::DecayOutOfRange`] when
+    /// the weight-decay factor `1 − lr·λ` lies outside `[0.5, 1]`.
     ///
     /// # Panics
     ///
@@ -137,8 +137,9 @@ impl StepScalars {
         let scalars = Self::new(hyper, lr, step);
         if !scalars.neg_step_size.is_finite() {
             Err(CoreError::StepSizeOverflow { lr, step })
-        } else if !scalars.decay.is_finite() {
-            Err(CoreError::DecayOverflow {
+        } else if !(0.5..=1.0).contains(&scalars.decay) {
+            Err(CoreError::DecayOutOfRange {
+                factor: scalars.decay,
                 lr,
                 weight_decay: hyper.weight_decay,
             })
@@ -357,6 +358,30 @@ mod tests {
             Err(CoreError::StepSizeOverflow { lr: 1e32, step: 1 })
         );
         assert!(StepScalars::try_new(close, 1e-3, 1).is_ok());
+    }
+
+    #[test]
+    fn try_new_rejects_a_decay_factor_outside_half_to_one() {
+        let hyper = |weight_decay| Hyperparameters {
+            weight_decay,
+            ..Default::default()
+        };
+        assert_eq!(StepScalars::try_new(hyper(5.0), 0.1, 1).unwrap().decay, 0.5);
+        assert_eq!(
+            StepScalars::try_new(hyper(0.0), 1e30, 1).unwrap().decay,
+            1.0
+        );
+        for (weight_decay, lr) in [(6.0, 0.1), (1e300, 1e-3), (0.01, 100.0)] {
+            let err = StepScalars::try_new(hyper(weight_decay), lr, 1).unwrap_err();
+            assert!(
+                matches!(err, CoreError::DecayOutOfRange { lr: l, .. } if l == lr),
+                "{err:?}"
+            );
+        }
+        assert_eq!(
+            StepScalars::try_new(hyper(6.0), 0.1, 1).unwrap_err().to_string(),
+            "the weight-decay factor 1 − lr·weight_decay = 0.4 at learning rate 1e-1 and weight_decay 6e0 is outside [0.5, 1] (lower the learning rate or the weight decay: lr·weight_decay must be at most 0.5)"
+        );
     }
 
     #[test]

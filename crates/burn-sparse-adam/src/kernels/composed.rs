@@ -63,9 +63,10 @@ pub(super) fn step_rows<B: Backend>(
     let param = if scalars.decay == 1.0 {
         param
     } else {
-        // The decay as one more additive scatter: `p·c − p` is exact when `c = 1 − lr·λ`
-        // lies in [0.5, 2] (Sterbenz), so `p + (p·c − p)` is `p·c` bit for bit, before the
-        // delta is added as without decay.
+        // The decay as one more additive scatter: `p·c − p` is exact since `c = 1 − lr·λ`
+        // lies in [0.5, 1] (Sterbenz; `StepScalars::try_new` holds it there), so
+        // `p + (p·c − p)` is `p·c` bit for bit (but `+0.0` for `p = −0.0`), before the delta
+        // is added as without decay.
         let rows_of_param = gather(&param);
         add_rows(
             param,

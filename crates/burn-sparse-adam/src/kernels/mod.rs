@@ -281,7 +281,7 @@ mod tests {
             };
             for config in [
                 SparseAdamConfig::new(),
-                SparseAdamConfig::new().with_weight_decay(2.0),
+                SparseAdamConfig::new().with_weight_decay(Some(2.0)),
             ] {
                 let scalars = StepScalars::new(&config, 0.05, 3);
                 let held = tables();
@@ -405,7 +405,7 @@ mod test_support {
                 .with_beta_1(0.5)
                 .with_epsilon(0.1)
                 .with_maximize(true),
-            SparseAdamConfig::new().with_weight_decay(0.5),
+            SparseAdamConfig::new().with_weight_decay(Some(0.5)),
         ] {
             let scalars = StepScalars::new(&config, 0.03, 4);
             let composed = super::composed::step_rows(table.clone(), &rows, &values, &scalars);

@@ -3,9 +3,10 @@
 //!
 //! A [`ParamGroup`] names some parameters (by id, or every parameter of a sub-module) and
 //! overrides any of the learning rate (as a scale of the step's or as a fixed value), the
-//! betas, epsilon and maximize. Parameters in no group use the config's. Groups can be added
-//! at any time, also during training (PyTorch's use: unfreezing layers), and are saved in
-//! the optimizer's record.
+//! betas, epsilon and maximize (weight decay, clipping and the non-finite policy are the
+//! config's: a saved group keeps the layout older records have). Parameters in no group
+//! use the config's. Groups can be added at any time, also during training (PyTorch's use:
+//! unfreezing layers), and are saved in the optimizer's record.
 
 use burn::module::{list_param_ids, Module, ParamId};
 use burn::optim::LearningRate;
@@ -69,7 +70,6 @@ pub struct ParamGroup {
     beta_2: Option<f64>,
     epsilon: Option<f64>,
     maximize: Option<bool>,
-    weight_decay: Option<f64>,
 }
 
 impl ParamGroup {
@@ -83,7 +83,6 @@ impl ParamGroup {
             beta_2: None,
             epsilon: None,
             maximize: None,
-            weight_decay: None,
         }
     }
 
@@ -140,12 +139,6 @@ impl ParamGroup {
         self
     }
 
-    /// Overrides `weight_decay` (say `0.0` to exempt a group from the config's decay).
-    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = Some(weight_decay);
-        self
-    }
-
     /// The group's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -181,11 +174,6 @@ impl ParamGroup {
         self.maximize
     }
 
-    /// The group's `weight_decay`, if it overrides the config's.
-    pub fn weight_decay(&self) -> Option<f64> {
-        self.weight_decay
-    }
-
     /// The hyperparameters of this group: `base` with the group's overrides.
     pub fn config(&self, base: &SparseAdamConfig) -> SparseAdamConfig {
         SparseAdamConfig {
@@ -193,7 +181,9 @@ impl ParamGroup {
             beta_2: self.beta_2.unwrap_or(base.beta_2),
             epsilon: self.epsilon.unwrap_or(base.epsilon),
             maximize: self.maximize.unwrap_or(base.maximize),
-            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            // Not overridable per group: a saved group (`ParamGroupItem`) keeps its layout, so
+            // that records saved before weight decay and clipping existed still load.
+            weight_decay: base.weight_decay,
             non_finite: base.non_finite,
             grad_clipping: base.grad_clipping.clone(),
         }
@@ -337,9 +327,6 @@ pub struct ParamGroupItem {
     beta_2: Option<f64>,
     epsilon: Option<f64>,
     maximize: Option<bool>,
-    /// Absent from records saved before weight decay existed.
-    #[serde(default)]
-    weight_decay: Option<f64>,
 }
 
 impl From<ParamGroup> for ParamGroupItem {
@@ -352,7 +339,6 @@ impl From<ParamGroup> for ParamGroupItem {
             beta_2: group.beta_2,
             epsilon: group.epsilon,
             maximize: group.maximize,
-            weight_decay: group.weight_decay,
         }
     }
 }
@@ -371,7 +357,6 @@ impl From<ParamGroupItem> for ParamGroup {
             beta_2: item.beta_2,
             epsilon: item.epsilon,
             maximize: item.maximize,
-            weight_decay: item.weight_decay,
         }
     }
 }
