@@ -23,11 +23,15 @@
 //!   on the host or on a backend they name themselves (burn-sparse-adam's wgpu kernel tests
 //!   ask for wgpu), so a second run would repeat the first.
 //! - Of those, it leaves out the packages whose tests never touch a Burn backend
-//!   ([`HOST_ONLY_PACKAGES`], `--exclude`) and, on the 0.2 line, its WordNet example
-//!   ([`FLEX_ONLY_PACKAGES_022`]: slow on lavapipe, nothing new on wgpu), and inside the
-//!   suite the tests that run on the host only (fixture listings, the reference's
-//!   self-checks), which live in a `host` module of their topic and are skipped by name
-//!   ([`HOST_ONLY_TESTS`], `--skip`).
+//!   ([`HOST_ONLY_PACKAGES`], `--exclude`, on the 0.1 line), and skips by name the tests that
+//!   run in the first pass only: inside the suite those that run on the host only (fixture
+//!   listings, the reference's self-checks), which live in a `host` module of their topic
+//!   ([`HOST_ONLY_TESTS`]), and on the 0.2 line its WordNet example's, which live in a
+//!   `flex_only` module ([`FLEX_ONLY_TESTS_022`]: slow on lavapipe, nothing new on wgpu).
+//!   The 0.2 line leaves no package out: `--exclude` resolves features without that
+//!   package, and leaving out the example and the benchmark changed the features of crates
+//!   deep under Burn (`portable-atomic`, `serde_json`), so the wgpu pass rebuilt Burn and
+//!   CubeCL for 16 minutes of a cold CI run.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -51,12 +55,12 @@ const HOST_ONLY_PACKAGES: [&str; 6] = [
     "sparse-adam-bench-core",
 ];
 
-/// The 0.2 line's packages that its wgpu pass leaves out. The WordNet example's tests train
-/// hundreds of steps end to end, slow on Mesa's lavapipe, and add nothing on wgpu that the
-/// suite in `burn-0.22/tests` does not check. They run in the flex pass.
-/// The 0.2 bench's tests check its command line only, as the 0.1 bench's do.
-const FLEX_ONLY_PACKAGES_022: [&str; 2] =
-    ["burn-sparse-adam-examples-022", "sparse-adam-bench-022"];
+/// The part of a test's name that marks the 0.2 line's WordNet example's tests
+/// (`burn-0.22/examples/tests/wordnet/flex_only.rs`). They train hundreds of steps end to
+/// end, slow on Mesa's lavapipe, and add nothing on wgpu that the suite in
+/// `burn-0.22/tests` does not check; they run in the flex pass. (The 0.2 benchmark has no
+/// integration tests, so `--test '*'` runs none of its tests.)
+const FLEX_ONLY_TESTS_022: &str = "flex_only::";
 
 /// The part of a test's name that marks it host-only: the suite keeps such tests in a `host`
 /// module of their topic (`conformance::host::every_fixture_is_listed`). The wgpu pass
@@ -86,9 +90,12 @@ struct Line {
     /// The backends of its passes, in order: the first runs everything, the others the
     /// integration tests ([`pass_args`]).
     backends: &'static [&'static str],
-    /// The packages its wgpu pass leaves out (their tests never touch a Burn backend, or
-    /// run in its first pass only).
+    /// The packages its wgpu pass leaves out (their tests never touch a Burn backend). Only
+    /// where leaving them out keeps the other packages' features, or the pass rebuilds.
     first_pass_only_packages: &'static [&'static str],
+    /// The name parts of the tests its wgpu pass skips (`--skip`): they run in the first
+    /// pass only.
+    first_pass_only_tests: &'static [&'static str],
 }
 
 const LINES: [Line; 2] = [
@@ -97,12 +104,14 @@ const LINES: [Line; 2] = [
         dir: ".",
         backends: &["ndarray", "wgpu"],
         first_pass_only_packages: &HOST_ONLY_PACKAGES,
+        first_pass_only_tests: &[HOST_ONLY_TESTS],
     },
     Line {
         name: "0.2 (Burn 0.22)",
         dir: "burn-0.22",
         backends: &["flex", "wgpu"],
-        first_pass_only_packages: &FLEX_ONLY_PACKAGES_022,
+        first_pass_only_packages: &[],
+        first_pass_only_tests: &[HOST_ONLY_TESTS, FLEX_ONLY_TESTS_022],
     },
 ];
 
@@ -216,7 +225,12 @@ fn pass_args(line: &Line, pass: usize) -> (Vec<&'static str>, Vec<&'static str>)
     for package in line.first_pass_only_packages {
         cargo_args.extend(["--exclude", package]);
     }
-    (cargo_args, vec!["--skip", HOST_ONLY_TESTS])
+    let test_args = line
+        .first_pass_only_tests
+        .iter()
+        .flat_map(|test| ["--skip", test])
+        .collect();
+    (cargo_args, test_args)
 }
 
 /// `cargo test --workspace --no-fail-fast <cargo_args> -- <test_args>` in the workspace
@@ -330,7 +344,7 @@ fn count(counts: &str, what: &str) -> u64 {
 mod tests {
     use std::path::Path;
 
-    use super::{count, pass_args, FLEX_ONLY_PACKAGES_022, HOST_ONLY_PACKAGES, LINES};
+    use super::{count, pass_args, HOST_ONLY_PACKAGES, LINES};
     use crate::workspace_root;
 
     #[test]
@@ -355,15 +369,29 @@ mod tests {
         }
         assert_eq!(test_args, ["--skip", "host::"]);
         // The 0.2 line: everything on flex, then its integration tests on wgpu, the
-        // example's left out.
+        // example's skipped by name, no package left out (which would change the features
+        // Burn is built with and rebuild it).
         assert_eq!(v02.backends, ["flex", "wgpu"]);
         assert_eq!(pass_args(v02, 0), (vec![], vec![]));
         let (cargo_args, test_args) = pass_args(v02, 1);
-        assert_eq!(cargo_args[..2], ["--test", "*"]);
-        for package in FLEX_ONLY_PACKAGES_022 {
-            assert!(cargo_args.windows(2).any(|w| w == ["--exclude", package]));
-        }
-        assert_eq!(test_args, ["--skip", "host::"]);
+        assert_eq!(cargo_args, ["--test", "*"]);
+        assert_eq!(test_args, ["--skip", "host::", "--skip", "flex_only::"]);
+    }
+
+    /// The 0.2 wgpu pass skips the WordNet example's tests by the name of their module: a
+    /// test of that package outside `flex_only` would run on lavapipe unnoticed.
+    #[test]
+    fn the_022_example_tests_live_in_flex_only() {
+        let mut outside = Vec::new();
+        sources(
+            &workspace_root().join("burn-0.22/examples/tests"),
+            &mut |file, text| {
+                if text.contains("#[test]") && !file.ends_with("wordnet/flex_only.rs") {
+                    outside.push(file.display().to_string());
+                }
+            },
+        );
+        assert!(outside.is_empty(), "tests outside flex_only: {outside:?}");
     }
 
     /// The wgpu pass runs integration tests only (`--test '*'`): a test that reads the backend
