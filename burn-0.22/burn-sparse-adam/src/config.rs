@@ -8,7 +8,7 @@
 use burn::config::Config;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use serde::{Deserialize, Serialize};
-use sparse_adam_core::Hyperparameters;
+use sparse_adam_core::{Hyperparameters, MomentDtype};
 
 /// Configuration of SparseAdam, PyTorch's `torch.optim.SparseAdam`.
 ///
@@ -32,6 +32,11 @@ use sparse_adam_core::Hyperparameters;
 /// let adamw = SparseAdamConfig::new().with_weight_decay(Some(0.01));
 /// assert!(adamw.validate().is_ok());
 /// assert!(SparseAdamConfig::new().with_weight_decay(Some(-1.0)).validate().is_err());
+///
+/// // Moments stored in bfloat16: half the optimizer's memory on an `f32` table.
+/// use burn_sparse_adam::MomentDtype;
+/// let compact = SparseAdamConfig::new().with_moment_dtype(Some(MomentDtype::Bf16));
+/// assert!(compact.validate().is_ok());
 ///
 /// let bad = SparseAdamConfig::new().with_epsilon(0.0);
 /// assert_eq!(
@@ -84,6 +89,21 @@ pub struct SparseAdamConfig {
     /// Clip here rather than with `ModuleOptimizer::with_grad_clipping`: Burn's optimizer
     /// sees a table's marker, not its rows, and leaves the rows unclipped.
     pub grad_clipping: Option<GradientClippingConfig>,
+    /// The float type the moments are stored in (compact moments; not in PyTorch's
+    /// SparseAdam, which keeps them in the parameter's type; DGL's sparse optimizers offer
+    /// it). `Some(MomentDtype::Bf16)` or `Some(MomentDtype::F16)` store an `f32` table's
+    /// moments in 16 bits, halving the optimizer's memory: each step widens a touched row's
+    /// moments, updates them in the parameter's precision by the same formula, and rounds
+    /// them once to nearest when storing them (see
+    /// [`sparse_adam_core::moments`]). The moments may not be wider than the parameter
+    /// ([`Error::MomentsWiderThanParam`](crate::Error::MomentsWiderThanParam)), and the
+    /// parameter's device must hold the type
+    /// ([`Error::MomentDtypeUnsupported`](crate::Error::MomentDtypeUnsupported); wgpu has no
+    /// `bf16`). A state saved in one type continues under another only through
+    /// [`SparseAdamOptimizer::convert_moments`](crate::SparseAdamOptimizer::convert_moments)
+    /// ([`Error::StateMomentDtype`](crate::Error::StateMomentDtype) otherwise).
+    /// Default: `None`, the parameter's own type (PyTorch's numbers).
+    pub moment_dtype: Option<MomentDtype>,
 }
 
 impl PartialEq for SparseAdamConfig {
@@ -102,6 +122,7 @@ impl PartialEq for SparseAdamConfig {
             && self.weight_decay.unwrap_or(0.0) == other.weight_decay.unwrap_or(0.0)
             && self.non_finite == other.non_finite
             && clipping(&self.grad_clipping) == clipping(&other.grad_clipping)
+            && self.moment_dtype == other.moment_dtype
     }
 }
 

@@ -9,7 +9,8 @@
 //! working after the move to 0.2.
 
 use burn::module::ParamId;
-use sparse_adam_core::CoreError;
+use burn::tensor::DType;
+use sparse_adam_core::{CoreError, MomentDtype};
 
 /// What went wrong, with the offending field and value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -142,6 +143,47 @@ pub enum Error {
         expected: Vec<usize>,
         /// The shape of the state's moments.
         found: Vec<usize>,
+    },
+
+    /// The config's `moment_dtype` is wider than the parameter's float type (moments in
+    /// `f32` for a `bf16` table, say): compact moments may only narrow them.
+    #[error(
+        "SparseAdamConfig.moment_dtype {moments} is wider than the parameter's {param:?}: \
+         moments may be stored in the parameter's type or a narrower one (leave moment_dtype \
+         None for the parameter's own type)"
+    )]
+    MomentsWiderThanParam {
+        /// The config's moment type.
+        moments: MomentDtype,
+        /// The parameter's float type.
+        param: DType,
+    },
+
+    /// The parameter's device cannot hold the config's `moment_dtype` (wgpu has no `bf16`).
+    #[error(
+        "SparseAdamConfig.moment_dtype {moments} is not supported on device {device}: choose \
+         a type the device holds (f16 where the adapter has shader-f16, or f32)"
+    )]
+    MomentDtypeUnsupported {
+        /// The config's moment type.
+        moments: MomentDtype,
+        /// The device, as Burn prints it.
+        device: String,
+    },
+
+    /// A saved optimizer state holds its moments in another type than the config stores them
+    /// in: a record continues under another `moment_dtype` only through an explicit
+    /// conversion.
+    #[error(
+        "an optimizer state holds its moments in {found:?}, but the config stores them in \
+         {expected:?}: convert them explicitly with \
+         SparseAdamOptimizer::convert_moments (or SparseAdamState::with_moment_dtype)"
+    )]
+    StateMomentDtype {
+        /// The type the config asks for (the parameter's own when `moment_dtype` is `None`).
+        expected: DType,
+        /// The type of the saved moments.
+        found: DType,
     },
 
     /// A saved optimizer state has another rank than its parameter.

@@ -63,4 +63,5 @@ pub use optimizer::SparseAdamOptimizer;
 pub use optimizer::hooks::{HookHandle, ParamStep, StepInfo, StepPath};
 pub use optimizer::rule::SparseAdam;
 pub use sparse_adam_core;
+pub use sparse_adam_core::MomentDtype;
 pub use state::SparseAdamState;

@@ -417,10 +417,26 @@ impl fmt::Display for Report {
 ///
 /// When the fixture is inconsistent or asks for an unknown mode.
 pub fn replay(fixture: &Fixture, runner: Runner, device: &Device) -> Result<Report, String> {
+    replay_as(fixture, runner, device, |config| config)
+}
+
+/// [`replay`] with the fixture's optimizer config changed by `adjust` (compact moments,
+/// say), compared with the same PyTorch values.
+///
+/// # Errors
+///
+/// As [`replay`].
+pub fn replay_as(
+    fixture: &Fixture,
+    runner: Runner,
+    device: &Device,
+    adjust: impl FnOnce(SparseAdamConfig) -> SparseAdamConfig,
+) -> Result<Report, String> {
     fixture.validate()?;
+    let config = adjust(fixture.optimizer_config());
     Ok(match fixture.mode()? {
-        Mode::Lookup => replay_with::<SparseEmbedding>(fixture, runner, device),
-        Mode::Dense => replay_with::<Embedding>(fixture, runner, device),
+        Mode::Lookup => replay_with::<SparseEmbedding>(fixture, config, runner, device),
+        Mode::Dense => replay_with::<Embedding>(fixture, config, runner, device),
     })
 }
 
@@ -528,7 +544,12 @@ pub fn module_optimizer_states(optim: &ModuleOptimizer) -> HashMap<u64, StateVal
         .collect()
 }
 
-fn replay_with<T: Table>(fixture: &Fixture, runner: Runner, device: &Device) -> Report {
+fn replay_with<T: Table>(
+    fixture: &Fixture,
+    config: SparseAdamConfig,
+    runner: Runner,
+    device: &Device,
+) -> Report {
     let mut tables: Vec<T> = fixture
         .tables
         .iter()
@@ -538,7 +559,6 @@ fn replay_with<T: Table>(fixture: &Fixture, runner: Runner, device: &Device) -> 
             set_params(T::create(fixture, spec, device), vec![spec.init.clone()])
         })
         .collect();
-    let config = fixture.optimizer_config();
     let mut optim = match runner {
         Runner::SparseAdamOptimizer => Optim::Ours(config.init_optimizer()),
         Runner::ModuleOptimizer => Optim::Burn(config.init()),

@@ -26,6 +26,7 @@
 
 use std::ops::Range;
 
+use crate::moments::MomentElement;
 use crate::update::{decayed, sparse_adam_delta, StepScalars};
 
 /// Lanes of work (rows × `d`) below which a kernel stays on the calling thread: a fork and
@@ -218,6 +219,10 @@ fn add_rows(grad: &[f32], d: usize, slots: &[i64], first: i64, out: &mut [f32]) 
 /// ([`decayed`]; the factor is 1 without weight decay), in that order. Other rows are not
 /// read or written.
 ///
+/// The moments may be stored in a compact type ([`MomentElement`]: `f32`, `bf16`, `f16`):
+/// each lane's moments are widened to `f32`, take the same formula, and are rounded once
+/// when stored; the parameter is always `f32`.
+///
 /// `rows` must be sorted, unique and in range (a [`LookupPlan`](crate::lookup::LookupPlan)'s
 /// or [`coalesce`](crate::lookup::coalesce)'s rows are); callers check. An empty `rows` is
 /// an empty gradient: nothing changes here, but the caller still counts the step.
@@ -243,10 +248,10 @@ fn add_rows(grad: &[f32], d: usize, slots: &[i64], first: i64, out: &mut [f32]) 
 /// assert_eq!([p[0], p[1], p[4], p[5]], [1.0; 4]);
 /// assert_eq!([m[0], m[1], m[4], m[5]], [0.0; 4]);
 /// ```
-pub fn update_rows(
+pub fn update_rows<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     rows: &[i64],
     d: usize,
@@ -256,10 +261,10 @@ pub fn update_rows(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn update_rows_with(
+fn update_rows_with<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     rows: &[i64],
     d: usize,
@@ -293,10 +298,10 @@ fn update_rows_with(
 /// the halves in parallel; `p`, `m` and `v` start at table row `first`.
 #[cfg(feature = "parallel")]
 #[allow(clippy::too_many_arguments)]
-fn split_update(
+fn split_update<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     rows: &[i64],
     d: usize,
@@ -324,10 +329,10 @@ fn split_update(
 
 /// The row update on the calling thread; `p`, `m` and `v` start at table row `first`.
 #[allow(clippy::too_many_arguments)]
-fn update_range(
+fn update_range<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     rows: &[i64],
     d: usize,
@@ -351,11 +356,20 @@ fn update_range(
 
 /// The update of one row's lanes, in place: every kernel's innermost loop.
 #[inline(always)]
-fn update_row(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &StepScalars) {
+fn update_row<M: MomentElement>(
+    p: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
+    g: &[f32],
+    s: &StepScalars,
+) {
     for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-        let delta = sparse_adam_delta(g, *m, *v, s);
-        *m += delta.exp_avg;
-        *v += delta.exp_avg_sq;
+        // Compact moments are widened for the formula and rounded once after it (for `f32`
+        // moments both are the identity).
+        let (m_old, v_old) = (m.load(), v.load());
+        let delta = sparse_adam_delta(g, m_old, v_old, s);
+        *m = M::store(m_old + delta.exp_avg);
+        *v = M::store(v_old + delta.exp_avg_sq);
         // `decay` is exactly 1 without weight decay: the product keeps the bits, and costs
         // less than a branch per lane.
         *p = decayed(*p, s) + delta.param;
@@ -401,10 +415,10 @@ fn update_row(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], s: &StepSc
 /// update_rows(&mut p2, &mut m2, &mut v2, &rows_grad, &[0, 2], 2, &scalars);
 /// assert_eq!((p, m, v), (p2, m2, v2));
 /// ```
-pub fn update_dense(
+pub fn update_dense<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     d: usize,
     s: &StepScalars,
@@ -412,10 +426,10 @@ pub fn update_dense(
     update_dense_with(p, m, v, g, d, s, PARALLEL_LANES);
 }
 
-fn update_dense_with(
+fn update_dense_with<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     d: usize,
     s: &StepScalars,
@@ -456,10 +470,10 @@ fn update_dense_with(
 }
 
 /// [`update_dense`] on the calling thread.
-fn update_dense_range(
+fn update_dense_range<M: MomentElement>(
     p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    m: &mut [M],
+    v: &mut [M],
     g: &[f32],
     d: usize,
     s: &StepScalars,
@@ -494,7 +508,7 @@ fn row_lanes(row: i64, d: usize) -> Range<usize> {
 
 /// Asks the CPU to bring row `row` of `table` into its caches, if it is a row of `table`.
 #[inline(always)]
-fn prefetch_row(table: &[f32], row: i64, d: usize) {
+fn prefetch_row<T>(table: &[T], row: i64, d: usize) {
     let lanes = usize::try_from(row)
         .ok()
         .and_then(|row| row.checked_mul(d))
@@ -506,9 +520,9 @@ fn prefetch_row(table: &[f32], row: i64, d: usize) {
 
 /// Asks the CPU to bring `lanes` into its caches; no effect on other architectures.
 #[inline(always)]
-fn prefetch(lanes: &[f32]) {
+fn prefetch<T>(lanes: &[T]) {
     #[cfg(target_arch = "x86_64")]
-    for line in lanes.chunks(16) {
+    for line in lanes.chunks((64 / core::mem::size_of::<T>().max(1)).max(1)) {
         // SAFETY: a prefetch is a hint: it reads nothing and cannot fault, and the address
         // is inside a live slice. SSE (`_mm_prefetch`) is part of the x86_64 baseline.
         unsafe {
@@ -938,7 +952,7 @@ mod tests {
         sum_per_row(&[], 0, &[0, -1, 1], 2, &mut out);
         assert!(out.is_empty());
 
-        let (mut p, mut m, mut v) = (Vec::<f32>::new(), Vec::new(), Vec::new());
+        let (mut p, mut m, mut v) = (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new());
         let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
         update_rows(&mut p, &mut m, &mut v, &[], &[0, 2, 5], 0, &s);
         assert!(p.is_empty() && m.is_empty() && v.is_empty());
@@ -1162,6 +1176,83 @@ mod tests {
         assert_eq!(pool.install(|| pieces(3_000, d, PARALLEL_LANES)), 1);
     }
 
+    /// Compact moments: each lane runs the `f32` formula on its widened moments and stores
+    /// them rounded once, step after step; the parameter takes the `f32` delta of those
+    /// widened moments. Checked lane by lane against that definition over several steps, on
+    /// the row and the dense path, split across threads, for `bf16` and `f16`; `f32` moments
+    /// keep the `f32` kernel's bits.
+    #[test]
+    fn compact_moments_round_once_per_step() {
+        fn check<M: MomentElement + PartialEq + core::fmt::Debug>() {
+            let (n, d) = (300, 5);
+            let rows: Vec<i64> = (0..n as i64).filter(|r| r % 3 != 1).collect();
+            let mut p = values(11, n * d);
+            let mut m: Vec<M> = values(12, n * d)
+                .iter()
+                .map(|&x| M::store(x * 0.1))
+                .collect();
+            let mut v: Vec<M> = values(13, n * d)
+                .iter()
+                .map(|&x| M::store(x * x * 0.01))
+                .collect();
+            let (mut p_ref, mut m_ref, mut v_ref) = (p.clone(), m.clone(), v.clone());
+            let hyper = Hyperparameters {
+                weight_decay: 0.5,
+                ..Default::default()
+            };
+            for step in 1..=4 {
+                let scalars = StepScalars::new(hyper, 0.01, step);
+                let g = values(20 + step as u64, rows.len() * d);
+                if step % 2 == 0 {
+                    update_rows_with(&mut p, &mut m, &mut v, &g, &rows, d, &scalars, 1);
+                } else {
+                    let mut dense = vec![0.0f32; n * d];
+                    for (r, row) in rows.iter().enumerate() {
+                        let at = *row as usize * d;
+                        dense[at..at + d].copy_from_slice(&g[r * d..(r + 1) * d]);
+                    }
+                    update_dense_with(&mut p, &mut m, &mut v, &dense, d, &scalars, 1);
+                }
+                for (r, &row) in rows.iter().enumerate() {
+                    for lane in 0..d {
+                        let i = row as usize * d + lane;
+                        let (m_old, v_old) = (m_ref[i].load(), v_ref[i].load());
+                        let delta = sparse_adam_delta(g[r * d + lane], m_old, v_old, &scalars);
+                        m_ref[i] = M::store(m_old + delta.exp_avg);
+                        v_ref[i] = M::store(v_old + delta.exp_avg_sq);
+                        p_ref[i] = decayed(p_ref[i], &scalars) + delta.param;
+                    }
+                }
+                assert_eq!(bits(&p), bits(&p_ref), "{:?}, step {step}", M::DTYPE);
+                assert_eq!(m, m_ref, "{:?}, step {step}", M::DTYPE);
+                assert_eq!(v, v_ref, "{:?}, step {step}", M::DTYPE);
+            }
+            // Rows not touched kept their stored moments.
+            assert!(m.iter().zip(&m_ref).all(|(a, b)| a == b));
+        }
+        check::<half::bf16>();
+        check::<half::f16>();
+        check::<f32>();
+        // `f32` moments through the generic loop are the plain `f32` update.
+        let scalars = StepScalars::new(Hyperparameters::default(), 0.01, 2);
+        let (mut p, mut m, mut v) = (values(1, 12), values(2, 12), vec![0.5f32; 12]);
+        let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+        update_rows(&mut p, &mut m, &mut v, &values(3, 8), &[0, 2], 4, &scalars);
+        for (r, row) in [0usize, 2].into_iter().enumerate() {
+            for lane in 0..4 {
+                let i = row * 4 + lane;
+                let delta = sparse_adam_delta(values(3, 8)[r * 4 + lane], m2[i], v2[i], &scalars);
+                m2[i] += delta.exp_avg;
+                v2[i] += delta.exp_avg_sq;
+                p2[i] += delta.param;
+            }
+        }
+        assert_eq!(
+            (bits(&p), bits(&m), bits(&v)),
+            (bits(&p2), bits(&m2), bits(&v2))
+        );
+    }
+
     #[test]
     fn unsorted_rows_still_update_each_row_once() {
         let d = 3;
@@ -1262,7 +1353,7 @@ mod tests {
     #[test]
     fn the_dense_pass_accepts_an_empty_table_and_rejects_a_misfit() {
         let s = StepScalars::new(Hyperparameters::default(), 0.1, 1);
-        update_dense(&mut [], &mut [], &mut [], &[], 0, &s);
+        update_dense::<f32>(&mut [], &mut [], &mut [], &[], 0, &s);
         let misfit = std::panic::catch_unwind(|| {
             update_dense(
                 &mut [0.0; 4],

@@ -12,13 +12,15 @@
 //! - [`error`]: [`CoreError`], what every check rejects, with the messages users see;
 //! - [`hyper`]: [`Hyperparameters`] (PyTorch's defaults) and their validation, and
 //!   [`validate_lr`] for a step's learning rate;
+//! - [`moments`]: the float types moments may be stored in ([`MomentDtype`]), and how a
+//!   stored moment becomes an `f32` and back ([`MomentElement`]);
 //! - [`update`]: the formula. [`StepScalars`] resolves the scalars of one step in `f64`,
 //!   [`sparse_adam_delta`] is the row update over any [`Elementwise`] values (`f32` lanes
 //!   here, tensors in the Burn crates), operation for operation PyTorch's;
 //! - [`lookup`]: host-side planning of an embedding lookup ([`LookupPlan`],
 //!   [`check_indices`], [`check_padding_idx`]) and the coalescing of row gradients
 //!   ([`unique_sorted`], [`coalesce`]);
-//! - [`kernels`]: CPU loops over `f32` slices ([`gather_rows`], [`sum_per_row`],
+//! - [`kernels`]: CPU loops over `f32` slices (moments in any [`MomentElement`]) ([`gather_rows`], [`sum_per_row`],
 //!   [`update_rows`], [`update_dense`]) for backends that lend their memory;
 //! - [`exchange`]: data-parallel training, the peers' gradients reduced over any engine's sum
 //!   all-reduce, row gradients as rows ([`exchange::exchange`]), and [`InProcessGroup`], an
@@ -61,6 +63,7 @@ pub mod exchange;
 pub mod hyper;
 pub mod kernels;
 pub mod lookup;
+pub mod moments;
 pub mod update;
 
 pub use error::{CoreError, CoreResult};
@@ -68,4 +71,5 @@ pub use exchange::{AllReduce, ExchangeError, InProcessGroup, Reduction};
 pub use hyper::{validate_lr, Hyperparameters};
 pub use kernels::{gather_rows, sum_per_row, update_dense, update_rows};
 pub use lookup::{check_indices, check_padding_idx, coalesce, unique_sorted, LookupPlan};
+pub use moments::{MomentDtype, MomentElement};
 pub use update::{decayed, sparse_adam_delta, Elementwise, RowDelta, StepScalars};

@@ -1,7 +1,7 @@
 //! The composed path: Burn tensor operations that run on every backend.
 
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Tensor};
 use sparse_adam_core::StepScalars;
 
 use super::{Table, decayed, delta, index_tensor};
@@ -70,6 +70,10 @@ pub(crate) fn coalesce(
 /// The row update: gathers the touched rows of the parameter and both moments, computes the
 /// delta on the `[k, d]` blocks, adds the deltas back. `rows` are sorted, unique and in
 /// range; `values` is `[rows.len(), d]`.
+///
+/// Moments stored in another type than the parameter's (compact moments) are widened to
+/// it for the formula, and the updated rows, rounded once to the moments' type, overwrite
+/// theirs (an added delta would round twice).
 pub(crate) fn step_rows(
     [param, exp_avg, exp_avg_sq]: Table,
     rows: &[i64],
@@ -78,7 +82,10 @@ pub(crate) fn step_rows(
 ) -> Table {
     let rows = index_tensor(rows, &param.device());
     let gather = |t: &Tensor<2>| t.clone().select(0, rows.clone());
-    let delta = delta(values, gather(&exp_avg), gather(&exp_avg_sq), scalars);
+    let compute = param.dtype();
+    let widened = |t: &Tensor<2>| in_dtype(gather(t), compute);
+    let (m_rows, v_rows) = (widened(&exp_avg), widened(&exp_avg_sq));
+    let delta = delta(values, m_rows.clone(), v_rows.clone(), scalars);
     // Indices are unique, so the additive scatter is exactly PyTorch's
     // `tensor.add_(sparse_delta)`.
     let add_rows =
@@ -96,9 +103,23 @@ pub(crate) fn step_rows(
             decayed(rows_of_param.clone(), scalars) - rows_of_param,
         )
     };
+    let moment = |t: Tensor<2>, old_rows: Tensor<2>, d: Tensor<2>| {
+        let dtype = t.dtype();
+        if dtype == compute {
+            add_rows(t, d)
+        } else {
+            let new_rows = (old_rows + d).cast(dtype);
+            t.select_assign(0, rows.clone(), new_rows, IndexingUpdateOp::Assign)
+        }
+    };
     [
         add_rows(param, delta.param),
-        add_rows(exp_avg, delta.exp_avg),
-        add_rows(exp_avg_sq, delta.exp_avg_sq),
+        moment(exp_avg, m_rows, delta.exp_avg),
+        moment(exp_avg_sq, v_rows, delta.exp_avg_sq),
     ]
+}
+
+/// `t` in the float type `dtype` (itself when it already is).
+pub(crate) fn in_dtype<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
 }

@@ -12,16 +12,58 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use sparse_adam_core::StepScalars;
 
 use super::Table;
 
 /// Whether `tensor` can take the fused path.
 fn fusable<const D: usize>(tensor: &Tensor<D>) -> bool {
-    !tensor.is_autodiff()
-        && tensor.dtype() == DType::F32
-        && matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_))
+    tensor.dtype() == DType::F32 && on_flex(tensor)
+}
+
+/// Whether a pair of moments can take the fused path: on flex, stored in one of the
+/// core's moment types ([`MomentElement`]).
+fn fusable_moments<const D: usize>(m: &Tensor<D>, v: &Tensor<D>) -> bool {
+    m.dtype() == v.dtype()
+        && matches!(m.dtype(), DType::F32 | DType::BF16 | DType::F16)
+        && on_flex(m)
+        && on_flex(v)
+}
+
+/// Whether `tensor` lives on flex, without autodiff.
+fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
+    !tensor.is_autodiff() && matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Runs `$body` with `$m` and `$v` rebound to the first `$len` values of the moments'
+/// storage, in their stored type (one [`fusable_moments`] accepted).
+macro_rules! with_moments {
+    ($m:ident, $v:ident, $len:expr, $body:expr) => {
+        match $m.dtype() {
+            DType::BF16 => {
+                let ($m, $v) = (
+                    &mut $m.storage_mut::<bf16>()[..$len],
+                    &mut $v.storage_mut::<bf16>()[..$len],
+                );
+                $body
+            }
+            DType::F16 => {
+                let ($m, $v) = (
+                    &mut $m.storage_mut::<f16>()[..$len],
+                    &mut $v.storage_mut::<f16>()[..$len],
+                );
+                $body
+            }
+            _ => {
+                let ($m, $v) = (
+                    &mut $m.storage_mut::<f32>()[..$len],
+                    &mut $v.storage_mut::<f32>()[..$len],
+                );
+                $body
+            }
+        }
+    };
 }
 
 /// The flex primitive of a tensor that [`fusable`] accepted, contiguous from offset 0.
@@ -113,30 +155,26 @@ pub(super) fn coalesce(
 }
 
 /// The row update (see [`step_rows`](super::step_rows)): the core's `update_rows` on the
-/// parameter's and the moments' storage, in place when they are not shared.
+/// parameter's and the moments' storage, in place when they are not shared; the moments in
+/// `f32`, `bf16` or `f16`.
 pub(super) fn step_rows(
     [param, exp_avg, exp_avg_sq]: Table,
     rows: &[i64],
     values: Tensor<2>,
     scalars: &StepScalars,
 ) -> Result<Table, (Table, Tensor<2>)> {
-    if !(fusable(&param) && fusable(&exp_avg) && fusable(&exp_avg_sq) && fusable(&values)) {
+    if !(fusable(&param) && fusable_moments(&exp_avg, &exp_avg_sq) && fusable(&values)) {
         return Err(([param, exp_avg, exp_avg_sq], values));
     }
     let [n, d] = param.dims();
     let (mut p, mut m, mut v) = (primitive(param), primitive(exp_avg), primitive(exp_avg_sq));
     let g = primitive(values);
-    let grad = g.as_slice::<f32>().expect("contiguous f32");
     let len = n * d;
-    sparse_adam_core::update_rows(
-        &mut p.storage_mut::<f32>()[..len],
-        &mut m.storage_mut::<f32>()[..len],
-        &mut v.storage_mut::<f32>()[..len],
-        grad,
-        rows,
-        d,
-        scalars,
-    );
+    let p_values = &mut p.storage_mut::<f32>()[..len];
+    let grad = g.as_slice::<f32>().expect("contiguous f32");
+    with_moments!(m, v, len, {
+        sparse_adam_core::update_rows(p_values, m, v, grad, rows, d, scalars)
+    });
     Ok([tensor(p), tensor(m), tensor(v)])
 }
 
@@ -147,21 +185,18 @@ pub(super) fn step_dense<const D: usize>(
     grad: Tensor<D>,
     scalars: &StepScalars,
 ) -> Result<[Tensor<D>; 3], ([Tensor<D>; 3], Tensor<D>)> {
-    if !(fusable(&param) && fusable(&exp_avg) && fusable(&exp_avg_sq) && fusable(&grad)) {
+    if !(fusable(&param) && fusable_moments(&exp_avg, &exp_avg_sq) && fusable(&grad)) {
         return Err(([param, exp_avg, exp_avg_sq], grad));
     }
     let [_, d] = super::as_rows(&param.shape());
     let len = param.shape().num_elements();
     let (mut p, mut m, mut v) = (primitive(param), primitive(exp_avg), primitive(exp_avg_sq));
     let g = primitive(grad);
-    sparse_adam_core::update_dense(
-        &mut p.storage_mut::<f32>()[..len],
-        &mut m.storage_mut::<f32>()[..len],
-        &mut v.storage_mut::<f32>()[..len],
-        &g.as_slice::<f32>().expect("contiguous f32")[..len],
-        d,
-        scalars,
-    );
+    let p_values = &mut p.storage_mut::<f32>()[..len];
+    let grad = &g.as_slice::<f32>().expect("contiguous f32")[..len];
+    with_moments!(m, v, len, {
+        sparse_adam_core::update_dense(p_values, m, v, grad, d, scalars)
+    });
     Ok([tensor(p), tensor(m), tensor(v)])
 }
 
@@ -204,6 +239,55 @@ mod tests {
         let composed = composed::step_rows(tables(), &rows, values, &scalars);
         for (f, c) in fused.into_iter().zip(composed) {
             assert_eq!(bits(f), bits(c));
+        }
+    }
+
+    /// Compact moments: the fused row and dense updates over `bf16` or `f16` storage are
+    /// the composed ones (widen, update, round once) bit for bit, and keep the type; rows
+    /// not touched keep their stored moments.
+    #[test]
+    fn compact_moments_fuse_bit_for_bit() {
+        let (n, d) = (12, 5);
+        let rows = [0i64, 3, 4, 11];
+        let hyper = Hyperparameters {
+            weight_decay: 0.5,
+            ..Default::default()
+        };
+        let scalars = StepScalars::new(hyper, 0.05, 3);
+        for dtype in [DType::BF16, DType::F16] {
+            let tables = || {
+                [
+                    table(0.0, n, d),
+                    table(1.0, n, d).mul_scalar(0.1).cast(dtype),
+                    table(2.0, n, d).abs().mul_scalar(0.01).cast(dtype),
+                ]
+            };
+            let raw = |t: Tensor<2>| t.into_data().as_bytes().to_vec();
+            let values = table(3.0, rows.len(), d);
+            let fused = step_rows(tables(), &rows, values.clone(), &scalars)
+                .ok()
+                .unwrap();
+            let composed = composed::step_rows(tables(), &rows, values, &scalars);
+            for (f, c) in fused.into_iter().zip(composed) {
+                assert_eq!(f.dtype(), c.dtype());
+                assert_eq!(raw(f), raw(c), "{dtype:?} rows");
+            }
+            // The dense pass, with untouched rows (zero gradient rows).
+            let mut grad: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.71).cos()).collect();
+            grad[..2 * d].fill(0.0);
+            let grad = Tensor::<2>::from_data(TensorData::new(grad, [n, d]), &Device::flex());
+            let fused = step_dense(tables(), grad.clone(), &scalars).ok().unwrap();
+            let [tp, tm, tv] = tables();
+            let composed = super::super::composed_dense(tp, tm, tv, grad, &scalars);
+            let [_, before_m, _] = tables();
+            let before_m = raw(before_m);
+            for (i, (f, c)) in fused.into_iter().zip(composed).enumerate() {
+                assert_eq!(f.dtype(), if i == 0 { DType::F32 } else { dtype });
+                if i == 1 {
+                    assert_eq!(raw(f.clone())[..4 * d], before_m[..4 * d], "untouched rows");
+                }
+                assert_eq!(raw(f), raw(c), "{dtype:?} dense");
+            }
         }
     }
 

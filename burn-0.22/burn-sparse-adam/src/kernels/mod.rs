@@ -237,7 +237,8 @@ pub(crate) fn step_dense<const D: usize>(
 }
 
 /// The dense update in Burn operations: the delta of every entry, kept only on the rows
-/// with a non-zero gradient entry (`mask_where` keeps the others bit for bit).
+/// with a non-zero gradient entry (`mask_where` keeps the others bit for bit). Compact
+/// moments are widened to the parameter's type and the new ones rounded once.
 fn composed_dense<const D: usize>(
     param: Tensor<D>,
     exp_avg: Tensor<D>,
@@ -246,17 +247,25 @@ fn composed_dense<const D: usize>(
     scalars: &StepScalars,
 ) -> [Tensor<D>; 3] {
     let touched = touched_rows(&grad);
-    let d = delta(grad, exp_avg.clone(), exp_avg_sq.clone(), scalars);
-    let masked_add =
-        |old: Tensor<D>, delta: Tensor<D>| old.clone().mask_where(touched.clone(), old + delta);
+    // Compact moments: widened to the parameter's type for the formula, rounded once.
+    let compute = param.dtype();
+    let (m, v) = (
+        composed::in_dtype(exp_avg.clone(), compute),
+        composed::in_dtype(exp_avg_sq.clone(), compute),
+    );
+    let d = delta(grad, m.clone(), v.clone(), scalars);
+    let masked_add = |stored: Tensor<D>, old: Tensor<D>, delta: Tensor<D>| {
+        let dtype = stored.dtype();
+        stored.mask_where(touched.clone(), composed::in_dtype(old + delta, dtype))
+    };
     let new_param = match scalars.decay == 1.0 {
         true => param.clone() + d.param,
         false => decayed(param.clone(), scalars) + d.param,
     };
     [
         param.mask_where(touched.clone(), new_param),
-        masked_add(exp_avg, d.exp_avg),
-        masked_add(exp_avg_sq, d.exp_avg_sq),
+        masked_add(exp_avg, m, d.exp_avg),
+        masked_add(exp_avg_sq, v, d.exp_avg_sq),
     ]
 }
 

@@ -35,6 +35,7 @@ use burn::optim::{
     DynState, GradientsParams, ModuleOptimizer, MultiGradientsParams, OptimizerRecord,
 };
 use burn::tensor::{Bytes, Device};
+use sparse_adam_core::MomentDtype;
 
 use crate::config::SparseAdamConfig;
 use crate::error::{Error, Rejected, Result};
@@ -311,6 +312,34 @@ impl SparseAdamOptimizer {
     pub fn load(mut self, path: impl AsRef<std::path::Path>) -> Result<Self> {
         self.try_load_record(OptimizerRecord::load(path).map_err(record_error)?)?;
         Ok(self)
+    }
+
+    /// Converts every saved state's moments to `dtype` (rounded to nearest when narrower),
+    /// the explicit conversion that lets a record saved with one
+    /// [`moment_dtype`](SparseAdamConfig::moment_dtype) continue under a config with
+    /// another (a step otherwise rejects it with [`Error::StateMomentDtype`]). Step counts
+    /// are kept.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use burn_sparse_adam::{MomentDtype, SparseAdamConfig};
+    ///
+    /// // A record of f32 moments, continued with bf16 moments.
+    /// let before = SparseAdamConfig::new().init_optimizer();
+    /// let record = before.to_record().unwrap();
+    /// let mut after = SparseAdamConfig::new()
+    ///     .with_moment_dtype(Some(MomentDtype::Bf16))
+    ///     .init_optimizer()
+    ///     .load_record(record);
+    /// after.convert_moments(MomentDtype::Bf16);
+    /// ```
+    pub fn convert_moments(&mut self, dtype: MomentDtype) {
+        let states = std::mem::take(&mut self.states);
+        self.states = states
+            .into_iter()
+            .map(|(id, state)| (id, record::convert_moments(state, dtype)))
+            .collect();
     }
 
     /// Burn's `ModuleOptimizer` over the same rule, with this optimizer's states: how a

@@ -1,7 +1,8 @@
 //! The first pass of a [`SparseAdamOptimizer`](crate::SparseAdamOptimizer) step: it checks
 //! everything and plans each parameter, changing nothing.
 //!
-//! It checks the learning rates and step sizes, every gradient's shape, every row
+//! It checks the learning rates and step sizes, the moments' type (config, device, saved
+//! state), every gradient's shape, every row
 //! gradient's rows and width, every saved state's rank and shape (all of them, once a
 //! record was loaded), and (when the config asks) whether gradients are finite.
 
@@ -223,13 +224,19 @@ impl Planner<'_> {
         let lr = self.lr.lr_from_param(id, Some(&path));
         // The step's scalars, checked here so that a learning rate or step size that `f32`
         // cannot hold is an error before anything changes (the update computes them again).
-        rule.scalars(lr, step).map_err(|err| match group {
-            Some(g) => Error::InGroup {
-                group: format!("#{g}"),
-                source: Box::new(err),
-            },
-            None => err,
-        })?;
+        let state = self
+            .states
+            .get(&id)
+            .map(|state| state.downcast_ref::<SparseAdamState<D>>());
+        rule.scalars(lr, step)
+            .and_then(|_| rule.check_moments(param, state))
+            .map_err(|err| match group {
+                Some(g) => Error::InGroup {
+                    group: format!("#{g}"),
+                    source: Box::new(err),
+                },
+                None => err,
+            })?;
 
         let non_finite = rule.config().non_finite;
         let (update, finite, touched_rows) = match tape.filter(|_| rows_kind) {

@@ -19,6 +19,7 @@ use burn::module::ParamId;
 use burn::optim::{DynState, OptimizerRecord, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, TensorData};
 use burn_pack::Scalar;
+use sparse_adam_core::MomentDtype;
 
 use crate::error::{Error, Result};
 use crate::state::SparseAdamState;
@@ -176,4 +177,13 @@ pub(crate) fn from_record(
         states.insert(ParamId::from(id), state);
     }
     Ok(states)
+}
+
+/// `state` with its moments converted to `dtype` (see
+/// [`SparseAdamState::with_moment_dtype`]).
+pub(crate) fn convert_moments(state: DynState, dtype: MomentDtype) -> DynState {
+    let rank = state.rank();
+    with_rank!(rank, D => {
+        DynState::create(state.downcast::<SparseAdamState<D>>().with_moment_dtype(dtype), D)
+    }, unreachable!("states have ranks 0 to 8, not {rank}"))
 }

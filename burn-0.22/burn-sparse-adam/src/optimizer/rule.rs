@@ -29,14 +29,14 @@
 
 use burn::module::ParamId;
 use burn::optim::{LearningRate, Optimizer};
-use burn::tensor::{Device, Shape, Tensor};
+use burn::tensor::{DType, Device, Shape, Tensor};
 use sparse_adam_core::StepScalars;
 
 use crate::config::{NonFinite, SparseAdamConfig};
 use crate::embedding::row_grads::{RowGrad, RowGradTape, marker_shape, scope};
 use crate::error::Error;
 use crate::kernels::{self, Kernel};
-use crate::state::SparseAdamState;
+use crate::state::{SparseAdamState, burn_dtype};
 
 /// The SparseAdam update rule (PyTorch's `torch.optim.SparseAdam`) for one parameter at a
 /// time: Burn 0.22's per-tensor [`Optimizer`], with the row path.
@@ -68,6 +68,54 @@ impl SparseAdam {
         }
     }
 
+    /// The type a parameter of type `param`'s moments are stored in: the config's
+    /// `moment_dtype`, else the parameter's own.
+    pub(crate) fn moment_dtype(&self, param: DType) -> DType {
+        self.config.moment_dtype.map_or(param, burn_dtype)
+    }
+
+    /// Checks that `param`'s moments can be stored as the config asks and that a saved
+    /// `state` holds them so.
+    pub(crate) fn check_moments<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        state: Option<&SparseAdamState<D>>,
+    ) -> crate::Result<()> {
+        let expected = self.moment_dtype(param.dtype());
+        if let Some(moments) = self.config.moment_dtype {
+            if expected.size() > param.dtype().size() {
+                return Err(Error::MomentsWiderThanParam {
+                    moments,
+                    param: param.dtype(),
+                });
+            }
+            let device = param.device();
+            if !device.supports_dtype(expected) {
+                return Err(Error::MomentDtypeUnsupported {
+                    moments,
+                    device: format!("{device:?}"),
+                });
+            }
+        }
+        match state.map(SparseAdamState::moment_dtype) {
+            Some(found) if found != expected => Err(Error::StateMomentDtype { expected, found }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `state`, or the state of a parameter's first step (zero moments in the type the
+    /// config asks for); panics with the message of [`Self::check_moments`]' error.
+    fn state_or_zeros<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        state: Option<SparseAdamState<D>>,
+    ) -> SparseAdamState<D> {
+        if let Err(err) = self.check_moments(param, state.as_ref()) {
+            panic!("{err}");
+        }
+        state.unwrap_or_else(|| SparseAdamState::zeros_in(param, self.moment_dtype(param.dtype())))
+    }
+
     /// The scalars of step `step` (1-based) at learning rate `lr`, checked.
     pub(crate) fn scalars(&self, lr: LearningRate, step: usize) -> crate::Result<StepScalars> {
         StepScalars::try_new(&self.config, lr, step).map_err(Error::from)
@@ -80,8 +128,10 @@ impl SparseAdam {
     ///
     /// # Panics
     ///
-    /// On a learning rate or step size that [`StepScalars::try_new`] rejects, with the
-    /// message of the [`Error`] it maps to.
+    /// On a learning rate or step size that [`StepScalars::try_new`] rejects, or moments
+    /// that cannot be stored as the config asks (`moment_dtype` wider than the parameter or
+    /// not held by its device, a `state` in another type), with the message of the
+    /// [`Error`] it maps to.
     pub fn step_dense<const D: usize>(
         &self,
         lr: LearningRate,
@@ -101,7 +151,7 @@ impl SparseAdam {
         grad: Tensor<D>,
         state: Option<SparseAdamState<D>>,
     ) -> (Tensor<D>, SparseAdamState<D>, Kernel) {
-        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        let mut state = self.state_or_zeros(&param, state);
         state.step += 1;
         let scalars = self
             .scalars(lr, state.step)
@@ -142,7 +192,7 @@ impl SparseAdam {
         grad: &RowGrad,
         state: Option<SparseAdamState<2>>,
     ) -> (Tensor<2>, SparseAdamState<2>, Option<Kernel>) {
-        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        let mut state = self.state_or_zeros(&param, state);
         state.step += 1;
         let scalars = self
             .scalars(lr, state.step)
@@ -214,6 +264,9 @@ impl Optimizer for SparseAdam {
         let shape = tensor.shape();
         let step = state.as_ref().map_or(0, |s| s.step) + 1;
         if let Err(err) = self.scalars(lr, step) {
+            panic!("{err}");
+        }
+        if let Err(err) = self.check_moments(&tensor, state.as_ref()) {
             panic!("{err}");
         }
         let tape = (grad.shape() != shape && grad.shape() == marker_shape(&shape))
