@@ -69,6 +69,13 @@ impl Line for Burn021 {
             (BackendName::Wgpu, OptimizerName::Adam) => {
                 start_on::<WgpuBackend, DenseSkipGram<_>, _>(adam(), config, nodes, resume)
             }
+            (_, OptimizerName::SparseAdamBf16 | OptimizerName::SparseAdamF16) => {
+                Err(Error::Usage(format!(
+                    "--optimizer {}: compact moments are on the 0.2 line only (burn-ndarray \
+                     0.21 holds no 16-bit floats); run the 0.2 line's example",
+                    optimizer.name()
+                )))
+            }
         }
     }
 }

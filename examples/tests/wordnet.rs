@@ -580,3 +580,31 @@ fn model_records_load_into_either_model() {
     assert_eq!(tables(&sparse), dense_tables(&dense));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Compact moments are the 0.2 line's: this line's example refuses them with a usage error
+/// that names the optimizer and the line, before training.
+#[test]
+fn compact_moments_are_refused_on_this_line() {
+    let dir = temp_dir("compact");
+    let out = dir.to_str().unwrap();
+    for optimizer in ["sparse-adam-bf16", "sparse-adam-f16"] {
+        let args = [
+            "--subgraph",
+            "mammal:50",
+            "--optimizer",
+            optimizer,
+            "--out",
+            out,
+        ];
+        match run_cli(&args) {
+            Err(Error::Usage(message)) => {
+                assert!(
+                    message.contains(optimizer) && message.contains("0.2 line"),
+                    "{message}"
+                )
+            }
+            Err(other) => panic!("{optimizer}: {other}"),
+            Ok(_) => panic!("{optimizer} trained on the 0.1 line"),
+        }
+    }
+}

@@ -20,7 +20,9 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Gradients, Int, Tensor, TensorData};
-use burn_sparse_adam::{SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads};
+use burn_sparse_adam::{
+    MomentDtype, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads,
+};
 use burn_sparse_adam_tests::TestBackend;
 use sparse_adam_bench_core::driver::{self, Line};
 use sparse_adam_bench_core::record::Record;
@@ -233,6 +235,20 @@ fn run_single(imp: Impl, work: &Workload) -> Record {
             work,
             &cx,
         ),
+        Impl::SparseBf16 | Impl::SparseF16 => {
+            let moments = match imp {
+                Impl::SparseBf16 => MomentDtype::Bf16,
+                _ => MomentDtype::F16,
+            };
+            train(
+                SparseEmbeddingConfig::new(work.rows, work.dim).init(&device),
+                SparseAdamConfig::new()
+                    .with_moment_dtype(Some(moments))
+                    .init(),
+                work,
+                &cx,
+            )
+        }
     };
     let info = RunInfo {
         backend: work.backend.name(),

@@ -159,6 +159,20 @@ pub enum Error {
         param: DType,
     },
 
+    /// `epsilon` rounds to 0 in the parameter's float type, the precision its update runs in
+    /// (the default 1e-8 in `f16`): a touched row whose second moment is 0 would become NaN.
+    #[error(
+        "epsilon {value} rounds to 0 in the parameter's {param:?}, the precision of its \
+         update: a touched row whose second moment is 0 would become NaN (for f16 \
+         parameters, an epsilon of at least 6e-8; fp16 training commonly uses 1e-4)"
+    )]
+    EpsilonUnderflowsInParam {
+        /// The config's epsilon.
+        value: f64,
+        /// The parameter's float type.
+        param: DType,
+    },
+
     /// The parameter's device cannot hold the config's `moment_dtype` (wgpu has no `bf16`).
     #[error(
         "SparseAdamConfig.moment_dtype {moments} is not supported on device {device}: choose \

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::tensor::{Device, DeviceKind};
-use burn_sparse_adam::SparseAdamConfig;
+use burn_sparse_adam::{MomentDtype, SparseAdamConfig};
 use wordnet_app::checkpoint::CheckpointMeta;
 use wordnet_app::cli::{BackendName, OptimizerName};
 use wordnet_app::train::{TrainConfig, Trainer};
@@ -67,6 +67,21 @@ impl Line for Burn022 {
                 resume,
                 &device,
             ),
+            OptimizerName::SparseAdamBf16 | OptimizerName::SparseAdamF16 => {
+                let moments = match optimizer {
+                    OptimizerName::SparseAdamBf16 => MomentDtype::Bf16,
+                    _ => MomentDtype::F16,
+                };
+                start::<SparseSkipGram>(
+                    SparseAdamConfig::new()
+                        .with_moment_dtype(Some(moments))
+                        .init(),
+                    config,
+                    nodes,
+                    resume,
+                    &device,
+                )
+            }
             OptimizerName::Adam => start::<DenseSkipGram>(adam(), config, nodes, resume, &device),
         }
     }

@@ -41,6 +41,11 @@ pub trait Line {
     fn row_update(backend: Self::Backend) -> &'static str;
     /// Runs one measurement in this process.
     fn run_single(imp: Impl, work: &Workload<Self::Backend>) -> Record;
+    /// Whether the line has `imp` (compact moments are not on every line).
+    fn supports(imp: Impl) -> bool {
+        let _ = imp;
+        true
+    }
 }
 
 /// The usage text of `L`'s binary.
@@ -62,7 +67,9 @@ options:
   --steps N          timed steps; the medians are over these (default 30, at least 20)
   --warmup N         untimed steps before them (default 3)
   --impls LIST       sparse (SparseEmbedding + SparseAdam), dense (Embedding + SparseAdam),
-                     adam (Embedding + Burn's Adam, epsilon 1e-8); default sparse,dense,adam
+                     adam (Embedding + Burn's Adam, epsilon 1e-8); default sparse,dense,adam;
+                     also sparse-bf16, sparse-f16 (the 0.2 line): sparse with its moments
+                     stored in 16 bits (SparseAdamConfig's moment_dtype)
   --backend NAME     {cpu} or wgpu (default: the test suite's selection,
                      BURN_SPARSE_ADAM_BACKEND, {cpu} when unset)
   --gpu              wgpu's adapter is a real GPU: its timings count (without it, wgpu
@@ -185,6 +192,18 @@ pub fn parse_args<L: Line>(args: &[String]) -> Result<Options<L::Backend>, Strin
     }
     if o.impls.is_empty() {
         return Err("--impls: nothing to measure".into());
+    }
+    if let Some(imp) = o
+        .impls
+        .iter()
+        .chain(o.single.as_ref().map(|(imp, _)| imp))
+        .find(|i| !L::supports(**i))
+    {
+        return Err(format!(
+            "--impls {}: not on this line ({})",
+            imp.short(),
+            L::TITLE
+        ));
     }
     Ok(o)
 }
@@ -454,6 +473,9 @@ mod tests {
         fn run_single(_: Impl, _: &Workload<bool>) -> Record {
             unreachable!("not measured in tests")
         }
+        fn supports(imp: Impl) -> bool {
+            imp != Impl::SparseF16
+        }
     }
 
     fn args(line: &str) -> Vec<String> {
@@ -476,6 +498,18 @@ mod tests {
         let o = parse_args::<Fake>(&[]).unwrap();
         assert_eq!(o.impls, Impl::ALL);
         assert!(o.workload(10, Fake::CPU).phases);
+        // Compact moments: asked for by name; a line without them refuses them.
+        let o = parse_args::<Fake>(&args("--impls sparse,sparse-bf16")).unwrap();
+        assert_eq!(o.impls, [Impl::Sparse, Impl::SparseBf16]);
+        for refused in ["--impls sparse-f16", "--single burn-sparse-f16 10"] {
+            let Err(err) = parse_args::<Fake>(&args(refused)) else {
+                panic!("{refused} accepted");
+            };
+            assert!(
+                err.contains("sparse-f16") && err.contains("not on this line"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

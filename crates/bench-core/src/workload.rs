@@ -22,11 +22,24 @@ pub enum Impl {
     Dense,
     /// Burn's stock `Embedding` + Burn's `Adam` (epsilon 1e-8).
     Adam,
+    /// [`Impl::Sparse`] with its moments stored in `bf16` (compact moments; not measured
+    /// unless asked for, `--impls sparse,sparse-bf16`).
+    SparseBf16,
+    /// [`Impl::Sparse`] with its moments stored in `f16`.
+    SparseF16,
 }
 
 impl Impl {
-    /// Every implementation, in the order reports list them.
+    /// The implementations measured by default, in the order reports list them.
     pub const ALL: [Impl; 3] = [Impl::Sparse, Impl::Dense, Impl::Adam];
+    /// Every implementation `--impls` takes.
+    pub const EVERY: [Impl; 5] = [
+        Impl::Sparse,
+        Impl::Dense,
+        Impl::Adam,
+        Impl::SparseBf16,
+        Impl::SparseF16,
+    ];
 
     /// The name in JSON lines and tables.
     pub fn name(self) -> &'static str {
@@ -34,6 +47,8 @@ impl Impl {
             Impl::Sparse => "burn-sparse",
             Impl::Dense => "burn-dense",
             Impl::Adam => "burn-adam",
+            Impl::SparseBf16 => "burn-sparse-bf16",
+            Impl::SparseF16 => "burn-sparse-f16",
         }
     }
 
@@ -43,15 +58,29 @@ impl Impl {
             Impl::Sparse => "sparse",
             Impl::Dense => "dense",
             Impl::Adam => "adam",
+            Impl::SparseBf16 => "sparse-bf16",
+            Impl::SparseF16 => "sparse-f16",
+        }
+    }
+
+    /// Bytes of one stored moment value: 2 for compact moments, else the table's 4.
+    pub fn moment_bytes(self) -> usize {
+        match self {
+            Impl::SparseBf16 | Impl::SparseF16 => 2,
+            _ => 4,
         }
     }
 
     /// Parses a short or a full name.
     pub fn parse(name: &str) -> Result<Self, String> {
-        Self::ALL
+        Self::EVERY
             .into_iter()
             .find(|i| i.short() == name || i.name() == name)
-            .ok_or_else(|| format!("unknown impl {name:?}: expected sparse, dense or adam"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown impl {name:?}: expected sparse, dense, adam, sparse-bf16 or sparse-f16"
+                )
+            })
     }
 }
 
@@ -256,7 +285,7 @@ impl<B> Workload<B> {
             peak_rss_mb: mib(info.peak_kib),
             baseline_rss_mb: mib(info.baseline_kib),
             table_mb: table_mib,
-            table_and_moments_mb: 3.0 * table_mib,
+            table_and_moments_mb: table_mib * (1.0 + 2.0 * imp.moment_bytes() as f64 / 4.0),
             median_unique_rows: median(&unique),
             final_loss: t.final_loss,
             functional_only: info.functional_only,

@@ -52,6 +52,10 @@ impl Line for Line01 {
     fn run_single(imp: Impl, work: &Workload<TestBackend>) -> Record {
         measure::run_single(imp, work)
     }
+    /// Compact moments (`SparseAdamConfig::moment_dtype`) are on the 0.2 line only.
+    fn supports(imp: Impl) -> bool {
+        imp.moment_bytes() == 4
+    }
 }
 
 fn main() -> ExitCode {

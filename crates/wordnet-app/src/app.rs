@@ -174,6 +174,12 @@ fn plan<L: Line>(options: &Options<L>) -> Result<Plan<'_, L>, Error> {
 fn optimizer_description(optimizer: OptimizerName) -> &'static str {
     match optimizer {
         OptimizerName::SparseAdam => "SparseAdam on two SparseEmbedding tables (row gradients)",
+        OptimizerName::SparseAdamBf16 => {
+            "SparseAdam, moments stored in bf16, on two SparseEmbedding tables (row gradients)"
+        }
+        OptimizerName::SparseAdamF16 => {
+            "SparseAdam, moments stored in f16, on two SparseEmbedding tables (row gradients)"
+        }
         OptimizerName::Adam => {
             "Burn's Adam (epsilon 1e-8) on two stock Embedding tables (dense gradients)"
         }
@@ -262,6 +268,8 @@ fn run_planned<L: Line>(plan: Plan<'_, L>, out: &mut dyn Write) -> Result<RunSum
         "DeepWalk on WordNet nouns · {} · {}",
         match plan.optimizer {
             OptimizerName::SparseAdam => "SparseAdam",
+            OptimizerName::SparseAdamBf16 => "SparseAdam (bf16 moments)",
+            OptimizerName::SparseAdamF16 => "SparseAdam (f16 moments)",
             OptimizerName::Adam => "Adam (dense)",
         },
         plan.backend.name()

@@ -28,7 +28,9 @@ usage: {command} -- [OPTIONS]
 run:
   --backend {backends:<20}backend of a new run (default: {cpu})
   --optimizer sparse-adam|adam  SparseAdam on SparseEmbedding tables (default), or
-                                Burn's Adam on stock Embedding tables, for comparison
+                                Burn's Adam on stock Embedding tables, for comparison;
+                                sparse-adam-bf16|sparse-adam-f16: SparseAdam with its
+                                moments stored in 16 bits (the 0.2 line only)
   --epochs N                    epochs to end at, counting resumed ones (default: 3)
   --seed N                      seed of every random choice (default: 0)
   --subgraph WORD[:N]           train on WORD's subtree only (its first N nodes)
@@ -471,7 +473,7 @@ mod tests {
         );
         assert_eq!(
             error(&["--optimizer", "sgd"]),
-            "unknown optimizer \"sgd\": expected sparse-adam or adam"
+            "unknown optimizer \"sgd\": expected sparse-adam, sparse-adam-bf16, sparse-adam-f16 or adam"
         );
         assert_eq!(error(&["extra"]), "unexpected argument \"extra\"");
         assert_eq!(error(&["--resume=yes"]), "--resume takes no value");

@@ -32,7 +32,9 @@ pub trait Line: Copy + Eq + Debug + Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::Checkpoint`] when a record is missing or does not decode.
+    /// [`Error::Checkpoint`] when a record is missing or does not decode;
+    /// [`Error::Usage`] when the line does not have `optimizer` (compact moments are the
+    /// 0.2 line's).
     fn start(
         backend: BackendName<Self>,
         optimizer: OptimizerName,
@@ -83,6 +85,11 @@ impl<L: Line> FromStr for BackendName<L> {
 pub enum OptimizerName {
     /// burn-sparse-adam's SparseAdam on `SparseEmbedding` tables.
     SparseAdam,
+    /// SparseAdam with its moments stored in `bf16` (compact moments, the 0.2 line's
+    /// `SparseAdamConfig::moment_dtype`).
+    SparseAdamBf16,
+    /// SparseAdam with its moments stored in `f16`.
+    SparseAdamF16,
     /// Burn's Adam (epsilon 1e-8) on stock `Embedding` tables.
     Adam,
 }
@@ -92,8 +99,18 @@ impl OptimizerName {
     pub fn name(self) -> &'static str {
         match self {
             OptimizerName::SparseAdam => "sparse-adam",
+            OptimizerName::SparseAdamBf16 => "sparse-adam-bf16",
+            OptimizerName::SparseAdamF16 => "sparse-adam-f16",
             OptimizerName::Adam => "adam",
         }
+    }
+
+    /// Whether it is SparseAdam with compact moments.
+    pub fn compact_moments(self) -> bool {
+        matches!(
+            self,
+            OptimizerName::SparseAdamBf16 | OptimizerName::SparseAdamF16
+        )
     }
 }
 
@@ -102,9 +119,11 @@ impl FromStr for OptimizerName {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "sparse-adam" | "sparseadam" => Ok(OptimizerName::SparseAdam),
+            "sparse-adam-bf16" => Ok(OptimizerName::SparseAdamBf16),
+            "sparse-adam-f16" => Ok(OptimizerName::SparseAdamF16),
             "adam" => Ok(OptimizerName::Adam),
             _ => Err(format!(
-                "unknown optimizer {s:?}: expected sparse-adam or adam"
+                "unknown optimizer {s:?}: expected sparse-adam, sparse-adam-bf16, sparse-adam-f16 or adam"
             )),
         }
     }
@@ -144,4 +163,22 @@ pub(crate) mod tests {
 
     test_line!(NdArrayLine, "ndarray");
     test_line!(FlexLine, "flex");
+
+    #[test]
+    fn optimizer_names_round_trip() {
+        for optimizer in [
+            OptimizerName::SparseAdam,
+            OptimizerName::SparseAdamBf16,
+            OptimizerName::SparseAdamF16,
+            OptimizerName::Adam,
+        ] {
+            assert_eq!(optimizer.name().parse::<OptimizerName>(), Ok(optimizer));
+            assert_eq!(
+                optimizer.compact_moments(),
+                optimizer.name().ends_with("16")
+            );
+        }
+        let err = "sparse-adam-f64".parse::<OptimizerName>().unwrap_err();
+        assert!(err.contains("sparse-adam-bf16"), "{err}");
+    }
 }

@@ -74,14 +74,22 @@ impl SparseAdam {
         self.config.moment_dtype.map_or(param, burn_dtype)
     }
 
-    /// Checks that `param`'s moments can be stored as the config asks and that a saved
-    /// `state` holds them so.
+    /// Checks that `param`'s update can run in its float type (epsilon), that its moments
+    /// can be stored as the config asks and that a saved `state` holds them so.
     pub(crate) fn check_moments<const D: usize>(
         &self,
         param: &Tensor<D>,
         state: Option<&SparseAdamState<D>>,
     ) -> crate::Result<()> {
         let expected = self.moment_dtype(param.dtype());
+        // The update runs in the parameter's type: f16 is the one float type in which the
+        // default epsilon (1e-8) rounds to 0.
+        if param.dtype() == DType::F16 && self.config.epsilon < f64::from(half_min_positive()) {
+            return Err(Error::EpsilonUnderflowsInParam {
+                value: self.config.epsilon,
+                param: param.dtype(),
+            });
+        }
         if let Some(moments) = self.config.moment_dtype {
             if expected.size() > param.dtype().size() {
                 return Err(Error::MomentsWiderThanParam {
@@ -365,4 +373,10 @@ pub(crate) fn reshape_state<const D: usize, const D2: usize>(
         exp_avg: kernels::to_rank(state.exp_avg, shape.clone()),
         exp_avg_sq: kernels::to_rank(state.exp_avg_sq, shape),
     }
+}
+
+/// The smallest positive `f16` (a subnormal, 2⁻²⁴), as an `f32`. Epsilons below it are
+/// refused for `f16` parameters (from half of it down they round to 0).
+fn half_min_positive() -> f32 {
+    burn::tensor::f16::from_bits(1).to_f32()
 }

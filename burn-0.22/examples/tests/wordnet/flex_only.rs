@@ -411,3 +411,49 @@ fn command_runs_and_resumes() {
     assert!(err.contains("is missing"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--optimizer sparse-adam-bf16`: SparseAdam with bf16 moments trains the example, and a
+/// checkpoint resumes with its moments still bf16 (the optimizer record keeps the type), to
+/// the uninterrupted run's numbers.
+#[test]
+fn bf16_moments_train_and_resume() {
+    let backend = TestBackend::selected().name();
+    let dir = temp_dir("bf16");
+    let straight = dir.join("straight").to_str().unwrap().to_string();
+    let resumed = dir.join("resumed").to_str().unwrap().to_string();
+    let common = [
+        "--backend",
+        backend,
+        "--optimizer",
+        "sparse-adam-bf16",
+        "--subgraph",
+        "mammal:300",
+        "--dim",
+        "8",
+        "--walk-length",
+        "8",
+        "--batch-size",
+        "64",
+        "--eval-pairs",
+        "200",
+        "--neighbours",
+        "dog",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        common.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let (summary, report) = run_cli(&with(&["--epochs", "2", "--out", &straight])).unwrap();
+    assert!(report.contains("moments stored in bf16"), "{report}");
+    assert!(
+        summary.final_line().starts_with("final: epochs=2"),
+        "{report}"
+    );
+    run_cli(&with(&["--epochs", "1", "--out", &resumed])).unwrap();
+    let (again, report) =
+        run_cli(&with(&["--epochs", "2", "--out", &resumed, "--resume"])).unwrap();
+    assert!(report.contains("resumed after epoch 1"), "{report}");
+    assert_eq!(
+        (again.epochs, again.direct_auc, again.grandparent_auc),
+        (2, summary.direct_auc, summary.grandparent_auc)
+    );
+}
