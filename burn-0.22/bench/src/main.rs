@@ -19,7 +19,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Distribution, Gradients, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Gradients, Int, Tensor, TensorData};
 use burn_sparse_adam::{
     MomentDtype, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads,
 };
@@ -68,6 +68,23 @@ impl Line for Line02 {
     }
     fn run_single(imp: Impl, work: &Workload) -> Record {
         run_single(imp, work)
+    }
+    /// Compact moments where the backend holds their type (wgpu has no bf16; f16 needs
+    /// the adapter's shader-f16).
+    fn supports(imp: Impl, backend: TestBackend) -> bool {
+        let dtype = match imp {
+            Impl::SparseBf16 => DType::BF16,
+            Impl::SparseF16 => DType::F16,
+            _ => return true,
+        };
+        match backend {
+            TestBackend::Flex => true,
+            // Without an adapter this panics; the probe then says why.
+            TestBackend::Wgpu => {
+                std::panic::catch_unwind(|| TestBackend::Wgpu.inner_device().supports_dtype(dtype))
+                    .unwrap_or(false)
+            }
+        }
     }
 }
 

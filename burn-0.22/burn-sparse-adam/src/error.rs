@@ -145,12 +145,13 @@ pub enum Error {
         found: Vec<usize>,
     },
 
-    /// The config's `moment_dtype` is wider than the parameter's float type (moments in
-    /// `f32` for a `bf16` table, say): compact moments may only narrow them.
+    /// The config's `moment_dtype` does not widen exactly to the parameter's float type
+    /// (moments in `f32` for a `bf16` table, or `f16` moments for a `bf16` table): the
+    /// update widens the moments to the parameter's type.
     #[error(
-        "SparseAdamConfig.moment_dtype {moments} is wider than the parameter's {param:?}: \
-         moments may be stored in the parameter's type or a narrower one (leave moment_dtype \
-         None for the parameter's own type)"
+        "SparseAdamConfig.moment_dtype {moments} does not widen exactly to the parameter's \
+         {param:?}: moments may be stored in the parameter's own type, or, for f32 and f64 \
+         parameters, in a narrower one (leave moment_dtype None for the parameter's type)"
     )]
     MomentsWiderThanParam {
         /// The config's moment type.
@@ -159,12 +160,14 @@ pub enum Error {
         param: DType,
     },
 
-    /// `epsilon` rounds to 0 in the parameter's float type, the precision its update runs in
-    /// (the default 1e-8 in `f16`): a touched row whose second moment is 0 would become NaN.
+    /// `epsilon` is below the smallest positive value of the parameter's float type, the
+    /// precision its update runs in (the default 1e-8 in `f16`): it would round to 0 or to
+    /// that value, and a touched row whose second moment is 0 would become NaN.
     #[error(
-        "epsilon {value} rounds to 0 in the parameter's {param:?}, the precision of its \
-         update: a touched row whose second moment is 0 would become NaN (for f16 \
-         parameters, an epsilon of at least 6e-8; fp16 training commonly uses 1e-4)"
+        "epsilon {value} is below the smallest positive value of the parameter's {param:?}, \
+         the precision of its update: a touched row whose second moment is 0 would become \
+         NaN (for f16 parameters, an epsilon of at least 6e-8; fp16 training commonly uses \
+         1e-4)"
     )]
     EpsilonUnderflowsInParam {
         /// The config's epsilon.
@@ -191,7 +194,7 @@ pub enum Error {
     #[error(
         "an optimizer state holds its moments in {found:?}, but the config stores them in \
          {expected:?}: convert them explicitly with \
-         SparseAdamOptimizer::convert_moments (or SparseAdamState::with_moment_dtype)"
+         SparseAdamOptimizer::convert_moments"
     )]
     StateMomentDtype {
         /// The type the config asks for (the parameter's own when `moment_dtype` is `None`).

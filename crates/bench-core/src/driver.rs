@@ -41,9 +41,10 @@ pub trait Line {
     fn row_update(backend: Self::Backend) -> &'static str;
     /// Runs one measurement in this process.
     fn run_single(imp: Impl, work: &Workload<Self::Backend>) -> Record;
-    /// Whether the line has `imp` (compact moments are not on every line).
-    fn supports(imp: Impl) -> bool {
-        let _ = imp;
+    /// Whether the line has `imp` on `backend` (compact moments are not on every line, nor
+    /// on every backend).
+    fn supports(imp: Impl, backend: Self::Backend) -> bool {
+        let _ = (imp, backend);
         true
     }
 }
@@ -197,7 +198,7 @@ pub fn parse_args<L: Line>(args: &[String]) -> Result<Options<L::Backend>, Strin
         .impls
         .iter()
         .chain(o.single.as_ref().map(|(imp, _)| imp))
-        .find(|i| !L::supports(**i))
+        .find(|i| !L::supports(**i, o.backend))
     {
         return Err(format!(
             "--impls {}: not on this line ({})",
@@ -473,7 +474,7 @@ mod tests {
         fn run_single(_: Impl, _: &Workload<bool>) -> Record {
             unreachable!("not measured in tests")
         }
-        fn supports(imp: Impl) -> bool {
+        fn supports(imp: Impl, _: bool) -> bool {
             imp != Impl::SparseF16
         }
     }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 /// struct, field for field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// `burn-sparse`, `burn-dense` or `burn-adam`.
+    /// `burn-sparse`, `burn-dense`, `burn-adam`, `burn-sparse-bf16` or `burn-sparse-f16`.
     #[serde(rename = "impl")]
     pub imp: String,
     /// `ndarray` or `wgpu` (the 0.1 line), `flex` or `wgpu` (the 0.2 line).

@@ -3,8 +3,8 @@
 //!
 //! - *fused* on burn-flex (feature `flex`, on by default): the lookup's gather, the row
 //!   gradient's per-row sum and coalescing, and the row update run as the core's loops over
-//!   flex's `f32` storage ([`sparse_adam_core::kernels`]), reached through Burn 0.22's
-//!   `Tensor::try_into_primitive::<Flex>()` (`burn-tensor-0.22.1/src/tensor/api/extension.rs`).
+//!   flex's `f32` storage (compact moments in `bf16` or `f16`; [`sparse_adam_core::kernels`]),
+//!   reached through Burn 0.22's `Tensor::try_into_primitive::<Flex>()` (`burn-tensor-0.22.1/src/tensor/api/extension.rs`).
 //!   The optimizer hands this layer values without autodiff, so this also serves autodiff
 //!   training;
 //! - *fused* on CubeCL backends (feature `wgpu`): the row update as one CubeCL kernel, a

@@ -314,11 +314,12 @@ impl SparseAdamOptimizer {
         Ok(self)
     }
 
-    /// Converts every saved state's moments to `dtype` (rounded to nearest when narrower),
+    /// Converts every saved state's moments to `dtype` (rounded to nearest when narrower):
     /// the explicit conversion that lets a record saved with one
     /// [`moment_dtype`](SparseAdamConfig::moment_dtype) continue under a config with
     /// another (a step otherwise rejects it with [`Error::StateMomentDtype`]). Step counts
-    /// are kept.
+    /// are kept. Every state is converted, whatever its parameter's group: groups whose
+    /// configs store moments in different types cannot be converted one group at a time.
     ///
     /// # Example
     ///

@@ -229,7 +229,10 @@ impl Planner<'_> {
             .get(&id)
             .map(|state| state.downcast_ref::<SparseAdamState<D>>());
         rule.scalars(lr, step)
-            .and_then(|_| rule.check_moments(param, state))
+            .and_then(|_| {
+                let devices: Vec<Device> = grads.iter().map(Tensor::device).collect();
+                rule.check_moments(param, &devices, state)
+            })
             .map_err(|err| match group {
                 Some(g) => Error::InGroup {
                     group: format!("#{g}"),

@@ -75,38 +75,54 @@ impl SparseAdam {
     }
 
     /// Checks that `param`'s update can run in its float type (epsilon), that its moments
-    /// can be stored as the config asks and that a saved `state` holds them so.
+    /// can be stored as the config asks on the device the step runs on (`param`'s, and each
+    /// of `devices`: a multi-device step moves the parameter to its gradient's), and that a
+    /// saved `state` holds them so.
     pub(crate) fn check_moments<const D: usize>(
         &self,
         param: &Tensor<D>,
+        devices: &[Device],
         state: Option<&SparseAdamState<D>>,
     ) -> crate::Result<()> {
-        let expected = self.moment_dtype(param.dtype());
-        // The update runs in the parameter's type: f16 is the one float type in which the
-        // default epsilon (1e-8) rounds to 0.
-        if param.dtype() == DType::F16 && self.config.epsilon < f64::from(half_min_positive()) {
+        let param_dtype = param.dtype();
+        let expected = self.moment_dtype(param_dtype);
+        // The update runs in the parameter's type: f16 is the one float type whose smallest
+        // positive value (2⁻²⁴) is above the default epsilon (1e-8).
+        if param_dtype == DType::F16 && self.config.epsilon < f64::from(half_min_positive()) {
             return Err(Error::EpsilonUnderflowsInParam {
                 value: self.config.epsilon,
-                param: param.dtype(),
+                param: param_dtype,
             });
         }
         if let Some(moments) = self.config.moment_dtype {
-            if expected.size() > param.dtype().size() {
+            // The moments are widened to the parameter's type for the update, which must be
+            // exact: the parameter's own type, or a narrower one under f32 or f64 (bf16 and
+            // f16 do not hold each other's values).
+            let exact = expected == param_dtype
+                || (matches!(param_dtype, DType::F32 | DType::F64)
+                    && expected.size() < param_dtype.size());
+            if !exact {
                 return Err(Error::MomentsWiderThanParam {
                     moments,
-                    param: param.dtype(),
+                    param: param_dtype,
                 });
             }
-            let device = param.device();
-            if !device.supports_dtype(expected) {
+            let unsupported = std::iter::once(param.device())
+                .chain(devices.iter().cloned())
+                .find(|device| !device.supports_dtype(expected));
+            if let Some(device) = unsupported {
                 return Err(Error::MomentDtypeUnsupported {
                     moments,
                     device: format!("{device:?}"),
                 });
             }
         }
-        match state.map(SparseAdamState::moment_dtype) {
-            Some(found) if found != expected => Err(Error::StateMomentDtype { expected, found }),
+        let found = state.map(|s| (s.exp_avg.dtype(), s.exp_avg_sq.dtype()));
+        match found {
+            Some((m, v)) if m != expected || v != expected => Err(Error::StateMomentDtype {
+                expected,
+                found: if m != expected { m } else { v },
+            }),
             _ => Ok(()),
         }
     }
@@ -118,7 +134,7 @@ impl SparseAdam {
         param: &Tensor<D>,
         state: Option<SparseAdamState<D>>,
     ) -> SparseAdamState<D> {
-        if let Err(err) = self.check_moments(param, state.as_ref()) {
+        if let Err(err) = self.check_moments(param, &[], state.as_ref()) {
             panic!("{err}");
         }
         state.unwrap_or_else(|| SparseAdamState::zeros_in(param, self.moment_dtype(param.dtype())))
@@ -274,7 +290,7 @@ impl Optimizer for SparseAdam {
         if let Err(err) = self.scalars(lr, step) {
             panic!("{err}");
         }
-        if let Err(err) = self.check_moments(&tensor, state.as_ref()) {
+        if let Err(err) = self.check_moments(&tensor, &[], state.as_ref()) {
             panic!("{err}");
         }
         let tape = (grad.shape() != shape && grad.shape() == marker_shape(&shape))
