@@ -19,7 +19,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{DType, Device, Distribution, Gradients, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Gradients, Int, Tensor, TensorData};
 use burn_sparse_adam::{
     MomentDtype, SparseAdamConfig, SparseEmbedding, SparseEmbeddingConfig, collect_grads,
 };
@@ -72,11 +72,10 @@ impl Line for Line02 {
     /// Compact moments where the backend holds their type (wgpu has no bf16; f16 needs
     /// the adapter's shader-f16).
     fn supports(imp: Impl, backend: TestBackend) -> bool {
-        let dtype = match imp {
-            Impl::SparseBf16 => DType::BF16,
-            Impl::SparseF16 => DType::F16,
-            _ => return true,
+        let Some(moments) = compact_moments(imp) else {
+            return true;
         };
+        let dtype = burn_sparse_adam::state::burn_dtype(moments);
         match backend {
             TestBackend::Flex => true,
             // Without an adapter this panics; the probe then says why.
@@ -215,6 +214,15 @@ fn train<M: Table>(
     t
 }
 
+/// The moments' type of a compact-moment implementation.
+fn compact_moments(imp: Impl) -> Option<MomentDtype> {
+    match imp {
+        Impl::SparseBf16 => Some(MomentDtype::Bf16),
+        Impl::SparseF16 => Some(MomentDtype::F16),
+        _ => None,
+    }
+}
+
 /// Runs one measurement in this process.
 fn run_single(imp: Impl, work: &Workload) -> Record {
     let device = work.backend.inner_device().autodiff();
@@ -253,10 +261,7 @@ fn run_single(imp: Impl, work: &Workload) -> Record {
             &cx,
         ),
         Impl::SparseBf16 | Impl::SparseF16 => {
-            let moments = match imp {
-                Impl::SparseBf16 => MomentDtype::Bf16,
-                _ => MomentDtype::F16,
-            };
+            let moments = compact_moments(imp).expect("a compact-moment impl");
             train(
                 SparseEmbeddingConfig::new(work.rows, work.dim).init(&device),
                 SparseAdamConfig::new()

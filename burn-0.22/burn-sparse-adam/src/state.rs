@@ -87,8 +87,9 @@ impl<const D: usize> SparseAdamState<D> {
     }
 }
 
-/// Burn's name of a moment type.
-pub(crate) fn burn_dtype(dtype: MomentDtype) -> DType {
+/// Burn's name of a moment type (`MomentDtype::Bf16` is `DType::BF16`, …): what
+/// [`SparseAdamState::moment_dtype`] reports for moments stored in it.
+pub fn burn_dtype(dtype: MomentDtype) -> DType {
     match dtype {
         MomentDtype::F32 => DType::F32,
         MomentDtype::Bf16 => DType::BF16,

@@ -201,8 +201,9 @@ pub fn parse_args<L: Line>(args: &[String]) -> Result<Options<L::Backend>, Strin
         .find(|i| !L::supports(**i, o.backend))
     {
         return Err(format!(
-            "--impls {}: not on this line ({})",
+            "--impls {}: not on this line on {} ({})",
             imp.short(),
+            L::backend_name(o.backend),
             L::TITLE
         ));
     }

@@ -104,14 +104,6 @@ impl OptimizerName {
             OptimizerName::Adam => "adam",
         }
     }
-
-    /// Whether it is SparseAdam with compact moments.
-    pub fn compact_moments(self) -> bool {
-        matches!(
-            self,
-            OptimizerName::SparseAdamBf16 | OptimizerName::SparseAdamF16
-        )
-    }
 }
 
 impl FromStr for OptimizerName {
@@ -173,10 +165,6 @@ pub(crate) mod tests {
             OptimizerName::Adam,
         ] {
             assert_eq!(optimizer.name().parse::<OptimizerName>(), Ok(optimizer));
-            assert_eq!(
-                optimizer.compact_moments(),
-                optimizer.name().ends_with("16")
-            );
         }
         let err = "sparse-adam-f64".parse::<OptimizerName>().unwrap_err();
         assert!(err.contains("sparse-adam-bf16"), "{err}");
