@@ -123,20 +123,127 @@ pub fn peer_run<B: AutodiffBackend, P: AllReduce + ?Sized>(
     reduction: Reduction,
     device: &B::Device,
 ) -> Vec<Snapshot> {
+    let run = peer_run_until::<B, P>(peer, spec, reduction, device, |_| {});
+    if let Some((error, _)) = run.failed {
+        panic!("no peer fails: {error}");
+    }
+    run.snapshots
+}
+
+/// What [`peer_run_until`] saw.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerRun {
+    /// The model and optimizer state after each step that completed.
+    #[serde(with = "bits")]
+    pub snapshots: Vec<Snapshot>,
+    /// The exchange's error that ended the run, and the model and optimizer state this peer
+    /// held after it.
+    #[serde(with = "bits::failed")]
+    pub failed: Option<(String, Snapshot)>,
+}
+
+/// [`peer_run`] that calls `before_exchange(step)` before each step's exchange (a test can
+/// end the process there) and stops at the first failed exchange, keeping its error.
+pub fn peer_run_until<B: AutodiffBackend, P: AllReduce + ?Sized>(
+    peer: &mut P,
+    spec: &TowerSpec,
+    reduction: Reduction,
+    device: &B::Device,
+    mut before_exchange: impl FnMut(usize),
+) -> PeerRun {
     let peers = peer.peers();
     let bounds = bounds(peers)[peer.rank()];
     let mut model = tower::<B>(spec, device);
     let mut optim = SparseAdamConfig::new().init::<B, SparseTower<B>>();
     let mut snapshots = Vec::new();
-    for batch in &batches(spec, peers) {
+    for (step, batch) in batches(spec, peers).iter().enumerate() {
         let grads = shard_grads(&model, &shard(batch, bounds), 1.0, device);
-        let (grads, stats) =
-            all_reduce_grads(grads, &model, peer, reduction).expect("no peer fails");
+        before_exchange(step);
+        let (grads, stats) = match all_reduce_grads(grads, &model, peer, reduction) {
+            Ok(reduced) => reduced,
+            Err(error) => {
+                let failed = Some((error.to_string(), snapshot(&optim, &model)));
+                return PeerRun { snapshots, failed };
+            }
+        };
         assert_eq!(stats.calls, 2, "a header and a payload");
         model = optim.step(LR, model, grads);
         snapshots.push(snapshot(&optim, &model));
     }
-    snapshots
+    PeerRun {
+        snapshots,
+        failed: None,
+    }
+}
+
+/// Snapshots through serde as the bits of their numbers (a decimal `f32` read back through
+/// `f64` could round twice).
+mod bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::Snapshot;
+
+    type Bits = (Vec<Vec<u32>>, Vec<Option<(usize, Vec<u32>, Vec<u32>)>>);
+
+    fn to_bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn from_bits(v: Vec<u32>) -> Vec<f32> {
+        v.into_iter().map(f32::from_bits).collect()
+    }
+
+    pub fn encode((params, states): &Snapshot) -> Bits {
+        let params = params.iter().map(|p| to_bits(p)).collect();
+        let states = states
+            .iter()
+            .map(|s| s.as_ref().map(|(t, m, v)| (*t, to_bits(m), to_bits(v))))
+            .collect();
+        (params, states)
+    }
+
+    pub fn decode((params, states): Bits) -> Snapshot {
+        let params = params.into_iter().map(from_bits).collect();
+        let states = states
+            .into_iter()
+            .map(|s| s.map(|(t, m, v)| (t, from_bits(m), from_bits(v))))
+            .collect();
+        (params, states)
+    }
+
+    pub fn serialize<S: Serializer>(snapshots: &[Snapshot], s: S) -> Result<S::Ok, S::Error> {
+        snapshots
+            .iter()
+            .map(encode)
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Snapshot>, D::Error> {
+        let bits = Vec::<Bits>::deserialize(d)?;
+        Ok(bits.into_iter().map(decode).collect())
+    }
+
+    pub mod failed {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            failed: &Option<(String, Snapshot)>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            failed
+                .as_ref()
+                .map(|(e, snap)| (e, encode(snap)))
+                .serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<(String, Snapshot)>, D::Error> {
+            let failed = Option::<(String, Bits)>::deserialize(d)?;
+            Ok(failed.map(|(e, bits)| (e, decode(bits))))
+        }
+    }
 }
 
 /// Asserts that every peer's run (`runs[rank]`) holds, after every step, the model and

@@ -35,8 +35,8 @@
 //! only by the CubeCL backends, and only CUDA's runtime (NCCL) has one (burn-flex's and
 //! wgpu's panic); it has not been run with this crate, for want of a machine with several
 //! GPUs. Use [`all_reduce_grads`] with an engine of your own ([`InProcessGroup`] for threads
-//! of one process), and leave the tables out of the parameters that Burn's context
-//! synchronizes.
+//! of one process, [`TcpPeer`] for processes on one machine or several, over plain TCP
+//! sockets), and leave the tables out of the parameters that Burn's context synchronizes.
 //!
 //! Every peer needs a model of its own: clones of a `SparseEmbedding` share their row
 //! gradients (so that multi-device steps can merge them), which two peers stepping at once
@@ -50,6 +50,7 @@ use burn::tensor::{Tensor, TensorData};
 
 pub use sparse_adam_core::exchange::{
     AllReduce, ExchangeError, ExchangeStats, InProcessGroup, InProcessPeer, Reduction,
+    TcpPeer,
 };
 use sparse_adam_core::exchange::{Gradient, Reduced, exchange};
 

@@ -27,12 +27,13 @@
 //! markers, so the step after such an all-reduce fails with
 //! [`Error::RowGradientsReducedAsDense`] instead
 //! of applying this peer's rows alone (`try_step` returns it, Burn's `Optimizer::step`
-//! panics with its message). Use [`all_reduce_grads`] instead of it; an engine is anything that implements [`AllReduce`]:
-//! [`InProcessGroup`] for threads of one process, `CollectivePeer` (feature `collective`)
-//! for burn-collective's local peers. burn-collective 0.21 cannot carry a training step
+//! panics with its message). Use [`all_reduce_grads`] instead of it; an engine is anything
+//! that implements [`AllReduce`]: [`InProcessGroup`] for threads of one process,
+//! `CollectivePeer` (feature `collective`) for burn-collective's local peers, [`TcpPeer`] for
+//! processes on one machine or several. burn-collective 0.21 cannot carry a training step
 //! across processes or machines (its global sync lets a node all-reduce only once; see
-//! `CollectivePeer`), so an engine across processes is the user's `AllReduce` over another
-//! transport.
+//! `CollectivePeer`): [`TcpPeer`] does, over plain TCP sockets, or implement [`AllReduce`]
+//! over another transport (MPI, NCCL).
 //!
 //! burn-train 0.21's DDP strategy is another matter, and is not supported: it marks every
 //! parameter for Burn's distributed sync (`set_distributed`), which all-reduces gradients
@@ -55,7 +56,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use sparse_adam_core::exchange::{exchange, Gradient, Reduced};
 pub use sparse_adam_core::exchange::{
-    AllReduce, ExchangeError, ExchangeStats, InProcessGroup, InProcessPeer, Reduction,
+    AllReduce, ExchangeError, ExchangeStats, InProcessGroup, InProcessPeer, Reduction, TcpPeer,
 };
 
 #[cfg(feature = "collective")]

@@ -36,12 +36,16 @@
 //! Nothing here changes a model or an optimizer: a failed exchange (a peer that errors,
 //! disappears or times out) returns an error on every peer before any update, so each peer's
 //! state stays as it was before the step. [`InProcessGroup`] is an engine for peers that are
-//! threads of one process, with a timeout and failure propagation.
+//! threads of one process, [`TcpPeer`] one for peers that are processes (on one machine or
+//! several), both with a timeout and failure propagation.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::lookup::coalesce;
+
+mod tcp;
+pub use tcp::TcpPeer;
 
 /// What an exchange rejected or what broke it, on this peer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -2,6 +2,8 @@
 //! shards of each batch, their gradients reduced by `all_reduce_grads`, against one process
 //! on the whole batch.
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,11 +16,12 @@ use burn_sparse_adam::distributed::burn_collective::{
 };
 use burn_sparse_adam::distributed::{
     all_reduce_grads, AllReduce, CollectivePeer, ExchangeError, InProcessGroup, InProcessPeer,
-    Reduction,
+    Reduction, TcpPeer,
 };
 use burn_sparse_adam::{on_test_backend, Error, SparseAdamConfig};
 use burn_sparse_adam_tests::data_parallel::{
-    assert_runs_match, batches, bounds, one_process, peer_run, shard, shard_grads, spec, tower, LR,
+    assert_runs_match, batches, bounds, one_process, peer_run, shard, shard_grads, spec, tower,
+    PeerRun, LR,
 };
 use burn_sparse_adam_tests::{
     assert_params_bits_eq, assert_states_bits_eq, param_values, snapshot, with_test_backend,
@@ -133,6 +136,175 @@ fn three_peers_average_as_one_process() {
     with_test_backend!(peers_match_one_process(3, Reduction::Mean, in_process(3)));
 }
 
+impl Peer for TcpPeer {
+    fn done(self) {}
+    fn set_timeout(&mut self, timeout: Duration) {
+        TcpPeer::set_timeout(self, timeout);
+    }
+}
+
+/// The peers of a new TCP group on the loopback, each joining on its rank's thread (rank 0
+/// takes the listener, bound to a free port).
+fn tcp(peers: usize) -> impl Engines<Peer = TcpPeer> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let hub = listener.local_addr().expect("an address");
+    let listener = Mutex::new(Some(listener));
+    move |rank: usize| -> TcpPeer {
+        let timeout = Duration::from_secs(120);
+        let peer = match rank {
+            0 => {
+                let listener = listener.lock().unwrap().take().expect("one rank 0");
+                TcpPeer::hub(listener, peers, timeout)
+            }
+            _ => TcpPeer::connect(rank, peers, hub, timeout),
+        };
+        peer.expect("the peer joins")
+    }
+}
+
+#[test]
+fn two_tcp_peers_sum_as_one_process() {
+    with_test_backend!(peers_match_one_process(2, Reduction::Sum, tcp(2)));
+}
+
+#[test]
+fn three_tcp_peers_with_an_empty_shard_average_as_one_process() {
+    with_test_backend!(peers_match_one_process(3, Reduction::Mean, tcp(3)));
+}
+
+/// Runs `peers` processes of the `tcp-peer` binary on the loopback (rank 0 the hub, on a free
+/// port it reports), with `args` after the rank, count and address, on the suite's backend;
+/// returns each rank's exit status and run, and the seconds until all had ended.
+fn tcp_processes(peers: usize, args: &[&str]) -> (Vec<(ExitStatus, Option<PeerRun>)>, f64) {
+    let exe = env!("CARGO_BIN_EXE_tcp-peer");
+    let spawn = |rank: usize, hub: &str| {
+        Command::new(exe)
+            .args([rank.to_string(), peers.to_string(), hub.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("a peer process starts")
+    };
+    let start = Instant::now();
+    let mut hub = spawn(0, "127.0.0.1:0");
+    let mut out = BufReader::new(hub.stdout.take().expect("rank 0's stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("rank 0's first line");
+    let address = first.trim().strip_prefix("hub ").map(str::to_string);
+    // The rest of rank 0's output, read while it runs (it could fill the pipe).
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        rest
+    });
+    let mut children = vec![hub];
+    if let Some(address) = &address {
+        children.extend((1..peers).map(|rank| spawn(rank, address)));
+    }
+    let deadline = start + Duration::from_secs(240);
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|child| wait_until(child, deadline))
+        .collect();
+    let seconds = start.elapsed().as_secs_f64();
+    let rest = rest.join().expect("rank 0's output");
+    assert!(
+        address.is_some(),
+        "rank 0 did not report its address ({first:?}): {}",
+        String::from_utf8_lossy(&outputs[0].stderr)
+    );
+    let runs = outputs
+        .iter()
+        .enumerate()
+        .map(|(rank, output)| {
+            let stdout = match rank {
+                0 => rest.clone(),
+                _ => String::from_utf8_lossy(&output.stdout).into_owned(),
+            };
+            let run = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("run "))
+                .map(|json| serde_json::from_str::<PeerRun>(json).expect("a run"));
+            if run.is_none() && output.status.success() {
+                panic!(
+                    "rank {rank} reported no run: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            (output.status, run)
+        })
+        .collect();
+    (runs, seconds)
+}
+
+/// Two and three processes, each a model on its shard with a `TcpPeer` on the loopback, hold
+/// after every step the model and optimizer state of one process on the whole batch (within
+/// the fixtures' tolerance) and the same bits as each other: `Sum` with 2, `Mean` with 3 (one
+/// shard empty), a row every peer touches, rows of one peer and `padding_idx`.
+#[test]
+fn two_and_three_processes_over_tcp_train_as_one_process() {
+    with_test_backend!(processes_match_one_process());
+}
+
+fn processes_match_one_process<B: AutodiffBackend>(device: &B::Device) {
+    let spec = spec();
+    for (peers, reduction, name) in [(2, Reduction::Sum, "sum"), (3, Reduction::Mean, "mean")] {
+        let (runs, _) = tcp_processes(peers, &[name]);
+        let runs: Vec<Vec<Snapshot>> = runs
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (status, run))| {
+                let run = run.unwrap_or_else(|| panic!("rank {rank} ended with {status}"));
+                assert_eq!(run.failed, None, "rank {rank}");
+                run.snapshots
+            })
+            .collect();
+        let expected = one_process::<B>(&spec, peers, reduction, device);
+        let what = format!("{peers} processes over TCP, {reduction:?}");
+        assert_runs_match(&runs, &expected, &spec, &what);
+    }
+}
+
+/// A process that dies in the middle of the second step (before its exchange) ends the
+/// other two at once (`PeerFailed` naming it, not the 60 s timeout), and each keeps the
+/// model and optimizer state it had after the first step.
+#[test]
+fn a_process_that_dies_mid_step_ends_the_others_unchanged() {
+    with_test_backend!(process_dies_mid_step());
+}
+
+fn process_dies_mid_step<B: AutodiffBackend>(device: &B::Device) {
+    let spec = spec();
+    let (runs, seconds) = tcp_processes(3, &["sum", "1"]);
+    let expected = one_process::<B>(&spec, 3, Reduction::Sum, device);
+    assert_eq!(runs[1].0.code(), Some(3), "rank 1 exits at step 1");
+    for rank in [0, 2] {
+        let (status, run) = &runs[rank];
+        let run = run
+            .as_ref()
+            .unwrap_or_else(|| panic!("rank {rank}: {status}"));
+        let what = format!("rank {rank}");
+        assert_eq!(run.snapshots.len(), 1, "{what}: the first step completed");
+        assert_runs_match(
+            std::slice::from_ref(&run.snapshots),
+            &expected[..1],
+            &spec,
+            &what,
+        );
+        let (error, after) = run.failed.as_ref().expect("the second step failed");
+        assert!(
+            error.contains("the exchange failed on another peer")
+                && error.contains("peer 1 left the group"),
+            "{what}: {error}"
+        );
+        assert_params_bits_eq(&after.0, &run.snapshots[0].0, &what);
+        assert_states_bits_eq(&after.1, &run.snapshots[0].1, &what);
+    }
+    // Three processes start and step in far less; a hang would reach the 60 s timeout.
+    assert!(seconds < 60.0, "the peers ended after {seconds:.1} s");
+}
+
 impl<E: Backend> Peer for CollectivePeer<E> {
     fn done(self) {
         self.finish().expect("the peer leaves its group");
@@ -199,8 +371,6 @@ fn three_collective_peers_with_an_empty_shard_average_as_one_process() {
 /// nodes.
 #[test]
 fn burn_collective_across_two_processes_all_reduces_only_once() {
-    use std::process::{Command, Stdio};
-
     let exe = env!("CARGO_BIN_EXE_collective-node");
     let [orchestrator, data_0, data_1] = free_ports();
     let mut orchestrator_process = Command::new(exe)
