@@ -43,14 +43,47 @@
 //! would mix. Build each peer's model from its config and load one record into all of them.
 //! A table is bound to the first thread that exchanges it; another thread exchanging it is
 //! an error ([`Error::SharedTable`]).
+//!
+//! # Across processes and machines: [`TcpPeer`]
+//!
+//! Every process runs the same program with its rank; rank 0 listens at an address the others
+//! know (a star: see [`TcpPeer`] for the protocol, its timeouts and what a dead peer does).
+//! The 0.1 line's suite runs 2 and 3 such processes on the loopback against one process;
+//! this line's tests run 2 and 3 of them as threads on the loopback (the same sockets).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use burn::module::Initializer;
+//! use burn::tensor::{Device, Int, Tensor};
+//! use burn_sparse_adam::distributed::{all_reduce_grads, Reduction, TcpPeer};
+//! use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbeddingConfig};
+//!
+//! // `train RANK PEERS HOST:PORT` in every process; rank 0 listens on HOST:PORT.
+//! let args: Vec<String> = std::env::args().collect();
+//! let (rank, peers): (usize, usize) = (args[1].parse()?, args[2].parse()?);
+//! let mut peer = TcpPeer::connect(rank, peers, args[3].as_str(), Duration::from_secs(60))?;
+//! let device = Device::default().autodiff();
+//! // Every process starts from the same table (or loads one record).
+//! let mut table = SparseEmbeddingConfig::new(1000, 16)
+//!     .with_initializer(Initializer::Constant { value: 0.1 })
+//!     .init(&device);
+//! let mut optim = SparseAdamConfig::new().init_optimizer();
+//! for step in 0..10 {
+//!     // This process's shard of the step's batch.
+//!     let shard = Tensor::<2, Int>::from_data([[step + rank as i64]], &device);
+//!     let grads = collect_grads(table.forward(shard).sum().backward(), &table);
+//!     let (grads, _stats) = all_reduce_grads(grads, &table, &mut peer, Reduction::Mean)?;
+//!     table = optim.step(1e-2, table, grads);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
 pub use sparse_adam_core::exchange::{
-    AllReduce, ExchangeError, ExchangeStats, InProcessGroup, InProcessPeer, Reduction,
-    TcpPeer,
+    AllReduce, ExchangeError, ExchangeStats, InProcessGroup, InProcessPeer, Reduction, TcpPeer,
 };
 use sparse_adam_core::exchange::{Gradient, Reduced, exchange};
 

@@ -11,7 +11,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse_adam::distributed::{
-    AllReduce, ExchangeError, InProcessGroup, InProcessPeer, Reduction, all_reduce_grads,
+    AllReduce, ExchangeError, InProcessGroup, InProcessPeer, Reduction, TcpPeer, all_reduce_grads,
 };
 use burn_sparse_adam::{
     Error, SparseAdamConfig, SparseAdamOptimizer, SparseEmbedding, SparseEmbeddingConfig,
@@ -227,6 +227,68 @@ fn on_peers<T: Send>(
     })
 }
 
+/// The engine of a test's peers.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    /// [`InProcessGroup`].
+    InProcess,
+    /// [`TcpPeer`]s on the loopback, one per thread (the same sockets and protocol as
+    /// between processes).
+    Tcp,
+}
+
+/// A peer of either engine.
+enum Peer {
+    InProcess(InProcessPeer),
+    Tcp(TcpPeer),
+}
+
+impl Peer {
+    fn engine(&mut self) -> &mut dyn AllReduce {
+        match self {
+            Peer::InProcess(peer) => peer,
+            Peer::Tcp(peer) => peer,
+        }
+    }
+
+    fn finish(self) {
+        if let Peer::InProcess(peer) = self {
+            peer.finish();
+        }
+    }
+}
+
+/// Runs `f(peer)` on every peer of a new group of `engine`, each in its own thread (where a
+/// TCP peer joins its group).
+fn on_engine_peers<T: Send>(
+    engine: Engine,
+    peers: usize,
+    timeout: Duration,
+    f: impl Fn(Peer) -> T + Sync,
+) -> Vec<std::thread::Result<T>> {
+    if let Engine::InProcess = engine {
+        return on_peers(peers, timeout, |peer| f(Peer::InProcess(peer)));
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let hub = listener.local_addr().expect("an address");
+    let mut listener = Some(listener);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..peers)
+            .map(|rank| {
+                let (f, listener) = (&f, listener.take().filter(|_| rank == 0));
+                s.spawn(move || {
+                    let peer = match listener {
+                        Some(listener) => TcpPeer::hub(listener, peers, timeout),
+                        None => TcpPeer::connect(rank, peers, hub, timeout),
+                    };
+                    f(Peer::Tcp(peer.expect("the peer joins")))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    })
+}
+
 fn assert_snapshots_close(actual: &Snapshot, expected: &Snapshot, what: &str) {
     for (i, (a, e)) in actual.0.iter().zip(&expected.0).enumerate() {
         assert_close(a, e, &format!("{what}: parameter {i}"));
@@ -253,7 +315,7 @@ fn bits(snapshot: &Snapshot) -> Vec<Vec<u32>> {
 /// the fixtures' tolerance (not bit for bit: one process sums each row's lookups in batch
 /// order, the peers sum their shards' sums in rank order). Covers a row every peer touches,
 /// rows one peer touches, `padding_idx` (never updated) and, with 3 peers, an empty shard.
-fn peers_match_one_process(peers: usize, reduction: Reduction, runner: Runner) {
+fn peers_match_one_process(peers: usize, reduction: Reduction, runner: Runner, engine: Engine) {
     let device = device();
     let init = initial_params();
     let batches = batches(peers);
@@ -271,15 +333,15 @@ fn peers_match_one_process(peers: usize, reduction: Reduction, runner: Runner) {
         expected.push(optim.snapshot(&model));
     }
 
-    let results = on_peers(peers, Duration::from_secs(120), |mut peer| {
+    let results = on_engine_peers(engine, peers, Duration::from_secs(120), |mut peer| {
         let mut model = Tower::new(&init, &device);
         let mut optim = Optim::new(runner);
-        let bounds = bounds(peers)[peer.rank()];
+        let bounds = bounds(peers)[peer.engine().rank()];
         let mut snapshots = Vec::new();
         for batch in &batches {
             let grads = shard_grads(&model, &batch.shard(bounds), 1.0, &device);
             let (grads, stats) =
-                all_reduce_grads(grads, &model, &mut peer, reduction).expect("no peer fails");
+                all_reduce_grads(grads, &model, peer.engine(), reduction).expect("no peer fails");
             assert_eq!(stats.calls, 2, "a header and a payload");
             model = optim.step(model, grads);
             snapshots.push(optim.snapshot(&model));
@@ -290,8 +352,9 @@ fn peers_match_one_process(peers: usize, reduction: Reduction, runner: Runner) {
     let results: Vec<Vec<Snapshot>> = results.into_iter().map(|r| r.unwrap()).collect();
     for (step, expected) in expected.iter().enumerate() {
         for (rank, snapshots) in results.iter().enumerate() {
-            let what =
-                format!("{peers} peers, {reduction:?}, {runner:?}, peer {rank}, step {step}");
+            let what = format!(
+                "{peers} peers ({engine:?}), {reduction:?}, {runner:?}, peer {rank}, step {step}"
+            );
             assert_snapshots_close(&snapshots[step], expected, &what);
             assert_eq!(
                 bits(&snapshots[step]),
@@ -312,22 +375,53 @@ fn peers_match_one_process(peers: usize, reduction: Reduction, runner: Runner) {
 
 #[test]
 fn two_peers_sum_as_one_process() {
-    peers_match_one_process(2, Reduction::Sum, Runner::SparseAdamOptimizer);
+    peers_match_one_process(
+        2,
+        Reduction::Sum,
+        Runner::SparseAdamOptimizer,
+        Engine::InProcess,
+    );
 }
 
 #[test]
 fn three_peers_with_an_empty_shard_sum_as_one_process() {
-    peers_match_one_process(3, Reduction::Sum, Runner::SparseAdamOptimizer);
+    peers_match_one_process(
+        3,
+        Reduction::Sum,
+        Runner::SparseAdamOptimizer,
+        Engine::InProcess,
+    );
 }
 
 #[test]
 fn two_peers_average_as_one_process_under_module_optimizer() {
-    peers_match_one_process(2, Reduction::Mean, Runner::ModuleOptimizer);
+    peers_match_one_process(
+        2,
+        Reduction::Mean,
+        Runner::ModuleOptimizer,
+        Engine::InProcess,
+    );
 }
 
 #[test]
 fn three_peers_average_as_one_process_under_module_optimizer() {
-    peers_match_one_process(3, Reduction::Mean, Runner::ModuleOptimizer);
+    peers_match_one_process(
+        3,
+        Reduction::Mean,
+        Runner::ModuleOptimizer,
+        Engine::InProcess,
+    );
+}
+
+/// The same over `TcpPeer`s (the engine for processes) on the loopback.
+#[test]
+fn two_tcp_peers_sum_as_one_process() {
+    peers_match_one_process(2, Reduction::Sum, Runner::SparseAdamOptimizer, Engine::Tcp);
+}
+
+#[test]
+fn three_tcp_peers_with_an_empty_shard_average_as_one_process_under_module_optimizer() {
+    peers_match_one_process(3, Reduction::Mean, Runner::ModuleOptimizer, Engine::Tcp);
 }
 
 /// What a hand-written engine that all-reduces each registered gradient of a

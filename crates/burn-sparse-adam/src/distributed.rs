@@ -35,6 +35,42 @@
 //! `CollectivePeer`): [`TcpPeer`] does, over plain TCP sockets, or implement [`AllReduce`]
 //! over another transport (MPI, NCCL).
 //!
+//! # Across processes and machines: [`TcpPeer`]
+//!
+//! Every process runs the same program with its rank; rank 0 listens at an address the others
+//! know (a star: see [`TcpPeer`] for the protocol, its timeouts and what a dead peer does).
+//! The suite runs 2 and 3 such processes on the loopback against one process.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use burn::backend::{Autodiff, NdArray};
+//! use burn::module::Initializer;
+//! use burn::optim::Optimizer;
+//! use burn::tensor::{Int, Tensor};
+//! use burn_sparse_adam::distributed::{all_reduce_grads, Reduction, TcpPeer};
+//! use burn_sparse_adam::{collect_grads, SparseAdamConfig, SparseEmbeddingConfig};
+//!
+//! type B = Autodiff<NdArray>;
+//! // `train RANK PEERS HOST:PORT` in every process; rank 0 listens on HOST:PORT.
+//! let args: Vec<String> = std::env::args().collect();
+//! let (rank, peers): (usize, usize) = (args[1].parse()?, args[2].parse()?);
+//! let mut peer = TcpPeer::connect(rank, peers, args[3].as_str(), Duration::from_secs(60))?;
+//! let device = Default::default();
+//! // Every process starts from the same table (or loads one record).
+//! let mut table = SparseEmbeddingConfig::new(1000, 16)
+//!     .with_initializer(Initializer::Constant { value: 0.1 })
+//!     .init::<B>(&device);
+//! let mut optim = SparseAdamConfig::new().init();
+//! for step in 0..10 {
+//!     // This process's shard of the step's batch.
+//!     let shard = Tensor::<B, 2, Int>::from_data([[step + rank as i64]], &device);
+//!     let grads = collect_grads(table.forward(shard).sum().backward(), &table);
+//!     let (grads, _stats) = all_reduce_grads(grads, &table, &mut peer, Reduction::Mean)?;
+//!     table = optim.step(1e-2, table, grads);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! burn-train 0.21's DDP strategy is another matter, and is not supported: it marks every
 //! parameter for Burn's distributed sync (`set_distributed`), which all-reduces gradients
 //! inside the backward pass, where a table's rows never are, and gives its workers clones of

@@ -18,8 +18,11 @@
 //!   forever for a sync that already happened (the suite shows it with two processes on the
 //!   loopback: the first all-reduce is exact, the second never completes). A training step
 //!   needs two all-reduces, so [`CollectivePeer::register`] refuses a config with nodes,
-//!   naming this, instead of hanging at the first step. Across processes, implement
-//!   [`AllReduce`] over another engine (MPI, NCCL, gloo, a socket ring).
+//!   naming this, instead of hanging at the first step. Re-registering around each
+//!   all-reduce does not get round it: the orchestrator numbers nodes by how many are
+//!   registered, so a node that re-registers before the others finished takes a number in
+//!   use. Across processes, use [`TcpPeer`](super::TcpPeer), or implement [`AllReduce`]
+//!   over another engine (MPI, NCCL, gloo).
 //! - **No timeout, no abort.** Its calls block until every registered peer has called too. A
 //!   peer that crashes or stops calling leaves the others waiting forever; so each call here
 //!   runs on a helper thread and gives up after the peer's timeout with
@@ -44,7 +47,7 @@ use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 use super::{AllReduce, ExchangeError};
 
 /// Why a config with nodes is refused (see the module docs).
-const MULTI_NODE: &str = "burn-collective 0.21 cannot all-reduce across nodes more than once per process (its global sync, SyncService::sync in src/global/node/sync.rs, never clears the nodes that synced, so the second all-reduce waits forever), and a data-parallel step needs two: use local peers, or implement AllReduce over another engine to reach other processes";
+const MULTI_NODE: &str = "burn-collective 0.21 cannot all-reduce across nodes more than once per process (its global sync, SyncService::sync in src/global/node/sync.rs, never clears the nodes that synced, so the second all-reduce waits forever), and a data-parallel step needs two: use local peers, or distributed::TcpPeer (or your own AllReduce) to reach other processes";
 
 /// One peer of a burn-collective group, as an [`AllReduce`] for
 /// [`all_reduce_grads`](super::all_reduce_grads): see the [module docs](self) for what the
