@@ -36,7 +36,8 @@ commands:
   bench --wordnet [--line 0.1|0.2] [--epochs N] [--torch] [--torch-threads T]
                                 the WordNet example (0.2 line by default) beside its PyTorch
                                 reference (crates/bench/wordnet_torch.py): s per epoch, AUCs, phases
-  bench --peers 1,2,3 [--rows 1e6] [--steps N]      data-parallel peers exchanging row gradients (Burn-free):
+  bench --peers 1,2,3 [--rows 1e6] [--engines in-process,tcp] [--steps N]
+                                data-parallel peers exchanging row gradients (Burn-free):
                                 step, steps/s, bytes per step against a dense all-reduce of the table
   quickstart [--wgpu] [--dir DIR]                     run the 0.2 README's quick start in a fresh project
                                 on burn = \"0.22.1\" (default features; --wgpu: its wgpu lines)
