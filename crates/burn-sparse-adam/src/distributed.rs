@@ -74,8 +74,15 @@
 //! burn-train 0.21's DDP strategy is another matter, and is not supported: it marks every
 //! parameter for Burn's distributed sync (`set_distributed`), which all-reduces gradients
 //! inside the backward pass, where a table's rows never are, and gives its workers clones of
-//! one model, which share each table's row gradients. The 0.1 line does not detect it (the
-//! check needs Burn's `distributed` feature; the 0.2 line refuses it in `collect_grads`).
+//! one model, which share each table's row gradients. Each worker marks its model with
+//! burn-train's `ModuleSharder` before its first step (`Learner::grad_sharded`); a
+//! `SparseEmbedding` mapped by it panics with the message of
+//! [`Error::TableUnderDistributedSync`], before any step, instead of letting each device
+//! apply its own rows. (The type of that mapper is what the table recognizes:
+//! `Tensor::is_distributed` exists only under Burn's `distributed` feature, which this crate
+//! does not turn on. Burn 0.21's `distributed` feature makes only CubeCL backends autodiff
+//! backends, so it cannot be built beside burn-ndarray in this workspace, and the refusal is
+//! tested by the mapper's name, not with burn-train's DDP itself.)
 //!
 //! Every peer needs a model of its own: clones of a `SparseEmbedding` share their row
 //! gradients (so that burn-train's multi-device step can merge them), which two peers

@@ -244,6 +244,21 @@ pub enum Error {
         /// The weight's parameter id.
         param: String,
     },
+
+    /// A table was handed to burn-train 0.21's DDP strategy, which marks every parameter for
+    /// Burn's distributed gradient sync (`Learner::grad_sharded`, burn-train's
+    /// `ModuleSharder`): that sync all-reduces gradients inside the backward pass, which a
+    /// table's rows never reach, so each device would apply only its own rows (and the
+    /// strategy's workers share one model's tables). `SparseEmbedding`'s `Module::map`
+    /// panics with this message when that mapper reaches it, before the first step (Burn's
+    /// `Module::map` cannot return an error).
+    #[error(
+        "parameter {param} (a SparseEmbedding weight) is being registered for Burn's distributed gradient sync (burn-train's DDP strategy, ModuleSharder / Tensor::set_distributed), which all-reduces gradients inside the backward pass; a table's row gradients never pass through it, so each device would apply only its own rows: train data-parallel with a model per peer and burn_sparse_adam::distributed::all_reduce_grads instead"
+    )]
+    TableUnderDistributedSync {
+        /// The weight's parameter id.
+        param: String,
+    },
 }
 
 impl From<CoreError> for Error {

@@ -13,7 +13,7 @@ use std::fmt;
 use burn::config::Config;
 use burn::module::{
     AutodiffModule, Content, Devices, DisplaySettings, HasAutodiffModule, Initializer, Module,
-    ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param,
+    ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param, ParamId,
 };
 use burn::nn::EmbeddingRecord;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -259,6 +259,21 @@ impl<B: Backend> SparseEmbedding<B> {
 
 const CONTAINER: &str = "Struct:SparseEmbedding";
 
+/// The mapper with which burn-train 0.21's DDP strategy marks every parameter for Burn's
+/// distributed gradient sync (`Learner::grad_sharded`). Its type is the one sign of that
+/// strategy this crate can see: `Tensor::is_distributed` exists only under Burn's
+/// `distributed` feature, which this crate does not need or turn on.
+const DDP_SHARDER: &str = "burn_train::learner::sharder::ModuleSharder";
+
+/// Panics with [`Error::TableUnderDistributedSync`](crate::Error)'s message when `mapper`
+/// (a mapper's type name) is [`DDP_SHARDER`].
+fn refuse_ddp_sharder(mapper: &str, weight: &ParamId) {
+    if mapper == DDP_SHARDER {
+        let param = weight.to_string();
+        panic!("{}", crate::Error::TableUnderDistributedSync { param });
+    }
+}
+
 impl<B: Backend> Module<B> for SparseEmbedding<B> {
     /// The record of `burn::nn::Embedding`, so records and files move freely between both.
     type Record = EmbeddingRecord<B>;
@@ -294,7 +309,12 @@ impl<B: Backend> Module<B> for SparseEmbedding<B> {
         visitor.exit_module("weight", CONTAINER);
     }
 
+    /// # Panics
+    ///
+    /// With the message of [`Error::TableUnderDistributedSync`](crate::Error) when `mapper` is
+    /// burn-train's DDP sharder (see [`DDP_SHARDER`]).
     fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
+        refuse_ddp_sharder(std::any::type_name::<M>(), &self.weight.id);
         mapper.enter_module("weight", CONTAINER);
         let weight = {
             let _scope = scope::enter(self.weight.id, &self.tape);
@@ -395,5 +415,46 @@ impl<B: Backend> ModuleDisplay for SparseEmbedding<B> {
 impl<B: Backend> fmt::Display for SparseEmbedding<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.format(DisplaySettings::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    /// burn-train's DDP sharder is refused with the error's message, naming the weight; any
+    /// other mapper maps the table. (The sharder itself cannot be built here: burn-train's
+    /// `ddp` feature turns on Burn's `distributed`, under which only CubeCL backends are
+    /// autodiff backends, so this workspace's burn-ndarray tests would not compile.)
+    #[test]
+    fn burn_train_ddp_sharder_is_refused() {
+        let id = ParamId::new();
+        let refused = std::panic::catch_unwind(|| refuse_ddp_sharder(DDP_SHARDER, &id));
+        let message = refused.expect_err("refused");
+        let message = message.downcast_ref::<String>().expect("a message");
+        assert!(
+            message.contains(&format!("parameter {id} (a SparseEmbedding weight)"))
+                && message.contains("distributed gradient sync")
+                && message.contains("all_reduce_grads"),
+            "{message}"
+        );
+
+        struct Doubler;
+        impl<B: Backend> ModuleMapper<B> for Doubler {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                param.map(|t| t.mul_scalar(2.0))
+            }
+        }
+        let device = Default::default();
+        let table = SparseEmbeddingConfig::new(3, 2)
+            .with_initializer(Initializer::Constant { value: 0.5 })
+            .init::<NdArray>(&device);
+        let doubled = table.map(&mut Doubler);
+        let values = doubled.weight.val().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(values, vec![1.0; 6]);
     }
 }
