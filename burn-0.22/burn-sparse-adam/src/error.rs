@@ -176,6 +176,34 @@ pub enum Error {
         param: DType,
     },
 
+    /// A table is larger than the largest buffer one kernel can bind on its device (wgpu's
+    /// storage-binding limit: 128 MiB on Mesa's lavapipe, at most 2 GiB on Vulkan and DX12
+    /// without 64-bit indexing). Every kernel that binds the whole table (the lookup, Burn's
+    /// own `Embedding` included, the update) would fail on the device's thread.
+    #[error(
+        "a [{rows}, {width}] table of {dtype:?} takes {bytes} bytes, over the {limit}-byte \
+         limit of one buffer binding on device {device}: every kernel that binds it would \
+         fail. Split it into tables of at most {max_rows} rows (row r in table r / \
+         {max_rows}, at row r % {max_rows}), or train it on a device without this limit \
+         (flex on the CPU; CUDA)"
+    )]
+    TableOverBindingLimit {
+        /// The table's rows.
+        rows: usize,
+        /// The table's row width.
+        width: usize,
+        /// The table's float type.
+        dtype: DType,
+        /// The table's bytes.
+        bytes: u64,
+        /// The device's limit, in bytes.
+        limit: u64,
+        /// The most rows of this width one binding holds.
+        max_rows: u64,
+        /// The device, as Burn prints it.
+        device: String,
+    },
+
     /// The parameter's device cannot hold the config's `moment_dtype` (wgpu has no `bf16`).
     #[error(
         "SparseAdamConfig.moment_dtype {moments} is not supported on device {device}: choose \

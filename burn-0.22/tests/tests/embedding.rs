@@ -8,7 +8,7 @@ use burn::nn::EmbeddingConfig;
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor};
 use burn_sparse_adam::{Error, SparseEmbeddingConfig, collect_grads};
-use burn_sparse_adam_tests::{device, plain_device, values};
+use burn_sparse_adam_tests::{TestBackend, device, plain_device, values};
 
 fn indices(rows: &[i64], device: &Device) -> Tensor<2, Int> {
     Tensor::<1, Int>::from_data(rows, device).reshape([1, rows.len()])
@@ -244,4 +244,79 @@ fn a_lookup_for_the_next_pass_survives_and_stray_lookups_are_dropped() {
         let _ = collect_grads(loss.backward(), &table);
     }
     assert_eq!(table.pending_lookups(), 0);
+}
+
+/// A table larger than one buffer binding of its device (wgpu: 128 MiB on Mesa's lavapipe)
+/// is refused before anything is allocated or run, with the limit, the table's size and the
+/// way out (`try_init`, and `try_forward` for a table moved there); a table of the most rows
+/// the error names trains. flex has no such limit. (On an adapter whose binding holds the
+/// table, it must train instead.)
+#[test]
+fn a_table_over_the_binding_limit_is_refused_before_training() {
+    let device = device();
+    let (rows, width) = (600_000, 64);
+    let config = SparseEmbeddingConfig::new(rows, width);
+    let Error::TableOverBindingLimit {
+        rows: r,
+        width: w,
+        bytes,
+        limit,
+        max_rows,
+        ..
+    } = (match config.try_init(&device) {
+        Err(error) => error,
+        Ok(table) => {
+            // No limit below 153.6 MB on this device: the table trains.
+            assert!(
+                TestBackend::selected() == TestBackend::Flex || trains(table, rows - 1, &device),
+                "a table the device binds trains"
+            );
+            return;
+        }
+    })
+    else {
+        panic!("refused for another reason");
+    };
+    assert_eq!((r, w, bytes), (rows, width, 153_600_000));
+    assert!(
+        limit < bytes && max_rows == limit / 256,
+        "{limit}, {max_rows}"
+    );
+    let message = config.try_init(&device).unwrap_err().to_string();
+    assert!(
+        message.contains(&format!(
+            "over the {limit}-byte limit of one buffer binding"
+        )) && message.contains(&format!("Split it into tables of at most {max_rows} rows")),
+        "{message}"
+    );
+    // A table made elsewhere and moved onto the device is refused at its first lookup.
+    let moved = config.init(&Device::flex().autodiff()).to_device(&device);
+    let error = moved
+        .try_forward(indices(&[0, 1], &device))
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        Error::TableOverBindingLimit {
+            bytes: 153_600_000,
+            ..
+        }
+    ));
+    // The most rows the error allows trains, its last row included.
+    let fits = SparseEmbeddingConfig::new(max_rows as usize, width).init(&device);
+    assert!(trains(fits, max_rows as usize - 1, &device));
+}
+
+/// Whether one step on a lookup of rows 0 and `last` changes both, with finite values.
+fn trains(table: burn_sparse_adam::SparseEmbedding, last: usize, device: &Device) -> bool {
+    let ids = indices(&[0, last as i64], device);
+    let loss = table.forward(ids.clone()).sum();
+    let grads = collect_grads(loss.backward(), &table);
+    let before = values(table.forward(ids.clone()));
+    let mut optim = burn_sparse_adam::SparseAdamConfig::new().init_optimizer();
+    let table = optim.step(1e-2, table, grads);
+    let after = values(table.forward(ids));
+    before
+        .iter()
+        .zip(&after)
+        .all(|(b, a)| a.is_finite() && a != b)
 }

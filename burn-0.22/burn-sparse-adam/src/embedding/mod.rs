@@ -11,7 +11,7 @@ use burn::module::{
     Content, Devices, DisplaySettings, Initializer, Module, ModuleDisplay, ModuleDisplayDefault,
     ModuleMapper, ModuleVisitor, Param,
 };
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 use sparse_adam_core::{LookupPlan, check_indices, check_padding_idx};
 
 use crate::kernels;
@@ -40,9 +40,14 @@ impl SparseEmbeddingConfig {
     /// # Errors
     ///
     /// [`Error::PaddingIdxOutOfRange`](crate::Error::PaddingIdxOutOfRange) when
-    /// `padding_idx >= n_embedding`.
+    /// `padding_idx >= n_embedding`;
+    /// [`Error::TableOverBindingLimit`](crate::Error::TableOverBindingLimit) when the table
+    /// (in the device's default float type) is larger than one buffer binding of the device
+    /// (128 MiB on lavapipe), before anything is allocated.
     pub fn try_init(&self, device: &Device) -> crate::Result<SparseEmbedding> {
         check_padding_idx(self.padding_idx, self.n_embedding)?;
+        let dtype = DType::from(device.settings().float_dtype);
+        check_binding_limit([self.n_embedding, self.d_model], dtype, device)?;
         let weight = self
             .initializer
             .init([self.n_embedding, self.d_model], device);
@@ -74,6 +79,32 @@ impl SparseEmbeddingConfig {
     pub fn init(&self, device: &Device) -> SparseEmbedding {
         self.try_init(device).unwrap_or_else(|err| panic!("{err}"))
     }
+}
+
+/// Refuses a `[rows, width]` table of `dtype` that is larger than one buffer binding of
+/// `device` ([`kernels::binding_limit`]).
+fn check_binding_limit(
+    [rows, width]: [usize; 2],
+    dtype: DType,
+    device: &Device,
+) -> crate::Result<()> {
+    let Some(limit) = kernels::binding_limit(device) else {
+        return Ok(());
+    };
+    let row_bytes = (width * dtype.size()) as u64;
+    let bytes = rows as u64 * row_bytes;
+    if bytes <= limit {
+        return Ok(());
+    }
+    Err(crate::Error::TableOverBindingLimit {
+        rows,
+        width,
+        dtype,
+        bytes,
+        limit,
+        max_rows: limit / row_bytes.max(1),
+        device: format!("{device:?}"),
+    })
 }
 
 /// An embedding table whose lookups, under autodiff, produce a *row gradient*: the sorted
@@ -119,16 +150,20 @@ impl SparseEmbedding {
     /// # Errors
     ///
     /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index `< 0` or
-    /// `>= n_embedding`, before anything is recorded.
+    /// `>= n_embedding`, and
+    /// [`Error::TableOverBindingLimit`](crate::Error::TableOverBindingLimit) for a table
+    /// larger than one buffer binding of its device (one loaded or moved there), before
+    /// anything runs or is recorded.
     pub fn try_forward(&self, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
-        let [n_embedding, _] = self.weight.lazy_shape().dims();
+        let [n_embedding, d_model] = self.weight.lazy_shape().dims();
+        let weight = self.weight.val();
+        check_binding_limit([n_embedding, d_model], weight.dtype(), &weight.device())?;
         let host: Vec<i64> = indices
             .to_data()
             .convert::<i64>()
             .try_into_vec::<i64>()
             .expect("an Int tensor converts to i64");
         check_indices(&host, n_embedding)?;
-        let weight = self.weight.val();
         if !weight.is_require_grad() {
             return Ok(burn::tensor::module::embedding(weight, indices));
         }

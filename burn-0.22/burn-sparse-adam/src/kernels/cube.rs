@@ -207,6 +207,14 @@ impl SparseAdamRowsOps for CubeBackend {
     }
 }
 
+/// The page size of `device`'s cubecl client (see [`super::binding_limit`]).
+pub(super) fn binding_limit(device: &burn::tensor::Device) -> Option<u64> {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(cube) => Some(cube.client().properties().memory.max_page_size),
+        _ => None,
+    }
+}
+
 /// Whether `tensor` can take this path: `f32`, without autodiff, on a `Cube` device.
 fn fusable<const D: usize>(tensor: &Tensor<D>) -> bool {
     !tensor.is_autodiff()

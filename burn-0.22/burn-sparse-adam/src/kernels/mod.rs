@@ -53,6 +53,20 @@ fn fused() -> bool {
     FUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The largest buffer, in bytes, that one kernel can bind on `device` (with or without
+/// autodiff): a `Cube` device's page size, which is wgpu's storage-binding limit (or the
+/// memory heap where the adapter indexes in 64 bits). `None` for devices without such a
+/// limit (flex), and where this crate is built without its `wgpu` feature.
+pub(crate) fn binding_limit(device: &Device) -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    return cube::binding_limit(device);
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// The rows `indices` of `weight` (`[n, d]`), `[batch, seq, d]`: the values of a lookup, on
 /// `weight`'s device. `host` holds the indices, checked; neither tensor carries autodiff.
 pub(crate) fn gather(weight: Tensor<2>, indices: Tensor<2, Int>, host: &[i64]) -> Tensor<3> {
