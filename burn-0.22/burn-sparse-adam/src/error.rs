@@ -181,27 +181,21 @@ pub enum Error {
     /// without 64-bit indexing). Every kernel that binds the whole table (the lookup, Burn's
     /// own `Embedding` included, the update) would fail on the device's thread.
     #[error(
-        "a [{rows}, {width}] table of {dtype:?} takes {bytes} bytes, over the {limit}-byte \
-         limit of one buffer binding on device {device}: every kernel that binds it would \
-         fail. Split it into tables of at most {max_rows} rows (row r in table r / \
-         {max_rows}, at row r % {max_rows}), or train it on a device without this limit \
-         (flex on the CPU; CUDA)"
+        "a [{rows}, {width}] table takes {bytes} bytes, over the {limit}-byte limit of one \
+         buffer binding on its device: every kernel that binds it would fail. Split it into \
+         tables of at most {max_rows} rows (row r in table r / {max_rows}, at row r % \
+         {max_rows}), or train it on a device without this limit (flex on the CPU; CUDA)",
+        max_rows = .limit / (.bytes / .rows)
     )]
     TableOverBindingLimit {
         /// The table's rows.
-        rows: usize,
+        rows: u64,
         /// The table's row width.
-        width: usize,
-        /// The table's float type.
-        dtype: DType,
-        /// The table's bytes.
+        width: u64,
+        /// The table's bytes (in its float type).
         bytes: u64,
         /// The device's limit, in bytes.
         limit: u64,
-        /// The most rows of this width one binding holds.
-        max_rows: u64,
-        /// The device, as Burn prints it.
-        device: String,
     },
 
     /// The parameter's device cannot hold the config's `moment_dtype` (wgpu has no `bf16`).

@@ -97,13 +97,10 @@ fn check_binding_limit(
         return Ok(());
     }
     Err(crate::Error::TableOverBindingLimit {
-        rows,
-        width,
-        dtype,
+        rows: rows as u64,
+        width: width as u64,
         bytes,
         limit,
-        max_rows: limit / row_bytes.max(1),
-        device: format!("{device:?}"),
     })
 }
 
