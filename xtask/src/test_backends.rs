@@ -397,7 +397,10 @@ mod tests {
     /// The wgpu pass runs integration tests only (`--test '*'`): a test that reads the backend
     /// selection anywhere else would silently run on ndarray alone. The selection is read
     /// through `on_test_backend!` and `with_test_backend!`; their invocations must be in
-    /// integration tests (`tests/` directories), not in a package's `src/`.
+    /// integration tests (`tests/` directories), not in a package's `src/`. Binaries
+    /// (`src/bin/`) are exempt: they are not tests, and the integration tests that spawn them
+    /// (the multi-process data-parallel tests) pass the selection on in the environment, in
+    /// both passes.
     #[test]
     fn the_backend_selection_is_read_by_integration_tests_only() {
         let macros = [
@@ -418,7 +421,11 @@ mod tests {
                     .collect()
             };
             for package in packages {
+                let bins = package.join("src").join("bin");
                 sources(&package.join("src"), &mut |file, text| {
+                    if file.starts_with(&bins) {
+                        return;
+                    }
                     for (n, line) in text.lines().enumerate() {
                         let code = line.trim_start();
                         if !code.starts_with("//") && macros.iter().any(|m| code.contains(m)) {
