@@ -198,6 +198,12 @@ pub enum Error {
         limit: u64,
     },
 
+    /// `ShardedEmbeddingConfig::rows_per_shard` is `Some(0)`.
+    #[error(
+        "ShardedEmbeddingConfig.rows_per_shard must be at least 1 (or None for the most rows one buffer binding holds)"
+    )]
+    InvalidRowsPerShard,
+
     /// The parameter's device cannot hold the config's `moment_dtype` (wgpu has no `bf16`).
     #[error(
         "SparseAdamConfig.moment_dtype {moments} is not supported on device {device}: choose \

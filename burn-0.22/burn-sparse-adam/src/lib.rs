@@ -56,6 +56,7 @@ pub mod state;
 
 pub use config::{NonFinite, SparseAdamConfig};
 pub use embedding::row_grads::{RowGrad, collect_grads};
+pub use embedding::sharded::{ShardedEmbedding, ShardedEmbeddingConfig};
 pub use embedding::{SparseEmbedding, SparseEmbeddingConfig};
 pub use error::{Error, Rejected, Result};
 pub use kernels::{Kernel, use_fused_kernels};

@@ -6,9 +6,12 @@
 use burn::module::Module;
 use burn::nn::EmbeddingConfig;
 use burn::store::ModuleRecord;
-use burn::tensor::{Device, Int, Tensor};
-use burn_sparse_adam::{Error, SparseEmbeddingConfig, collect_grads};
-use burn_sparse_adam_tests::{TestBackend, device, plain_device, values};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_sparse_adam::{
+    Error, ShardedEmbedding, ShardedEmbeddingConfig, SparseAdamConfig, SparseEmbeddingConfig,
+    collect_grads,
+};
+use burn_sparse_adam_tests::{TestBackend, device, plain_device, set_params, values};
 
 fn indices(rows: &[i64], device: &Device) -> Tensor<2, Int> {
     Tensor::<1, Int>::from_data(rows, device).reshape([1, rows.len()])
@@ -315,4 +318,133 @@ fn trains(table: burn_sparse_adam::SparseEmbedding, last: usize, device: &Device
         .iter()
         .zip(&after)
         .all(|(b, a)| a.is_finite() && a != b)
+}
+
+/// A table held as shards of 4, 4 and 2 rows trains exactly as one table, bit for bit after
+/// every step: lookups across shards, duplicates, a row in the last shard, and `padding_idx`
+/// (row 5, in the second shard) never updated.
+#[test]
+fn a_sharded_table_trains_as_one_table_bit_for_bit() {
+    let device = device();
+    let (n, d) = (10, 3);
+    let plain = SparseEmbeddingConfig::new(n, d)
+        .with_padding_idx(Some(5))
+        .init(&device);
+    let start = values(plain.weight.val());
+    let sharded = ShardedEmbeddingConfig::new(n, d)
+        .with_padding_idx(Some(5))
+        .with_rows_per_shard(Some(4))
+        .init(&device);
+    assert_eq!(sharded.shards().len(), 3);
+    assert_eq!(sharded.shards()[1].padding_idx(), Some(1));
+    let shards = vec![
+        start[..12].to_vec(),
+        start[12..24].to_vec(),
+        start[24..].to_vec(),
+    ];
+    let mut sharded = set_params(sharded, shards);
+    let mut plain = plain;
+    let mut optims = (
+        SparseAdamConfig::new().init_optimizer(),
+        SparseAdamConfig::new().init_optimizer(),
+    );
+    let batches: [[i64; 6]; 3] = [[9, 0, 5, 9, 4, 3], [8, 1, 1, 5, 0, 7], [2, 9, 9, 9, 6, 5]];
+    for (step, batch) in batches.iter().enumerate() {
+        let ids = Tensor::<1, Int>::from_data(&batch[..], &device).reshape([2, 3]);
+        let coefficients = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..18).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(),
+                [2, 3, d],
+            ),
+            &device,
+        );
+        let out_plain = plain.forward(ids.clone());
+        let out_sharded = sharded.forward(ids);
+        assert_eq!(
+            values(out_plain.clone()),
+            values(out_sharded.clone()),
+            "step {step}"
+        );
+        let grads = collect_grads((out_plain * coefficients.clone()).sum().backward(), &plain);
+        plain = optims.0.step(1e-1, plain, grads);
+        let grads = collect_grads((out_sharded * coefficients).sum().backward(), &sharded);
+        sharded = optims.1.step(1e-1, sharded, grads);
+        let table: Vec<f32> = sharded
+            .shards()
+            .iter()
+            .flat_map(|shard| values(shard.weight.val()))
+            .collect();
+        let expected = values(plain.weight.val());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&table), bits(&expected), "step {step}");
+        assert_eq!(&table[15..18], &[0.0; 3], "padding_idx stays zero");
+        assert_ne!(&table[27..30], &start[27..30], "row 9 trains");
+    }
+}
+
+/// A table over one buffer binding of its device (600,000 × 64 `f32` on lavapipe's
+/// 128 MiB) trains as shards of the most rows a binding holds: rows at both ends of both
+/// shards change, an untouched row does not. On flex (no limit) it is one shard.
+#[test]
+fn a_table_over_the_binding_limit_trains_as_shards() {
+    let device = device();
+    let (n, d) = (600_000, 64);
+    let expected_shards = match SparseEmbeddingConfig::new(n, d).try_init(&device) {
+        Err(Error::TableOverBindingLimit { limit, .. }) => n.div_ceil((limit / 256) as usize),
+        Err(other) => panic!("{other}"),
+        Ok(_) => 1,
+    };
+    assert!(TestBackend::selected() == TestBackend::Flex || expected_shards > 1);
+    let table = ShardedEmbeddingConfig::new(n, d).init(&device);
+    assert_eq!(table.shards().len(), expected_shards);
+    let r = table.rows_per_shard() as i64;
+    let touched = [0, r - 1, r.min(n as i64 - 1), n as i64 - 1];
+    let lookup = |table: &ShardedEmbedding, ids: &[i64]| {
+        let ids = Tensor::<1, Int>::from_data(ids, &device).reshape([1, ids.len()]);
+        values(table.forward(ids))
+    };
+    let (before, untouched) = (lookup(&table, &touched), lookup(&table, &[1]));
+    let ids = Tensor::<1, Int>::from_data(&touched[..], &device).reshape([1, 4]);
+    let grads = collect_grads(table.forward(ids).sum().backward(), &table);
+    let table = SparseAdamConfig::new()
+        .init_optimizer()
+        .step(1e-2, table, grads);
+    let after = lookup(&table, &touched);
+    assert!(
+        before
+            .iter()
+            .zip(&after)
+            .all(|(b, a)| a.is_finite() && a != b),
+        "every touched row trains"
+    );
+    assert_eq!(lookup(&table, &[1]), untouched);
+}
+
+#[test]
+fn sharding_refuses_zero_rows_per_shard_and_a_padding_idx_out_of_range() {
+    let device = device();
+    let zero = ShardedEmbeddingConfig::new(10, 3).with_rows_per_shard(Some(0));
+    assert!(matches!(
+        zero.try_init(&device),
+        Err(Error::InvalidRowsPerShard)
+    ));
+    let padding = ShardedEmbeddingConfig::new(10, 3).with_padding_idx(Some(10));
+    assert!(matches!(
+        padding.try_init(&device),
+        Err(Error::PaddingIdxOutOfRange {
+            padding_idx: 10,
+            n_embedding: 10
+        })
+    ));
+    let table = ShardedEmbeddingConfig::new(10, 3)
+        .with_rows_per_shard(Some(4))
+        .init(&device);
+    let error = table
+        .try_forward(indices(&[3, 10], &device))
+        .expect_err("refused");
+    assert!(
+        matches!(error, Error::IndexOutOfRange { index: 10, .. }),
+        "{error}"
+    );
+    assert!(table.shards().iter().all(|s| s.pending_lookups() == 0));
 }

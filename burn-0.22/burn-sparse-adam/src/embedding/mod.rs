@@ -3,6 +3,7 @@
 //! ([`row_grads`]: the tape, the marker protocol, [`collect_grads`](row_grads::collect_grads)).
 
 pub mod row_grads;
+pub mod sharded;
 
 use std::fmt;
 
@@ -81,6 +82,15 @@ impl SparseEmbeddingConfig {
     }
 }
 
+/// The values of `indices`, read to the host (they are batch-sized).
+fn host_indices<const D: usize>(indices: &Tensor<D, Int>) -> Vec<i64> {
+    indices
+        .to_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("an Int tensor converts to i64")
+}
+
 /// Refuses a `[rows, width]` table of `dtype` that is larger than one buffer binding of
 /// `device` ([`kernels::binding_limit`]).
 fn check_binding_limit(
@@ -152,26 +162,32 @@ impl SparseEmbedding {
     /// larger than one buffer binding of its device (one loaded or moved there), before
     /// anything runs or is recorded.
     pub fn try_forward(&self, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
+        let host = host_indices(&indices);
+        self.forward_host(indices, &host)
+    }
+
+    /// [`SparseEmbedding::try_forward`] with the indices already on the host (`host`, the
+    /// values of `indices`).
+    pub(crate) fn forward_host(
+        &self,
+        indices: Tensor<2, Int>,
+        host: &[i64],
+    ) -> crate::Result<Tensor<3>> {
         let [n_embedding, d_model] = self.weight.lazy_shape().dims();
         let weight = self.weight.val();
         check_binding_limit([n_embedding, d_model], weight.dtype(), &weight.device())?;
-        let host: Vec<i64> = indices
-            .to_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("an Int tensor converts to i64");
-        check_indices(&host, n_embedding)?;
+        check_indices(host, n_embedding)?;
         if !weight.is_require_grad() {
             return Ok(burn::tensor::module::embedding(weight, indices));
         }
         let strategy = weight
             .gradient_checkpointing_strategy()
             .expect("a tensor that requires its gradient has autodiff");
-        let plan = LookupPlan::for_table(&host, self.padding_idx, n_embedding);
+        let plan = LookupPlan::for_table(host, self.padding_idx, n_embedding);
         // The output is a leaf of its own, outside the table's autodiff graph: its gradient
         // is batch-sized, and `collect_grads` sums it per touched row. It takes the weight's
         // checkpointing strategy, since operations mixing two strategies panic in Burn 0.22.
-        let output = kernels::gather(weight.inner(), indices.inner(), &host)
+        let output = kernels::gather(weight.inner(), indices.inner(), host)
             .autodiff()
             .with_gradient_checkpointing_strategy(strategy)
             .require_grad();
