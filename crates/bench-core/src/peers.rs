@@ -13,7 +13,6 @@
 //! into all-reduces per step (median) against a dense all-reduce of the table (`4 · V · d`)
 //! and their ratio, and whether every peer ended with the same table bit for bit.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use sparse_adam_core::exchange::{exchange, Gradient, InProcessGroup, Reduced, Reduction, TcpPeer};
@@ -106,22 +105,11 @@ pub fn measure(
                 .collect()
         }),
         Engine::Tcp => {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-            let hub = listener.local_addr().expect("an address");
-            let mut listener = Some(listener);
+            let group = TcpPeer::loopback(peers, timeout).expect("a group on the loopback");
             std::thread::scope(|s| {
-                let handles: Vec<_> = (0..peers)
-                    .map(|rank| {
-                        let listener = listener.take().filter(|_| rank == 0);
-                        s.spawn(move || {
-                            let mut peer = match listener {
-                                Some(listener) => TcpPeer::hub(listener, peers, timeout),
-                                None => TcpPeer::connect(rank, peers, hub, timeout),
-                            }
-                            .expect("a peer joins on the loopback");
-                            train(&mut peer)
-                        })
-                    })
+                let handles: Vec<_> = group
+                    .into_iter()
+                    .map(|mut peer| s.spawn(move || train(&mut peer)))
                     .collect();
                 handles
                     .into_iter()

@@ -143,22 +143,19 @@ impl Peer for TcpPeer {
     }
 }
 
-/// The peers of a new TCP group on the loopback, each joining on its rank's thread (rank 0
-/// takes the listener, bound to a free port).
+/// The peers of a new TCP group on the loopback (real sockets), each taken once by its rank's
+/// thread.
 fn tcp(peers: usize) -> impl Engines<Peer = TcpPeer> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let hub = listener.local_addr().expect("an address");
-    let listener = Mutex::new(Some(listener));
+    let group: Vec<_> = TcpPeer::loopback(peers, Duration::from_secs(120))
+        .expect("the group forms")
+        .into_iter()
+        .map(Some)
+        .collect();
+    let group = Mutex::new(group);
     move |rank: usize| -> TcpPeer {
-        let timeout = Duration::from_secs(120);
-        let peer = match rank {
-            0 => {
-                let listener = listener.lock().unwrap().take().expect("one rank 0");
-                TcpPeer::hub(listener, peers, timeout)
-            }
-            _ => TcpPeer::connect(rank, peers, hub, timeout),
-        };
-        peer.expect("the peer joins")
+        group.lock().unwrap()[rank]
+            .take()
+            .expect("one thread per rank")
     }
 }
 
@@ -174,7 +171,9 @@ fn three_tcp_peers_with_an_empty_shard_average_as_one_process() {
 
 /// Runs `peers` processes of the `tcp-peer` binary on the loopback (rank 0 the hub, on a free
 /// port it reports), with `args` after the rank, count and address, on the suite's backend;
-/// returns each rank's exit status and run, and the seconds until all had ended.
+/// returns each rank's exit status and run, and the seconds until all had ended. Their
+/// output is read while they run (a full pipe would block them); a process still running
+/// after 240 s is killed and fails the test.
 fn tcp_processes(peers: usize, args: &[&str]) -> (Vec<(ExitStatus, Option<PeerRun>)>, f64) {
     let exe = env!("CARGO_BIN_EXE_tcp-peer");
     let spawn = |rank: usize, hub: &str| {
@@ -186,53 +185,69 @@ fn tcp_processes(peers: usize, args: &[&str]) -> (Vec<(ExitStatus, Option<PeerRu
             .spawn()
             .expect("a peer process starts")
     };
+    let drain = |pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(pipe).read_to_string(&mut text);
+            text
+        })
+    };
     let start = Instant::now();
     let mut hub = spawn(0, "127.0.0.1:0");
     let mut out = BufReader::new(hub.stdout.take().expect("rank 0's stdout"));
     let mut first = String::new();
     out.read_line(&mut first).expect("rank 0's first line");
     let address = first.trim().strip_prefix("hub ").map(str::to_string);
-    // The rest of rank 0's output, read while it runs (it could fill the pipe).
-    let rest = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = out.read_to_string(&mut rest);
-        rest
-    });
-    let mut children = vec![hub];
+    let mut children = vec![(drain(Box::new(out)), hub)];
     if let Some(address) = &address {
-        children.extend((1..peers).map(|rank| spawn(rank, address)));
+        for rank in 1..peers {
+            let mut child = spawn(rank, address);
+            let stdout = child.stdout.take().expect("a stdout");
+            children.push((drain(Box::new(stdout)), child));
+        }
     }
     let deadline = start + Duration::from_secs(240);
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|child| wait_until(child, deadline))
-        .collect();
+    let mut ended = Vec::new();
+    for (stdout, mut child) in children {
+        let stderr = drain(Box::new(child.stderr.take().expect("a stderr")));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("the child's status") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "a peer process did not finish in time: {}",
+                    stderr.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (stdout, stderr) = (
+            stdout.join().expect("stdout"),
+            stderr.join().expect("stderr"),
+        );
+        ended.push((status, stdout, stderr));
+    }
     let seconds = start.elapsed().as_secs_f64();
-    let rest = rest.join().expect("rank 0's output");
     assert!(
         address.is_some(),
         "rank 0 did not report its address ({first:?}): {}",
-        String::from_utf8_lossy(&outputs[0].stderr)
+        ended[0].2
     );
-    let runs = outputs
-        .iter()
+    let runs = ended
+        .into_iter()
         .enumerate()
-        .map(|(rank, output)| {
-            let stdout = match rank {
-                0 => rest.clone(),
-                _ => String::from_utf8_lossy(&output.stdout).into_owned(),
-            };
+        .map(|(rank, (status, stdout, stderr))| {
             let run = stdout
                 .lines()
                 .find_map(|line| line.strip_prefix("run "))
                 .map(|json| serde_json::from_str::<PeerRun>(json).expect("a run"));
-            if run.is_none() && output.status.success() {
-                panic!(
-                    "rank {rank} reported no run: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
+            if run.is_none() && status.success() {
+                panic!("rank {rank} reported no run: {stderr}");
             }
-            (output.status, run)
+            (status, run)
         })
         .collect();
     (runs, seconds)

@@ -15,45 +15,61 @@
 //! buffers a call, the others 2: fine for the exchange's buffers (rows, not tables) and a few
 //! peers; a ring would spread the hub's traffic for many peers or dense tables.
 //!
-//! # Wire format
+//! # All or none
 //!
-//! Frames of a tag byte, a little-endian `u64` length and the payload: `DATA` (that many
-//! `f32`s, little-endian), `ABORT` (a peer gives up; a UTF-8 reason), `ERROR` (the hub ends
-//! the call for everyone; a UTF-8 reason). A connection opens with a hello of the protocol's
-//! magic and version, the rank and the peer count, checked by the hub (a wrong count, a rank
-//! out of range or taken twice is refused on both sides). Nothing is authenticated or
-//! encrypted: use it on a trusted network, as NCCL's or gloo's TCP transports are.
+//! A call commits in two phases, so that the peers do not end it differently: the hub sends
+//! the sum, every other peer acknowledges it, and only then does the hub send a commit, after
+//! which each peer returns the sum. A failure before the commit ends the call with an error on
+//! every peer (so [`exchange`](super::exchange) returns before any update, and every model and
+//! optimizer state stays as it was). What remains is a link that breaks during the commit
+//! itself: the peers that received it step, that one peer fails (at its timeout), and every
+//! peer's next call fails; reload every peer from one checkpoint then.
 //!
 //! # Failures
 //!
-//! Every wait is bounded by the peer's timeout (a deadline per call, checked between reads;
-//! the hub's answer is awaited twice as long, so that the hub's verdict arrives first). A
-//! peer that does not send within it ends the call with [`ExchangeError::Timeout`] on the
-//! hub and [`ExchangeError::PeerFailed`] naming it on the others (the hub tells them); a peer that
-//! aborts, exits, crashes or closes its connection ends it with
-//! [`ExchangeError::PeerFailed`] on every other peer at once (the operating system closes a
-//! dead process's sockets). After either, every later call of this peer fails at once: the
-//! exchange returns the error before any update, so every model and optimizer state stays as
-//! it was before the step. A peer stopped (not dead) while the hub is inside a call cannot be
-//! told apart from a slow one: the others end at the hub's timeout.
+//! Every wait is bounded: by the peer's timeout for its own part of a call (a deadline per
+//! call, checked between reads), and by twice that for the hub's answers (the hub may itself
+//! wait its whole timeout on another peer, whose verdict should arrive first). A peer that
+//! does not send within the timeout ends the call with [`ExchangeError::Timeout`] on the hub
+//! and [`ExchangeError::PeerFailed`] naming it on the others (the hub tells them); a peer that
+//! aborts, exits, crashes or closes its connection ends it with [`ExchangeError::PeerFailed`]
+//! on every other peer as soon as the hub reads from it (the operating system closes a dead
+//! process's sockets). A peer that fails tells the others and closes its links, and every
+//! later call of any peer fails at once. A peer stopped (not dead) cannot be told apart from
+//! a slow one: the others end at the timeout.
+//!
+//! # Wire format
+//!
+//! Frames of a tag byte, a little-endian `u64` length and the payload: `DATA` (that many
+//! `f32`s, little-endian), `ABORT` (a peer gives up) and `ERROR` (the hub ends the call for
+//! everyone), both with a UTF-8 reason, and the empty `READY`, `ACK` and `COMMIT`. A
+//! connection opens with a hello of the protocol's magic and version, the rank and the peer
+//! count; the hub checks it (a wrong count, a rank out of range or taken twice is refused)
+//! and answers `READY` once every rank has joined. Nothing is authenticated or encrypted: use
+//! it on a trusted network, as NCCL's or gloo's TCP transports are.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::{AllReduce, ExchangeError};
 
 /// The hello's magic number and the protocol's version.
 const MAGIC: u32 = u32::from_le_bytes(*b"SPAX");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Frame tags.
 const DATA: u8 = 1;
 const ABORT: u8 = 2;
 const ERROR: u8 = 3;
+const READY: u8 = 4;
+const ACK: u8 = 5;
+const COMMIT: u8 = 6;
 /// The longest reason a frame may carry (a longer one is cut), and the longest accepted.
 const MAX_REASON: usize = 64 * 1024;
 /// How often a hub polls for connections, and a peer retries a hub that is not up yet.
 const POLL: Duration = Duration::from_millis(5);
+/// How long a peer that failed spends telling the others, per link.
+const TELL: Duration = Duration::from_secs(1);
 
 /// One peer of a TCP all-reduce group (see the [module docs](self)).
 ///
@@ -104,15 +120,16 @@ pub struct TcpPeer {
 impl TcpPeer {
     /// Joins the group of `peers` whose hub (rank 0) is at `hub`: rank 0 binds that address
     /// and waits for the others ([`TcpPeer::hub`]); another rank connects to it, retrying
-    /// until the hub is up. Waits at most `timeout` for the whole group, as every later
+    /// until the hub is up, and returns once every rank has joined. Each rank waits at most
+    /// `timeout` for its own part (twice that for the hub's answer), as every later
     /// all-reduce does.
     ///
     /// # Errors
     ///
     /// [`ExchangeError::Engine`] when `rank` is not below `peers`, the address cannot be
     /// bound or reached within `timeout`, or the hub refuses this peer (another peer count,
-    /// a rank taken twice); [`ExchangeError::Timeout`] when the group is not complete within
-    /// `timeout`.
+    /// a rank taken twice) or gives up on the group (a rank did not join in its timeout);
+    /// [`ExchangeError::Timeout`] when the hub does not answer in time.
     pub fn connect(
         rank: usize,
         peers: usize,
@@ -162,30 +179,36 @@ impl TcpPeer {
         let hello = [MAGIC, VERSION, rank as u32, peers as u32];
         let result = configure(&stream)
             .and_then(|()| write_words(&mut stream, &hello, deadline))
-            .and_then(|()| read_frame(&mut stream, 0, deadline));
+            .and_then(|()| read_frame(&mut stream, 0, deadline + timeout));
+        peer.links.push(stream);
         match result {
-            Ok(Frame::Data(_)) => {
-                peer.links.push(stream);
-                Ok(peer)
-            }
+            Ok(Frame::Signal(READY)) => Ok(peer),
             Ok(Frame::Reason(reason)) => {
-                Err(peer.fail(engine(format!("the hub refused this peer: {reason}"))))
+                let error = engine(format!("the hub did not take this peer: {reason}"));
+                Err(peer.fail(error, None))
             }
-            Ok(Frame::Length(len)) => Err(peer.fail(engine(format!(
-                "the hub answered the hello with {len} values"
-            )))),
-            Err(error) => Err(peer.fail(peer.io_error(error, 0, start, "joining the group"))),
+            Ok(other) => {
+                let error = engine(format!("the hub answered the hello with {other:?}"));
+                Err(peer.fail(error, None))
+            }
+            Err(error) => {
+                let error = peer.io_error(&error, 0, start, "joining the group");
+                Err(peer.fail(error, None))
+            }
         }
     }
 
     /// Rank 0 of a group of `peers`, on an already bound `listener` (bind port 0 and tell the
     /// others the port it got, where ports are not fixed in advance). Waits at most `timeout`
-    /// for the other `peers − 1` to connect, and for every later all-reduce.
+    /// for the other `peers − 1` to connect, then tells them that the group is complete;
+    /// every later all-reduce waits at most `timeout` too.
     ///
     /// # Errors
     ///
-    /// [`ExchangeError::Timeout`] naming the ranks that did not connect within `timeout`;
-    /// [`ExchangeError::Engine`] when `peers` is 0 or the listener fails.
+    /// [`ExchangeError::Timeout`] naming the ranks that did not connect within `timeout`
+    /// (the ranks that did are told why); [`ExchangeError::Engine`] when `peers` is 0 or the
+    /// listener fails; [`ExchangeError::PeerFailed`] when a rank that joined leaves before
+    /// the group is complete.
     pub fn hub(
         listener: TcpListener,
         peers: usize,
@@ -205,22 +228,28 @@ impl TcpPeer {
             let (mut stream, from) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        let missing = (1..peers).filter(|&r| joined[r - 1].is_none()).collect();
-                        return Err(ExchangeError::Timeout {
-                            rank: 0,
-                            waited: start.elapsed(),
-                            missing,
-                        });
+                    if Instant::now() < deadline {
+                        std::thread::sleep(POLL);
+                        continue;
                     }
-                    std::thread::sleep(POLL);
-                    continue;
+                    let missing: Vec<usize> =
+                        (1..peers).filter(|&r| joined[r - 1].is_none()).collect();
+                    let error = ExchangeError::Timeout {
+                        rank: 0,
+                        waited: start.elapsed(),
+                        missing: missing.clone(),
+                    };
+                    let reason = format!(
+                        "ranks {missing:?} did not join the group within the hub's {timeout:?}"
+                    );
+                    let mut hub = Self::with_links(peers, timeout, joined.into_iter().flatten());
+                    return Err(hub.fail(error, Some(reason)));
                 }
                 Err(e) => return Err(engine(format!("accepting a peer failed: {e}"))),
             };
             // A stranger or a peer that gives up half-way is dropped; the group waits on. A
             // peer sends its hello as it connects: a second is plenty.
-            let hello_by = deadline.min(Instant::now() + Duration::from_secs(1));
+            let hello_by = deadline.min(Instant::now() + TELL);
             let Ok(hello) = stream
                 .set_nonblocking(false)
                 .and_then(|()| configure(&stream))
@@ -246,21 +275,50 @@ impl TcpPeer {
             };
             match refusal {
                 Some(reason) => {
-                    let _ = write_frame(&mut stream, ERROR, reason.as_bytes(), deadline);
+                    let by = Instant::now() + TELL;
+                    let _ = write_frame(&mut stream, ERROR, reason.as_bytes(), by);
                 }
-                None => {
-                    if write_frame(&mut stream, DATA, &[], deadline).is_ok() {
-                        joined[rank - 1] = Some(stream);
-                    }
-                }
+                None => joined[rank - 1] = Some(stream),
             }
         }
-        Ok(Self {
+        let mut hub = Self::with_links(peers, timeout, joined.into_iter().flatten());
+        for other in 1..peers {
+            if let Err(error) = write_frame(&mut hub.links[other - 1], READY, &[], deadline + TELL)
+            {
+                let error = hub.io_error(&error, other, start, "joining the group");
+                return Err(hub.fail(error, None));
+            }
+        }
+        Ok(hub)
+    }
+
+    /// The peers of a group on the loopback, in rank order, each joined on a thread of its own
+    /// (for tests and benchmarks in one process; the links are real sockets).
+    ///
+    /// # Errors
+    ///
+    /// The first rank's error, when a rank cannot join.
+    pub fn loopback(peers: usize, timeout: Duration) -> Result<Vec<Self>, ExchangeError> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| ExchangeError::Engine {
             rank: 0,
-            peers,
-            timeout,
-            links: joined.into_iter().flatten().collect(),
-            broken: None,
+            reason: format!("cannot listen on the loopback: {e}"),
+        })?;
+        let hub = listener.local_addr().map_err(|e| ExchangeError::Engine {
+            rank: 0,
+            reason: format!("the loopback listener has no address: {e}"),
+        })?;
+        std::thread::scope(|s| {
+            let others: Vec<_> = (1..peers)
+                .map(|rank| s.spawn(move || Self::connect(rank, peers, hub, timeout)))
+                .collect();
+            let first = Self::hub(listener, peers, timeout);
+            std::iter::once(first)
+                .chain(
+                    others
+                        .into_iter()
+                        .map(|h| h.join().expect("a joining thread")),
+                )
+                .collect()
         })
     }
 
@@ -270,25 +328,37 @@ impl TcpPeer {
         self.timeout = timeout;
     }
 
-    /// Sends `reason` to every linked peer, best effort: the call's deadline may have passed,
-    /// so each write gets a fresh, short one; a peer already gone needs no telling.
-    fn tell_all(&mut self, tag: u8, reason: &str) {
-        let deadline = Instant::now() + self.timeout.min(Duration::from_secs(1));
-        for link in &mut self.links {
-            let _ = write_frame(link, tag, reason.as_bytes(), deadline);
+    fn with_links(peers: usize, timeout: Duration, links: impl Iterator<Item = TcpStream>) -> Self {
+        Self {
+            rank: 0,
+            peers,
+            timeout,
+            links: links.collect(),
+            broken: None,
         }
     }
 
-    /// Remembers `error` as the reason this peer is broken, and returns it.
-    fn fail(&mut self, error: ExchangeError) -> ExchangeError {
-        self.broken.get_or_insert_with(|| error.to_string());
+    /// Ends the group for this peer: remembers `error`, tells the others why (`reason`, or
+    /// the error's own message; best effort, a peer already gone needs no telling), and
+    /// closes every link, so that a peer blocked on this one fails at once. Returns `error`.
+    fn fail(&mut self, error: ExchangeError, reason: Option<String>) -> ExchangeError {
+        if self.broken.is_none() {
+            let reason = reason.unwrap_or_else(|| error.to_string());
+            let by = Instant::now() + TELL;
+            let tag = if self.rank == 0 { ERROR } else { ABORT };
+            for link in &mut self.links {
+                let _ = write_frame(link, tag, reason.as_bytes(), by);
+                let _ = link.shutdown(Shutdown::Both);
+            }
+            self.broken = Some(error.to_string());
+        }
         error
     }
 
     /// What an I/O error on the link to `other` means for this peer.
     fn io_error(
         &self,
-        error: io::Error,
+        error: &io::Error,
         other: usize,
         start: Instant,
         doing: &str,
@@ -300,6 +370,10 @@ impl TcpPeer {
                 waited: start.elapsed(),
                 missing: vec![other],
             },
+            ErrorKind::InvalidData => ExchangeError::Engine {
+                rank,
+                reason: format!("peer {other} broke the protocol ({doing}: {error})"),
+            },
             _ => ExchangeError::PeerFailed {
                 rank,
                 reason: format!("peer {other} left the group ({doing}: {error})"),
@@ -307,90 +381,159 @@ impl TcpPeer {
         }
     }
 
-    /// The hub's side of a call: every buffer in, the rank-order sum out.
+    /// The message the hub sends the others for `error`: its cause, without the hub's rank.
+    fn cause(error: &ExchangeError) -> String {
+        match error {
+            ExchangeError::PeerFailed { reason, .. } | ExchangeError::Engine { reason, .. } => {
+                reason.clone()
+            }
+            ExchangeError::Timeout {
+                waited, missing, ..
+            } => format!(
+                "peers {missing:?} did not join the all-reduce within {waited:?} (the hub waited)"
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// The hub's side of a call: every buffer in, the rank-order sum out, acknowledged, then
+    /// committed.
     fn hub_all_reduce(&mut self, buffer: &mut [f32], start: Instant) -> Result<(), ExchangeError> {
         let deadline = start + self.timeout;
         let mut sum = buffer.to_vec();
-        let mut failure = None;
         for other in 1..self.peers {
-            let link = &mut self.links[other - 1];
-            match read_frame(link, buffer.len(), deadline) {
+            let (error, reason) = match read_frame(&mut self.links[other - 1], buffer.len(), deadline)
+            {
                 Ok(Frame::Data(values)) => {
                     sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
+                    continue;
                 }
-                Ok(Frame::Length(len)) => {
-                    failure = Some((
-                        ExchangeError::LengthMismatch {
-                            rank: 0,
-                            len: buffer.len(),
-                            expected: len as usize,
-                        },
-                        format!(
-                            "all-reduce buffers differ in length: {len} on peer {other}, {} on peer 0 (do all peers run the same model?)",
-                            buffer.len()
-                        ),
-                    ));
-                }
-                Ok(Frame::Reason(reason)) => {
-                    // The reason names its peer (`abort`).
-                    let error = ExchangeError::PeerFailed {
+                Ok(Frame::Length(len)) => (
+                    ExchangeError::LengthMismatch {
+                        rank: 0,
+                        len: buffer.len(),
+                        expected: len as usize,
+                    },
+                    format!(
+                        "all-reduce buffers differ in length: {len} on peer {other}, {} on peer 0 (do all peers run the same model?)",
+                        buffer.len()
+                    ),
+                ),
+                // The reason names its peer (`abort`).
+                Ok(Frame::Reason(reason)) => (
+                    ExchangeError::PeerFailed {
                         rank: 0,
                         reason: reason.clone(),
-                    };
-                    failure = Some((error, reason));
+                    },
+                    reason,
+                ),
+                Ok(Frame::Signal(tag)) => {
+                    let error = self.protocol_error(other, tag, "its buffer");
+                    (error.clone(), Self::cause(&error))
                 }
                 Err(error) => {
-                    let error = self.io_error(error, other, start, "sending its buffer");
-                    let reason = error.to_string();
-                    failure = Some((error, reason));
+                    let error = self.io_error(&error, other, start, "sending its buffer");
+                    (error.clone(), Self::cause(&error))
                 }
-            }
-            if failure.is_some() {
-                break;
-            }
-        }
-        if let Some((error, reason)) = failure {
-            self.tell_all(ERROR, &reason);
-            return Err(self.fail(error));
+            };
+            return Err(self.fail(error, Some(reason)));
         }
         let bytes = to_bytes(&sum);
         for other in 1..self.peers {
             if let Err(error) = write_frame(&mut self.links[other - 1], DATA, &bytes, deadline) {
-                let error = self.io_error(error, other, start, "receiving the sum");
-                self.tell_all(ERROR, &error.to_string());
-                return Err(self.fail(error));
+                let error = self.io_error(&error, other, start, "receiving the sum");
+                let reason = Self::cause(&error);
+                return Err(self.fail(error, Some(reason)));
+            }
+        }
+        for other in 1..self.peers {
+            let error = match read_frame(&mut self.links[other - 1], 0, deadline) {
+                Ok(Frame::Signal(ACK)) => continue,
+                Ok(Frame::Reason(reason)) => ExchangeError::PeerFailed { rank: 0, reason },
+                Ok(frame) => self.protocol_error(other, frame.tag(), "an acknowledgement"),
+                Err(error) => self.io_error(&error, other, start, "acknowledging the sum"),
+            };
+            let reason = Self::cause(&error);
+            return Err(self.fail(error, Some(reason)));
+        }
+        // Every peer holds the sum: the call commits. A link that breaks now fails that peer
+        // alone (and every peer's next call).
+        let mut lost = None;
+        for other in 1..self.peers {
+            let by = deadline.max(Instant::now()) + TELL;
+            if let Err(error) = write_frame(&mut self.links[other - 1], COMMIT, &[], by) {
+                lost.get_or_insert(self.io_error(&error, other, start, "receiving the commit"));
             }
         }
         buffer.copy_from_slice(&sum);
+        if let Some(error) = lost {
+            let reason = Self::cause(&error);
+            self.fail(error, Some(reason));
+        }
         Ok(())
     }
 
-    /// Another peer's side of a call: its buffer out, the sum in.
+    /// Another peer's side of a call: its buffer out, the sum in, acknowledged, committed.
     fn spoke_all_reduce(
         &mut self,
         buffer: &mut [f32],
         start: Instant,
     ) -> Result<(), ExchangeError> {
-        // The answer may take the hub's own timeout on a silent third peer: waiting twice as
-        // long lets its verdict (naming that peer) arrive before this peer would blame the hub.
+        // The hub's answers may take its own timeout on a silent third peer: waiting twice as
+        // long lets its verdict (naming that peer) arrive before this peer would blame it.
         let deadline = start + self.timeout;
+        let answer_by = deadline + self.timeout;
         let rank = self.rank;
         let link = &mut self.links[0];
-        let result = write_frame(link, DATA, &to_bytes(buffer), deadline)
-            .and_then(|()| read_frame(link, buffer.len(), deadline + self.timeout));
-        let error = match result {
-            Ok(Frame::Data(values)) => {
-                buffer.copy_from_slice(&values);
-                return Ok(());
+        let sent = write_frame(link, DATA, &to_bytes(buffer), deadline);
+        let sum = match sent.and_then(|()| read_frame(link, buffer.len(), answer_by)) {
+            Ok(Frame::Data(sum)) => sum,
+            Ok(frame) => return Err(self.unexpected(frame, "the sum")),
+            Err(error) => {
+                // A hub that failed may have said why before closing the link.
+                let pending = read_frame(&mut self.links[0], 0, Instant::now() + POLL * 20);
+                let error = match pending {
+                    Ok(Frame::Reason(reason)) => ExchangeError::PeerFailed { rank, reason },
+                    _ => self.io_error(&error, 0, start, "all-reducing"),
+                };
+                return Err(self.fail(error, None));
             }
-            Ok(Frame::Length(len)) => ExchangeError::Engine {
-                rank,
-                reason: format!("the hub returned {len} values for {}", buffer.len()),
-            },
-            Ok(Frame::Reason(reason)) => ExchangeError::PeerFailed { rank, reason },
-            Err(error) => self.io_error(error, 0, start, "all-reducing"),
         };
-        Err(self.fail(error))
+        let link = &mut self.links[0];
+        let acknowledged = write_frame(link, ACK, &[], answer_by);
+        match acknowledged.and_then(|()| read_frame(link, 0, answer_by)) {
+            Ok(Frame::Signal(COMMIT)) => {
+                buffer.copy_from_slice(&sum);
+                Ok(())
+            }
+            Ok(frame) => Err(self.unexpected(frame, "the commit")),
+            Err(error) => {
+                let error = self.io_error(&error, 0, start, "awaiting the commit");
+                Err(self.fail(error, None))
+            }
+        }
+    }
+
+    /// A peer's error for a frame from the hub that is not `expected`: the hub's verdict, or
+    /// a protocol error.
+    fn unexpected(&mut self, frame: Frame, expected: &str) -> ExchangeError {
+        let error = match frame {
+            Frame::Reason(reason) => ExchangeError::PeerFailed {
+                rank: self.rank,
+                reason,
+            },
+            frame => self.protocol_error(0, frame.tag(), expected),
+        };
+        self.fail(error, None)
+    }
+
+    fn protocol_error(&self, other: usize, tag: u8, expected: &str) -> ExchangeError {
+        ExchangeError::Engine {
+            rank: self.rank,
+            reason: format!(
+                "peer {other} broke the protocol (a frame of tag {tag} where {expected} was due)"
+            ),
+        }
     }
 }
 
@@ -418,16 +561,20 @@ impl AllReduce for TcpPeer {
         }
     }
 
-    /// Tells the hub (or, on the hub, every other peer) that this peer gives up; the others'
-    /// pending and next calls fail with [`ExchangeError::PeerFailed`] naming `reason`.
+    /// Tells the hub (or, on the hub, every other peer) that this peer gives up, and closes
+    /// its links: the others' pending and next calls fail with [`ExchangeError::PeerFailed`]
+    /// naming `reason`.
     fn abort(&mut self, reason: &str) {
         let reason = format!("peer {} aborted: {reason}", self.rank);
-        self.tell_all(if self.rank == 0 { ERROR } else { ABORT }, &reason);
-        self.broken.get_or_insert(reason);
+        let error = ExchangeError::PeerFailed {
+            rank: self.rank,
+            reason: reason.clone(),
+        };
+        self.fail(error, Some(reason));
     }
 }
 
-/// No Nagle delay: a call is a request and an answer.
+/// No Nagle delay: a call is a few requests and answers.
 fn configure(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)
 }
@@ -436,7 +583,7 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Waits for the socket to be readable or writable at most until `deadline`.
+/// Bounds the next read or write of `stream` by `deadline`.
 fn bound(stream: &TcpStream, deadline: Instant, read: bool) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -511,9 +658,9 @@ fn write_frame(
     write_all(stream, &frame, deadline)
 }
 
-/// A frame's tag and payload. A `DATA` frame must hold `values` numbers: one of another
-/// length is returned as `Frame::Length` without reading its payload (the call is over). A
-/// malformed frame is an `InvalidData` error.
+/// A frame. A `DATA` frame must hold `values` numbers: one of another length is returned as
+/// `Frame::Length` without reading its payload (the call is over then). A malformed frame is
+/// an `InvalidData` error.
 fn read_frame(stream: &mut TcpStream, values: usize, deadline: Instant) -> io::Result<Frame> {
     let mut head = [0u8; 9];
     read_exact(stream, &mut head, deadline)?;
@@ -525,7 +672,8 @@ fn read_frame(stream: &mut TcpStream, values: usize, deadline: Instant) -> io::R
         DATA => {}
         ABORT | ERROR if len <= MAX_REASON as u64 => {}
         ABORT | ERROR => return Err(invalid(format!("a reason of {len} bytes"))),
-        _ => return Err(invalid(format!("unknown frame tag {tag}"))),
+        READY | ACK | COMMIT if len == 0 => return Ok(Frame::Signal(tag)),
+        _ => return Err(invalid(format!("a frame of tag {tag} and {len} bytes"))),
     }
     let mut payload = vec![0u8; len as usize];
     read_exact(stream, &mut payload, deadline)?;
@@ -541,6 +689,7 @@ fn read_frame(stream: &mut TcpStream, values: usize, deadline: Instant) -> io::R
 }
 
 /// A frame read by [`read_frame`].
+#[derive(Debug)]
 enum Frame {
     /// The expected number of values.
     Data(Vec<f32>),
@@ -548,6 +697,18 @@ enum Frame {
     Length(u64),
     /// An `ABORT` or `ERROR` frame's reason.
     Reason(String),
+    /// `READY`, `ACK` or `COMMIT`.
+    Signal(u8),
+}
+
+impl Frame {
+    fn tag(&self) -> u8 {
+        match self {
+            Frame::Data(_) | Frame::Length(_) => DATA,
+            Frame::Reason(_) => ERROR,
+            Frame::Signal(tag) => *tag,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -562,20 +723,13 @@ mod tests {
         timeout: Duration,
         f: impl Fn(TcpPeer) -> T + Sync,
     ) -> Vec<T> {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let hub = listener.local_addr().unwrap();
-        let mut listener = Some(listener);
+        let group = TcpPeer::loopback(peers, timeout).expect("the group forms");
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..peers)
-                .map(|rank| {
-                    let (f, listener) = (&f, listener.take().filter(|_| rank == 0));
-                    s.spawn(move || {
-                        let peer = match listener {
-                            Some(listener) => TcpPeer::hub(listener, peers, timeout),
-                            None => TcpPeer::connect(rank, peers, hub, timeout),
-                        };
-                        f(peer.expect("the peer joins"))
-                    })
+            let handles: Vec<_> = group
+                .into_iter()
+                .map(|peer| {
+                    let f = &f;
+                    s.spawn(move || f(peer))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -698,7 +852,8 @@ mod tests {
     #[test]
     fn a_silent_peer_ends_the_call_at_the_timeout() {
         let timeout = Duration::from_millis(400);
-        let results = on_peers(3, timeout, |mut peer| {
+        let results = on_peers(3, TIMEOUT, |mut peer| {
+            peer.set_timeout(timeout);
             let mut buffer = [1.0f32; 2];
             let start = Instant::now();
             if peer.rank() == 2 {
@@ -720,6 +875,46 @@ mod tests {
                 if reason.contains("peers [2] did not join")),
             "{other}"
         );
+    }
+
+    /// All or none: a peer that dies after sending its buffer and receiving the sum, but
+    /// before acknowledging it, leaves every other peer with an error (none returns the sum,
+    /// so none steps). The dying peer is played by a raw socket speaking the protocol.
+    #[test]
+    fn a_peer_lost_before_the_commit_fails_every_other_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let hub = listener.local_addr().unwrap();
+        std::thread::scope(|s| {
+            let hub_peer = s.spawn(move || {
+                let mut peer = TcpPeer::hub(listener, 3, TIMEOUT).unwrap();
+                peer.all_reduce_sum(&mut [1.0f32; 2])
+            });
+            let other = s.spawn(move || {
+                let mut peer = TcpPeer::connect(1, 3, hub, TIMEOUT).unwrap();
+                peer.all_reduce_sum(&mut [1.0f32; 2])
+            });
+            let deadline = Instant::now() + TIMEOUT;
+            let mut raw = TcpStream::connect(hub).unwrap();
+            write_words(&mut raw, &[MAGIC, VERSION, 2, 3], deadline).unwrap();
+            assert!(matches!(
+                read_frame(&mut raw, 0, deadline),
+                Ok(Frame::Signal(READY))
+            ));
+            write_frame(&mut raw, DATA, &to_bytes(&[1.0, 1.0]), deadline).unwrap();
+            let sum = read_frame(&mut raw, 2, deadline).unwrap();
+            assert!(
+                matches!(sum, Frame::Data(ref v) if v == &[3.0, 3.0]),
+                "{sum:?}"
+            );
+            drop(raw);
+            for (rank, result) in [(0, hub_peer.join()), (1, other.join())] {
+                let error = result.unwrap().expect_err("no commit");
+                assert!(
+                    error.to_string().contains("peer 2 left the group"),
+                    "rank {rank}: {error}"
+                );
+            }
+        });
     }
 
     /// Buffers of different lengths end the call on every peer; an abort reaches the others
@@ -767,12 +962,13 @@ mod tests {
     }
 
     /// The hub refuses a peer that expects another group (naming both counts) or takes a rank
-    /// already taken, and times out naming the ranks that never joined.
+    /// already taken; a peer returns only once the group is complete, and when it never is,
+    /// the hub times out naming the ranks that never joined and tells the ones that did.
     #[test]
     fn the_hub_refuses_strangers_and_names_the_missing() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let hub = listener.local_addr().unwrap();
-        let timeout = Duration::from_secs(2);
+        let timeout = Duration::from_secs(3);
         std::thread::scope(|s| {
             let hub_peer = s.spawn(move || TcpPeer::hub(listener, 3, timeout));
             let wrong = TcpPeer::connect(1, 4, hub, timeout).unwrap_err();
@@ -781,7 +977,8 @@ mod tests {
                     && wrong.to_string().contains("expects 4 peers, the hub 3"),
                 "{wrong}"
             );
-            let first = TcpPeer::connect(1, 3, hub, timeout).unwrap();
+            let first = s.spawn(move || TcpPeer::connect(1, 3, hub, timeout));
+            std::thread::sleep(Duration::from_millis(300));
             let twice = TcpPeer::connect(1, 3, hub, timeout).unwrap_err();
             assert!(twice.to_string().contains("rank 1 joined twice"), "{twice}");
             let error = hub_peer.join().unwrap().unwrap_err();
@@ -789,7 +986,12 @@ mod tests {
                 matches!(&error, ExchangeError::Timeout { rank: 0, missing, .. } if missing == &[2]),
                 "{error}"
             );
-            drop(first);
+            let told = first.join().unwrap().unwrap_err();
+            assert!(
+                told.to_string()
+                    .contains("ranks [2] did not join the group"),
+                "{told}"
+            );
         });
         let error = TcpPeer::connect(3, 3, hub, timeout).unwrap_err();
         assert!(
