@@ -176,15 +176,16 @@ pub enum Error {
         param: DType,
     },
 
-    /// A table is larger than the largest buffer one kernel can bind on its device (wgpu's
-    /// storage-binding limit: 128 MiB on Mesa's lavapipe, at most 2 GiB on Vulkan and DX12
-    /// without 64-bit indexing). Every kernel that binds the whole table (the lookup, Burn's
-    /// own `Embedding` included, the update) would fail on the device's thread.
+    /// A table is larger than the largest buffer its device allocates at once, which on wgpu
+    /// is the largest buffer one kernel can bind (the storage-binding limit: 128 MiB on Mesa's
+    /// lavapipe, at most 2 GiB on Vulkan and DX12 without 64-bit indexing; other cubecl
+    /// runtimes have their own page limit). Every kernel that binds the whole table (the
+    /// lookup, Burn's own `Embedding` included, the update) would fail on the device's thread.
     #[error(
         "a [{rows}, {width}] table takes {bytes} bytes, over the {limit}-byte limit of one \
-         buffer binding on its device: every kernel that binds it would fail. Split it into \
-         tables of at most {max_rows} rows (row r in table r / {max_rows}, at row r % \
-         {max_rows}), or train it on a device without this limit (flex on the CPU; CUDA)",
+         buffer (one binding, on wgpu) of its device: every kernel that binds it would fail. \
+         Hold it as a ShardedEmbedding (shards of at most {max_rows} rows), or train it on a \
+         device without this limit (flex on the CPU)",
         max_rows = .limit / (.bytes / .rows)
     )]
     TableOverBindingLimit {

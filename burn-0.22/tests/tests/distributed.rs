@@ -269,20 +269,13 @@ fn on_engine_peers<T: Send>(
     if let Engine::InProcess = engine {
         return on_peers(peers, timeout, |peer| f(Peer::InProcess(peer)));
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let hub = listener.local_addr().expect("an address");
-    let mut listener = Some(listener);
+    let group = TcpPeer::loopback(peers, timeout).expect("the group forms");
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..peers)
-            .map(|rank| {
-                let (f, listener) = (&f, listener.take().filter(|_| rank == 0));
-                s.spawn(move || {
-                    let peer = match listener {
-                        Some(listener) => TcpPeer::hub(listener, peers, timeout),
-                        None => TcpPeer::connect(rank, peers, hub, timeout),
-                    };
-                    f(Peer::Tcp(peer.expect("the peer joins")))
-                })
+        let handles: Vec<_> = group
+            .into_iter()
+            .map(|peer| {
+                let f = &f;
+                s.spawn(move || f(Peer::Tcp(peer)))
             })
             .collect();
         handles.into_iter().map(|h| h.join()).collect()

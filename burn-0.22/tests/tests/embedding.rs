@@ -284,8 +284,10 @@ fn a_table_over_the_binding_limit_is_refused_before_training() {
     let message = config.try_init(&device).unwrap_err().to_string();
     assert!(
         message.contains(&format!(
-            "takes 153600000 bytes, over the {limit}-byte limit of one buffer binding"
-        )) && message.contains(&format!("Split it into tables of at most {max_rows} rows")),
+            "takes 153600000 bytes, over the {limit}-byte limit of one buffer"
+        )) && message.contains(&format!(
+            "Hold it as a ShardedEmbedding (shards of at most {max_rows} rows)"
+        )),
         "{message}"
     );
     // A table made elsewhere and moved onto the device is refused at its first lookup.
@@ -331,10 +333,10 @@ fn a_sharded_table_trains_as_one_table_bit_for_bit() {
         .with_padding_idx(Some(5))
         .init(&device);
     let start = values(plain.weight.val());
-    let sharded = ShardedEmbeddingConfig::new(n, d)
-        .with_padding_idx(Some(5))
-        .with_rows_per_shard(Some(4))
-        .init(&device);
+    let sharded =
+        ShardedEmbeddingConfig::new(SparseEmbeddingConfig::new(n, d).with_padding_idx(Some(5)))
+            .with_rows_per_shard(Some(4))
+            .init(&device);
     assert_eq!(sharded.shards().len(), 3);
     assert_eq!(sharded.shards()[1].padding_idx(), Some(1));
     let shards = vec![
@@ -395,7 +397,7 @@ fn a_table_over_the_binding_limit_trains_as_shards() {
         Ok(_) => 1,
     };
     assert!(TestBackend::selected() == TestBackend::Flex || expected_shards > 1);
-    let table = ShardedEmbeddingConfig::new(n, d).init(&device);
+    let table = ShardedEmbeddingConfig::new(SparseEmbeddingConfig::new(n, d)).init(&device);
     assert_eq!(table.shards().len(), expected_shards);
     let r = table.rows_per_shard() as i64;
     let touched = [0, r - 1, r.min(n as i64 - 1), n as i64 - 1];
@@ -423,12 +425,14 @@ fn a_table_over_the_binding_limit_trains_as_shards() {
 #[test]
 fn sharding_refuses_zero_rows_per_shard_and_a_padding_idx_out_of_range() {
     let device = device();
-    let zero = ShardedEmbeddingConfig::new(10, 3).with_rows_per_shard(Some(0));
+    let zero =
+        ShardedEmbeddingConfig::new(SparseEmbeddingConfig::new(10, 3)).with_rows_per_shard(Some(0));
     assert!(matches!(
         zero.try_init(&device),
         Err(Error::InvalidRowsPerShard)
     ));
-    let padding = ShardedEmbeddingConfig::new(10, 3).with_padding_idx(Some(10));
+    let padding =
+        ShardedEmbeddingConfig::new(SparseEmbeddingConfig::new(10, 3).with_padding_idx(Some(10)));
     assert!(matches!(
         padding.try_init(&device),
         Err(Error::PaddingIdxOutOfRange {
@@ -436,7 +440,7 @@ fn sharding_refuses_zero_rows_per_shard_and_a_padding_idx_out_of_range() {
             n_embedding: 10
         })
     ));
-    let table = ShardedEmbeddingConfig::new(10, 3)
+    let table = ShardedEmbeddingConfig::new(SparseEmbeddingConfig::new(10, 3))
         .with_rows_per_shard(Some(4))
         .init(&device);
     let error = table

@@ -19,7 +19,7 @@
 //! `burn::nn::Embedding`'s.
 
 use burn::config::Config;
-use burn::module::{Initializer, Module};
+use burn::module::Module;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use sparse_adam_core::{check_indices, check_padding_idx};
 
@@ -27,25 +27,16 @@ use super::{SparseEmbedding, SparseEmbeddingConfig, host_indices};
 use crate::error::Error;
 use crate::kernels;
 
-/// Configuration of a [`ShardedEmbedding`]: [`SparseEmbeddingConfig`]'s fields plus the rows
-/// per shard.
+/// Configuration of a [`ShardedEmbedding`]: the whole table's [`SparseEmbeddingConfig`] and
+/// the rows per shard.
 #[derive(Config, Debug)]
 pub struct ShardedEmbeddingConfig {
-    /// The number of rows of the whole table.
-    pub n_embedding: usize,
-    /// The width of each row.
-    pub d_model: usize,
-    /// How every shard is initialized. Default: `N(0, 1)`, as Burn's and PyTorch's
-    /// embeddings.
-    #[config(default = "Initializer::Normal{mean:0.0, std:1.0}")]
-    pub initializer: Initializer,
-    /// PyTorch's `padding_idx`, a row of the whole table (it lands in one shard). Default:
-    /// none.
-    #[config(default = "None")]
-    pub padding_idx: Option<usize>,
+    /// The whole table: its rows, width, initializer (each shard is initialized with it) and
+    /// `padding_idx` (a row of the whole table, which lands in one shard).
+    pub table: SparseEmbeddingConfig,
     /// Rows per shard (the last shard holds the rest). Default: the most rows one buffer
-    /// binding of the device holds in its default float type, which on a device without
-    /// such a limit (flex) is the whole table, in one shard.
+    /// of the device holds in its default float type, which on a device without such a
+    /// limit (flex) is the whole table, in one shard.
     #[config(default = "None")]
     pub rows_per_shard: Option<usize>,
 }
@@ -60,8 +51,13 @@ impl ShardedEmbeddingConfig {
     /// [`Error::TableOverBindingLimit`] when a shard of the given `rows_per_shard` is larger
     /// than one buffer binding of the device; nothing is allocated then.
     pub fn try_init(&self, device: &Device) -> crate::Result<ShardedEmbedding> {
-        let (n, d) = (self.n_embedding, self.d_model);
-        check_padding_idx(self.padding_idx, n)?;
+        let SparseEmbeddingConfig {
+            n_embedding: n,
+            d_model: d,
+            ref initializer,
+            padding_idx,
+        } = self.table;
+        check_padding_idx(padding_idx, n)?;
         let rows_per_shard = match self.rows_per_shard {
             Some(0) => return Err(Error::InvalidRowsPerShard),
             Some(rows) => rows,
@@ -78,12 +74,11 @@ impl ShardedEmbeddingConfig {
             .map(|s| {
                 let start = s * rows_per_shard;
                 let rows = rows_per_shard.min(n - start);
-                let padding = self
-                    .padding_idx
+                let padding = padding_idx
                     .filter(|p| (start..start + rows).contains(p))
                     .map(|p| p - start);
                 SparseEmbeddingConfig::new(rows, d)
-                    .with_initializer(self.initializer.clone())
+                    .with_initializer(initializer.clone())
                     .with_padding_idx(padding)
             })
             .collect();
@@ -96,7 +91,7 @@ impl ShardedEmbeddingConfig {
             rows_per_shard,
             n_embedding: n,
             d_model: d,
-            padding_idx: self.padding_idx,
+            padding_idx,
         })
     }
 
@@ -119,11 +114,13 @@ impl ShardedEmbeddingConfig {
 ///
 /// ```
 /// use burn::tensor::{Device, Int, Tensor};
-/// use burn_sparse_adam::{collect_grads, ShardedEmbeddingConfig, SparseAdamConfig};
+/// use burn_sparse_adam::{
+///     collect_grads, ShardedEmbeddingConfig, SparseAdamConfig, SparseEmbeddingConfig,
+/// };
 ///
 /// let device = Device::default().autodiff();
 /// // 10 rows in shards of 4, 4 and 2.
-/// let table = ShardedEmbeddingConfig::new(10, 3)
+/// let table = ShardedEmbeddingConfig::new(SparseEmbeddingConfig::new(10, 3))
 ///     .with_rows_per_shard(Some(4))
 ///     .init(&device);
 /// assert_eq!(table.shards().len(), 3);
@@ -182,15 +179,16 @@ impl ShardedEmbedding {
             parts[shard].0.push(id % rows_per_shard);
             parts[shard].1.push(position as i64);
         }
-        let device = indices.device();
         let mut looked_up = Vec::new();
         let mut order = Vec::with_capacity(host.len());
-        // Shapes are checked first, so that no shard records a lookup when another refuses.
+        // Every shard's lookup is checked first, so that no shard records one when another
+        // would refuse.
         for (shard, (ids, _)) in self.shards.iter().zip(&parts) {
             if !ids.is_empty() {
                 let [rows, width] = shard.weight.lazy_shape().dims();
                 let weight = shard.weight.val();
                 super::check_binding_limit([rows, width], weight.dtype(), &weight.device())?;
+                check_indices(ids, rows)?;
             }
         }
         for (shard, (ids, positions)) in self.shards.iter().zip(parts) {
@@ -198,6 +196,8 @@ impl ShardedEmbedding {
                 continue;
             }
             let len = ids.len();
+            // On the shard's own device, where its lookup runs.
+            let device = shard.weight.val().device();
             let tensor =
                 Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, len]), &device);
             let rows = shard.forward_host(tensor, &ids)?;
@@ -209,6 +209,7 @@ impl ShardedEmbedding {
         for (i, &position) in order.iter().enumerate() {
             from[position as usize] = i as i64;
         }
+        let device = looked_up[0].device();
         let from = Tensor::<1, Int>::from_data(TensorData::new(from, [host.len()]), &device);
         let rows = Tensor::cat(looked_up, 0).select(0, from);
         Ok(rows.reshape([batch, seq, self.d_model]))

@@ -207,10 +207,16 @@ impl SparseAdamRowsOps for CubeBackend {
     }
 }
 
-/// The page size of `device`'s cubecl client (see [`super::binding_limit`]).
+/// The largest buffer `device`'s cubecl client allocates (see [`super::binding_limit`]): its
+/// page size, rounded down to its alignment, as cubecl's allocator rounds it (an allocation
+/// is padded up to the alignment, so one between the two would not fit).
 pub(super) fn binding_limit(device: &burn::tensor::Device) -> Option<u64> {
     match device.clone().inner().as_dispatch() {
-        DispatchDevice::Cube(cube) => Some(cube.client().properties().memory.max_page_size),
+        DispatchDevice::Cube(cube) => {
+            let memory = cube.client().properties().memory.clone();
+            let alignment = memory.alignment.max(1);
+            Some(memory.max_page_size / alignment * alignment)
+        }
         _ => None,
     }
 }

@@ -53,10 +53,12 @@ fn fused() -> bool {
     FUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The largest buffer, in bytes, that one kernel can bind on `device` (with or without
-/// autodiff): a `Cube` device's page size, which is wgpu's storage-binding limit (or the
-/// memory heap where the adapter indexes in 64 bits). `None` for devices without such a
-/// limit (flex), and where this crate is built without its `wgpu` feature.
+/// The largest buffer, in bytes, that `device` (with or without autodiff) allocates at once:
+/// a `Cube` device's page size, which on wgpu is the storage-binding limit, so the largest
+/// buffer one kernel can bind (where the adapter indexes in 64 bits, cubecl takes a memory
+/// heap's size instead). `None` for devices without such a limit (flex), and where this
+/// crate is built without its `wgpu` feature (then a table over the limit fails at its first
+/// kernel, as Burn's own `Embedding` does).
 pub(crate) fn binding_limit(device: &Device) -> Option<u64> {
     #[cfg(feature = "wgpu")]
     return cube::binding_limit(device);
