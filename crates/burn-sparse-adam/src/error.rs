@@ -105,6 +105,28 @@ pub enum Error {
         n_embedding: usize,
     },
 
+    /// A table is larger than the largest buffer its device allocates at once, which on
+    /// burn-wgpu is the largest buffer one kernel can bind (the storage-binding limit:
+    /// 128 MiB on Mesa's lavapipe, at most 2 GiB on Vulkan and DX12). Every kernel that binds
+    /// the whole table (the lookup, Burn's own `Embedding` included, the update) would fail.
+    #[error(
+        "a [{rows}, {width}] table takes {bytes} bytes, over the {limit}-byte limit of one \
+         buffer (one binding) of its device: every kernel that binds it would fail. Split it \
+         into tables of at most {max_rows} rows (the 0.2 line's ShardedEmbedding does this), \
+         or train it on a device without this limit (ndarray on the CPU)",
+        max_rows = .limit / (.bytes / .rows)
+    )]
+    TableOverBindingLimit {
+        /// The table's rows.
+        rows: u64,
+        /// The table's row width.
+        width: u64,
+        /// The table's bytes (in its float type).
+        bytes: u64,
+        /// The device's limit, in bytes.
+        limit: u64,
+    },
+
     /// A gradient's shape differs from its parameter's.
     #[error("gradient of parameter {param} has shape {found:?}, but the parameter has shape {expected:?}")]
     GradientShape {

@@ -14,7 +14,7 @@ use burn_sparse_adam::{
 use burn_sparse_adam_tests::{
     assert_params_bits_eq, assert_states_bits_eq, copy_grads, expect_panic, indices,
     on_test_backend, param_values, snapshot, sparse_table, tensor, with_test_backend, Batch,
-    DenseTower, Rng, Snapshot, SparseTower, TowerSpec,
+    DenseTower, Rng, Snapshot, SparseTower, TestBackend, TowerSpec,
 };
 
 /// Asserts that `message` names `field` and shows `value` as a word of its own.
@@ -615,4 +615,79 @@ fn not_collected<B: AutodiffBackend>(device: &B::Device) {
 #[test]
 fn from_grads_after_a_lookup_is_row_gradients_not_collected() {
     on_test_backend!(not_collected);
+}
+
+/// A table larger than the largest buffer its device allocates (burn-wgpu: one storage
+/// binding, 128 MiB on lavapipe) is refused by `try_init` before anything is allocated, and
+/// by `try_forward` for a table made elsewhere and moved there, naming the limit and the
+/// table's bytes; a table of the most rows the limit allows trains. burn-ndarray has no such
+/// limit: the large table is made (lazily, nothing allocated here).
+#[test]
+fn a_table_over_the_devices_buffer_limit_is_refused_before_training() {
+    on_test_backend!(over_the_buffer_limit);
+}
+
+fn over_the_buffer_limit<B: AutodiffBackend>(device: &B::Device) {
+    let (rows, width) = (600_000, 64);
+    let config = SparseEmbeddingConfig::new(rows, width);
+    let limit = match config.try_init::<B>(device) {
+        Ok(_) => {
+            assert_eq!(TestBackend::selected(), TestBackend::NdArray);
+            return;
+        }
+        Err(Error::TableOverBindingLimit {
+            rows: r,
+            width: w,
+            bytes,
+            limit,
+        }) => {
+            assert_eq!((r, w, bytes), (rows as u64, width as u64, 153_600_000));
+            assert!(limit < bytes);
+            limit
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+    };
+    let message = config.try_init::<B>(device).unwrap_err().to_string();
+    let max_rows = limit / 256;
+    assert!(
+        message.contains(&format!(
+            "takes 153600000 bytes, over the {limit}-byte limit"
+        )) && message.contains(&format!("at most {max_rows} rows")),
+        "{message}"
+    );
+    assert_eq!(expect_panic(|| config.init::<B>(device)), message);
+    // A table loaded from a stock `Embedding`'s record: refused at its first lookup.
+    let stock = burn::nn::EmbeddingConfig::new(rows, width).init::<B>(device);
+    let loaded = SparseEmbeddingConfig::new(1, width)
+        .init::<B>(device)
+        .load_record(stock.into_record());
+    let error = loaded
+        .try_forward(indices::<B>(&[0, 1], [1, 2], device))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::TableOverBindingLimit {
+                bytes: 153_600_000,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // The most rows one buffer holds train, the last one included.
+    let table = SparseEmbeddingConfig::new(max_rows as usize, width).init::<B>(device);
+    let last = max_rows as i64 - 1;
+    let ids = indices::<B>(&[0, last], [1, 2], device);
+    let before = table
+        .forward(ids.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let grads = collect_grads(table.forward(ids.clone()).sum().backward(), &table);
+    let table = SparseAdamConfig::new().init().step(1e-2, table, grads);
+    let after = table.forward(ids).into_data().to_vec::<f32>().unwrap();
+    assert!(before
+        .iter()
+        .zip(&after)
+        .all(|(b, a)| a.is_finite() && a != b));
 }

@@ -84,9 +84,15 @@ impl SparseEmbeddingConfig {
     /// # Errors
     ///
     /// [`Error::PaddingIdxOutOfRange`](crate::Error::PaddingIdxOutOfRange) when
-    /// `padding_idx >= n_embedding`.
+    /// `padding_idx >= n_embedding`;
+    /// [`Error::TableOverBindingLimit`](crate::Error::TableOverBindingLimit) when the table
+    /// is larger than the largest buffer the device allocates (burn-wgpu, with this crate's
+    /// `wgpu` feature: one storage binding, 128 MiB on lavapipe), before anything is
+    /// allocated.
     pub fn try_init<B: Backend>(&self, device: &B::Device) -> crate::Result<SparseEmbedding<B>> {
         check_padding_idx(self.padding_idx, self.n_embedding)?;
+        let bytes = core::mem::size_of::<B::FloatElem>();
+        check_allocation_limit([self.n_embedding, self.d_model], bytes, device)?;
         let weight = self
             .initializer
             .init([self.n_embedding, self.d_model], device);
@@ -124,6 +130,28 @@ impl SparseEmbeddingConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> SparseEmbedding<B> {
         self.try_init(device).unwrap_or_else(|err| panic!("{err}"))
     }
+}
+
+/// Refuses a `[rows, width]` table of `element`-byte values that is larger than the largest
+/// buffer `device` allocates ([`kernels::allocation_limit`]).
+fn check_allocation_limit<D: 'static>(
+    [rows, width]: [usize; 2],
+    element: usize,
+    device: &D,
+) -> crate::Result<()> {
+    let Some(limit) = kernels::allocation_limit(device) else {
+        return Ok(());
+    };
+    let bytes = rows as u64 * (width * element) as u64;
+    if bytes <= limit {
+        return Ok(());
+    }
+    Err(crate::Error::TableOverBindingLimit {
+        rows: rows as u64,
+        width: width as u64,
+        bytes,
+        limit,
+    })
 }
 
 /// An embedding table whose lookups, under autodiff, produce a *row gradient*: the sorted
@@ -195,10 +223,15 @@ impl<B: Backend> SparseEmbedding<B> {
     /// # Errors
     ///
     /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) for an index `< 0` or
-    /// `>= n_embedding`, before anything is recorded.
+    /// `>= n_embedding`, and
+    /// [`Error::TableOverBindingLimit`](crate::Error::TableOverBindingLimit) for a table
+    /// larger than the largest buffer its device allocates (one loaded or moved there),
+    /// before anything runs or is recorded.
     pub fn try_forward(&self, indices: Tensor<B, 2, Int>) -> crate::Result<Tensor<B, 3>> {
         let [n_embedding, d_model] = self.weight.dims();
         let [batch, seq] = indices.dims();
+        let bytes = self.weight.val().dtype().size();
+        check_allocation_limit([n_embedding, d_model], bytes, &self.weight.device())?;
         let host: Vec<i64> = indices
             .to_data()
             .convert::<i64>()

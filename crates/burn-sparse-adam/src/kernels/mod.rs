@@ -71,6 +71,25 @@ pub(crate) fn gather<B: Backend>(
 /// dimension of size 0 as if it were 1, so the backward pass of a sum over an empty tensor
 /// fails there; on every backend not known to work, an empty lookup's output is left
 /// untracked.
+/// The largest buffer, in bytes, that `device` allocates at once, where this crate can tell:
+/// a burn-wgpu device (feature `wgpu`), whose cubecl page size is the adapter's
+/// storage-binding limit (rounded down to its alignment, as cubecl's allocator rounds it).
+/// `None` elsewhere.
+pub(crate) fn allocation_limit<D: 'static>(device: &D) -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    if let Some(device) =
+        (device as &dyn std::any::Any).downcast_ref::<burn::backend::wgpu::WgpuDevice>()
+    {
+        use cubecl::Runtime;
+        let client = burn::backend::wgpu::WgpuRuntime::client(device);
+        let memory = &client.properties().memory;
+        let alignment = memory.alignment.max(1);
+        return Some(memory.max_page_size / alignment * alignment);
+    }
+    let _ = device;
+    None
+}
+
 pub(crate) fn differentiates_empty<B: Backend>(table: &Tensor<B, 2>) -> bool {
     #[cfg(feature = "ndarray")]
     {
