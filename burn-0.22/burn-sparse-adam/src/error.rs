@@ -176,18 +176,10 @@ pub enum Error {
         param: DType,
     },
 
-    /// A table is larger than the largest buffer its device allocates at once, which on wgpu
-    /// is the largest buffer one kernel can bind (the storage-binding limit: 128 MiB on Mesa's
-    /// lavapipe, at most 2 GiB on Vulkan and DX12 without 64-bit indexing; other cubecl
-    /// runtimes have their own page limit). Every kernel that binds the whole table (the
-    /// lookup, Burn's own `Embedding` included, the update) would fail on the device's thread.
-    #[error(
-        "a [{rows}, {width}] table takes {bytes} bytes, over the {limit}-byte limit of one \
-         buffer (one binding, on wgpu) of its device: every kernel that binds it would fail. \
-         Hold it as a ShardedEmbedding (shards of at most {max_rows} rows), or train it on a \
-         device without this limit (flex on the CPU)",
-        max_rows = .limit / (.bytes / .rows)
-    )]
+    /// A table is larger than the largest buffer its device allocates at once (wgpu: one
+    /// storage binding, 128 MiB on lavapipe), so every kernel that binds it would fail; hold
+    /// it as a [`ShardedEmbedding`](crate::ShardedEmbedding).
+    #[error("{}", CoreError::TableOverBindingLimit { rows: *rows, width: *width, bytes: *bytes, limit: *limit })]
     TableOverBindingLimit {
         /// The table's rows.
         rows: u64,
@@ -398,6 +390,17 @@ impl From<CoreError> for Error {
             } => Error::PaddingIdxOutOfRange {
                 padding_idx,
                 n_embedding,
+            },
+            CoreError::TableOverBindingLimit {
+                rows,
+                width,
+                bytes,
+                limit,
+            } => Error::TableOverBindingLimit {
+                rows,
+                width,
+                bytes,
+                limit,
             },
             // The core's error is non-exhaustive: a variant this crate does not know yet
             // keeps its message.

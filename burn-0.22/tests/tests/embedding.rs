@@ -286,7 +286,7 @@ fn a_table_over_the_binding_limit_is_refused_before_training() {
         message.contains(&format!(
             "takes 153600000 bytes, over the {limit}-byte limit of one buffer"
         )) && message.contains(&format!(
-            "Hold it as a ShardedEmbedding (shards of at most {max_rows} rows)"
+            "Hold it as shards of at most {max_rows} rows (the 0.2 line's ShardedEmbedding)"
         )),
         "{message}"
     );

@@ -44,6 +44,8 @@ pub struct PeersRecord {
     pub dense_bytes: f64,
     /// Whether every peer ended with the same table, bit for bit.
     pub peers_agree: bool,
+    /// A digest of peer 0's final table and moments (FNV-1a over their bits).
+    pub digest: u64,
 }
 
 /// The engine the peers exchange through.
@@ -129,6 +131,7 @@ pub fn measure(
         median_bytes: median(bytes),
         dense_bytes: 4.0 * rows as f64 * dim as f64,
         peers_agree: results.iter().all(|r| r.2 == *digest),
+        digest: *digest,
     }
 }
 
@@ -287,6 +290,10 @@ mod tests {
         let tcp = measure(10_000, 8, 256, 2, Engine::Tcp, 1, 3);
         assert!(tcp.peers_agree);
         assert_eq!(tcp.median_bytes, two.median_bytes);
+        assert_eq!(
+            tcp.digest, two.digest,
+            "the same training over either engine"
+        );
         let table = report(&[one, two, tcp]);
         assert!(table.contains("| 1e4 | 2 | in-process |"), "{table}");
         assert!(table.contains("| 1e4 | 2 | tcp |"), "{table}");

@@ -105,17 +105,9 @@ pub enum Error {
         n_embedding: usize,
     },
 
-    /// A table is larger than the largest buffer its device allocates at once, which on
-    /// burn-wgpu is the largest buffer one kernel can bind (the storage-binding limit:
-    /// 128 MiB on Mesa's lavapipe, at most 2 GiB on Vulkan and DX12). Every kernel that binds
-    /// the whole table (the lookup, Burn's own `Embedding` included, the update) would fail.
-    #[error(
-        "a [{rows}, {width}] table takes {bytes} bytes, over the {limit}-byte limit of one \
-         buffer (one binding) of its device: every kernel that binds it would fail. Split it \
-         into tables of at most {max_rows} rows (the 0.2 line's ShardedEmbedding does this), \
-         or train it on a device without this limit (ndarray on the CPU)",
-        max_rows = .limit / (.bytes / .rows)
-    )]
+    /// A table is larger than the largest buffer its device allocates at once (burn-wgpu:
+    /// one storage binding, 128 MiB on lavapipe), so every kernel that binds it would fail.
+    #[error("{}", CoreError::TableOverBindingLimit { rows: *rows, width: *width, bytes: *bytes, limit: *limit })]
     TableOverBindingLimit {
         /// The table's rows.
         rows: u64,
@@ -310,6 +302,17 @@ impl From<CoreError> for Error {
             } => Error::PaddingIdxOutOfRange {
                 padding_idx,
                 n_embedding,
+            },
+            CoreError::TableOverBindingLimit {
+                rows,
+                width,
+                bytes,
+                limit,
+            } => Error::TableOverBindingLimit {
+                rows,
+                width,
+                bytes,
+                limit,
             },
             // The core's error is non-exhaustive: a variant this crate does not know yet
             // keeps its message.

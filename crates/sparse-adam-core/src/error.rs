@@ -126,6 +126,29 @@ pub enum CoreError {
         /// The number of rows of the table.
         n_embedding: usize,
     },
+
+    /// A table is larger than the largest buffer its device allocates at once, which on wgpu
+    /// is the largest buffer one kernel can bind (the storage-binding limit: 128 MiB on Mesa's
+    /// lavapipe, at most 2 GiB on Vulkan and DX12 without 64-bit indexing). Every kernel that
+    /// binds the whole table (the lookup, Burn's own `Embedding` included, the update) would
+    /// fail on the device's thread.
+    #[error(
+        "a [{rows}, {width}] table takes {bytes} bytes, over the {limit}-byte limit of one \
+         buffer (one binding, on wgpu) of its device: every kernel that binds it would fail. \
+         Hold it as shards of at most {max_rows} rows (the 0.2 line's ShardedEmbedding), or \
+         train it on a device without this limit (the CPU)",
+        max_rows = .limit / (.bytes / .rows)
+    )]
+    TableOverBindingLimit {
+        /// The table's rows.
+        rows: u64,
+        /// The table's row width.
+        width: u64,
+        /// The table's bytes (in its float type).
+        bytes: u64,
+        /// The device's limit, in bytes.
+        limit: u64,
+    },
 }
 
 /// `Result` with the core's [`CoreError`].
@@ -174,6 +197,36 @@ mod tests {
         for (error, message) in cases {
             assert_eq!(error.to_string(), message);
         }
+    }
+
+    /// A table over its device's largest buffer is refused with its bytes, the limit and the
+    /// most rows per shard; one that fits, or a device without a limit, passes.
+    #[test]
+    fn a_table_over_the_buffer_limit_names_the_most_rows_per_shard() {
+        let limit = 128 << 20;
+        let error = crate::check_table_size([600_000, 64], 4, Some(limit)).unwrap_err();
+        assert_eq!(
+            error,
+            CoreError::TableOverBindingLimit {
+                rows: 600_000,
+                width: 64,
+                bytes: 153_600_000,
+                limit,
+            }
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "a [600000, 64] table takes 153600000 bytes, over the 134217728-byte limit"
+            ) && message.contains("shards of at most 524288 rows"),
+            "{message}"
+        );
+        assert_eq!(
+            crate::check_table_size([524_288, 64], 4, Some(limit)),
+            Ok(())
+        );
+        assert_eq!(crate::check_table_size([600_000, 64], 4, None), Ok(()));
+        assert_eq!(crate::check_table_size([0, 64], 4, Some(0)), Ok(()));
     }
 
     #[test]

@@ -35,9 +35,10 @@
 //!
 //! Nothing here changes a model or an optimizer: a failed exchange (a peer that errors,
 //! disappears or times out) returns an error on every peer before any update, so each peer's
-//! state stays as it was before the step. [`InProcessGroup`] is an engine for peers that are
-//! threads of one process, [`TcpPeer`] one for peers that are processes (on one machine or
-//! several), both with a timeout and failure propagation.
+//! state stays as it was before the step (with [`TcpPeer`], up to a link that breaks during a
+//! call's commit: the peers that received the commit step, see its docs). [`InProcessGroup`] is
+//! an engine for peers that are threads of one process, [`TcpPeer`] one for peers that are
+//! processes (on one machine or several), both with a timeout and failure propagation.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -211,6 +211,29 @@ pub fn check_padding_idx(padding_idx: Option<usize>, n_embedding: usize) -> Core
     }
 }
 
+/// Checks that a `[rows, width]` table of `element`-byte values fits in `limit` bytes, the
+/// largest buffer its device allocates (`None`: no limit).
+///
+/// # Errors
+///
+/// [`CoreError::TableOverBindingLimit`] when it does not.
+pub fn check_table_size(
+    [rows, width]: [usize; 2],
+    element: usize,
+    limit: Option<u64>,
+) -> CoreResult<()> {
+    let bytes = rows as u64 * (width * element) as u64;
+    match limit {
+        Some(limit) if bytes > limit => Err(CoreError::TableOverBindingLimit {
+            rows: rows as u64,
+            width: width as u64,
+            bytes,
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The sorted unique values of `indices`, and for each index its position among them (the
 /// inverse: `unique[inverse[i]] == indices[i]`).
 pub fn unique_sorted(indices: &[i64]) -> (Vec<i64>, Vec<i64>) {

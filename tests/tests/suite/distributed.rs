@@ -1,6 +1,6 @@
-//! Data-parallel training: P peers (threads of one process, each with a model of its own) on
-//! shards of each batch, their gradients reduced by `all_reduce_grads`, against one process
-//! on the whole batch.
+//! Data-parallel training: P peers (threads of one process, or processes over TCP, each with
+//! a model of its own) on shards of each batch, their gradients reduced by
+//! `all_reduce_grads`, against one process on the whole batch.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, ExitStatus, Stdio};
@@ -194,42 +194,41 @@ fn tcp_processes(peers: usize, args: &[&str]) -> (Vec<(ExitStatus, Option<PeerRu
     };
     let start = Instant::now();
     let mut hub = spawn(0, "127.0.0.1:0");
+    let hub_stderr = drain(Box::new(hub.stderr.take().expect("rank 0's stderr")));
     let mut out = BufReader::new(hub.stdout.take().expect("rank 0's stdout"));
     let mut first = String::new();
     out.read_line(&mut first).expect("rank 0's first line");
     let address = first.trim().strip_prefix("hub ").map(str::to_string);
-    let mut children = vec![(drain(Box::new(out)), hub)];
+    let mut children = vec![(drain(Box::new(out)), hub_stderr, hub)];
     if let Some(address) = &address {
         for rank in 1..peers {
             let mut child = spawn(rank, address);
-            let stdout = child.stdout.take().expect("a stdout");
-            children.push((drain(Box::new(stdout)), child));
+            let stdout = drain(Box::new(child.stdout.take().expect("a stdout")));
+            let stderr = drain(Box::new(child.stderr.take().expect("a stderr")));
+            children.push((stdout, stderr, child));
         }
     }
     let deadline = start + Duration::from_secs(240);
-    let mut ended = Vec::new();
-    for (stdout, mut child) in children {
-        let stderr = drain(Box::new(child.stderr.take().expect("a stderr")));
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("the child's status") {
-                break status;
-            }
-            if Instant::now() > deadline {
+    while children
+        .iter_mut()
+        .any(|(_, _, child)| child.try_wait().expect("a child's status").is_none())
+    {
+        if Instant::now() > deadline {
+            for (_, _, child) in &mut children {
                 let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "a peer process did not finish in time: {}",
-                    stderr.join().unwrap_or_default()
-                );
             }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let (stdout, stderr) = (
-            stdout.join().expect("stdout"),
-            stderr.join().expect("stderr"),
-        );
-        ended.push((status, stdout, stderr));
+            panic!("the peer processes did not finish within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let ended: Vec<(ExitStatus, String, String)> = children
+        .into_iter()
+        .map(|(stdout, stderr, mut child)| {
+            let status = child.wait().expect("a child's status");
+            let stdout = stdout.join().expect("stdout");
+            (status, stdout, stderr.join().expect("stderr"))
+        })
+        .collect();
     let seconds = start.elapsed().as_secs_f64();
     assert!(
         address.is_some(),

@@ -631,8 +631,11 @@ fn over_the_buffer_limit<B: AutodiffBackend>(device: &B::Device) {
     let (rows, width) = (600_000, 64);
     let config = SparseEmbeddingConfig::new(rows, width);
     let limit = match config.try_init::<B>(device) {
-        Ok(_) => {
-            assert_eq!(TestBackend::selected(), TestBackend::NdArray);
+        // burn-ndarray, or an adapter whose binding holds the table: it trains.
+        Ok(table) => {
+            if TestBackend::selected() != TestBackend::NdArray {
+                assert!(trains(table, rows as i64 - 1, device));
+            }
             return;
         }
         Err(Error::TableOverBindingLimit {
@@ -676,7 +679,15 @@ fn over_the_buffer_limit<B: AutodiffBackend>(device: &B::Device) {
     );
     // The most rows one buffer holds train, the last one included.
     let table = SparseEmbeddingConfig::new(max_rows as usize, width).init::<B>(device);
-    let last = max_rows as i64 - 1;
+    assert!(trains(table, max_rows as i64 - 1, device));
+}
+
+/// Whether one step on a lookup of rows 0 and `last` changes both, with finite values.
+fn trains<B: AutodiffBackend>(
+    table: burn_sparse_adam::SparseEmbedding<B>,
+    last: i64,
+    device: &B::Device,
+) -> bool {
     let ids = indices::<B>(&[0, last], [1, 2], device);
     let before = table
         .forward(ids.clone())
@@ -686,8 +697,8 @@ fn over_the_buffer_limit<B: AutodiffBackend>(device: &B::Device) {
     let grads = collect_grads(table.forward(ids.clone()).sum().backward(), &table);
     let table = SparseAdamConfig::new().init().step(1e-2, table, grads);
     let after = table.forward(ids).into_data().to_vec::<f32>().unwrap();
-    assert!(before
+    before
         .iter()
         .zip(&after)
-        .all(|(b, a)| a.is_finite() && a != b));
+        .all(|(b, a)| a.is_finite() && a != b)
 }

@@ -13,7 +13,7 @@ use burn::module::{
     ModuleMapper, ModuleVisitor, Param,
 };
 use burn::tensor::{DType, Device, Int, Tensor};
-use sparse_adam_core::{LookupPlan, check_indices, check_padding_idx};
+use sparse_adam_core::{LookupPlan, check_indices, check_padding_idx, check_table_size};
 
 use crate::kernels;
 use row_grads::{RowGradTape, scope};
@@ -91,27 +91,14 @@ fn host_indices<const D: usize>(indices: &Tensor<D, Int>) -> Vec<i64> {
         .expect("an Int tensor converts to i64")
 }
 
-/// Refuses a `[rows, width]` table of `dtype` that is larger than one buffer binding of
-/// `device` ([`kernels::binding_limit`]).
-fn check_binding_limit(
-    [rows, width]: [usize; 2],
-    dtype: DType,
-    device: &Device,
-) -> crate::Result<()> {
-    let Some(limit) = kernels::binding_limit(device) else {
-        return Ok(());
-    };
-    let row_bytes = (width * dtype.size()) as u64;
-    let bytes = rows as u64 * row_bytes;
-    if bytes <= limit {
-        return Ok(());
-    }
-    Err(crate::Error::TableOverBindingLimit {
-        rows: rows as u64,
-        width: width as u64,
-        bytes,
-        limit,
-    })
+/// Refuses a `[rows, width]` table of `dtype` that is larger than the largest buffer
+/// `device` allocates ([`kernels::binding_limit`]).
+fn check_binding_limit(shape: [usize; 2], dtype: DType, device: &Device) -> crate::Result<()> {
+    Ok(check_table_size(
+        shape,
+        dtype.size(),
+        kernels::binding_limit(device),
+    )?)
 }
 
 /// An embedding table whose lookups, under autodiff, produce a *row gradient*: the sorted

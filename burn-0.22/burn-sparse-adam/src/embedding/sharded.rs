@@ -8,10 +8,11 @@
 //! included: [`SparseEmbeddingConfig::try_init`] refuses such a table
 //! ([`Error::TableOverBindingLimit`](crate::Error::TableOverBindingLimit)). Here shard `s`
 //! holds rows `s·r .. (s + 1)·r` (`r` rows per shard, the last shard the rest), each a
-//! parameter of its own: the lookups address the shards, and every optimizer (this crate's,
-//! Burn's `ModuleOptimizer` with [`SparseAdam`](crate::SparseAdam)) updates each shard's
-//! touched rows as it would one table's, with the same numbers bit for bit (a shard's rows
-//! take the same per-row sums in the same order).
+//! parameter of its own: the lookups address the shards, and the optimizer updates each
+//! shard's touched rows as it would one table's, with the same numbers bit for bit (a shard's
+//! rows take the same per-row sums in the same order; tested with
+//! [`SparseAdamOptimizer`](crate::SparseAdamOptimizer); Burn's `ModuleOptimizer` sees the
+//! shards as ordinary tables).
 //!
 //! A lookup reads its indices to the host once (as [`SparseEmbedding`]'s does), looks up each
 //! shard's share, and puts the rows back in the batch's order with one `select` (whose

@@ -19,7 +19,7 @@ use burn::nn::EmbeddingRecord;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::embedding;
 use burn::tensor::{Int, Tensor};
-use sparse_adam_core::{check_indices, check_padding_idx, LookupPlan};
+use sparse_adam_core::{check_indices, check_padding_idx, check_table_size, LookupPlan};
 
 use crate::kernels;
 use tape::{scope, RowGradTape};
@@ -135,23 +135,15 @@ impl SparseEmbeddingConfig {
 /// Refuses a `[rows, width]` table of `element`-byte values that is larger than the largest
 /// buffer `device` allocates ([`kernels::allocation_limit`]).
 fn check_allocation_limit<D: 'static>(
-    [rows, width]: [usize; 2],
+    shape: [usize; 2],
     element: usize,
     device: &D,
 ) -> crate::Result<()> {
-    let Some(limit) = kernels::allocation_limit(device) else {
-        return Ok(());
-    };
-    let bytes = rows as u64 * (width * element) as u64;
-    if bytes <= limit {
-        return Ok(());
-    }
-    Err(crate::Error::TableOverBindingLimit {
-        rows: rows as u64,
-        width: width as u64,
-        bytes,
-        limit,
-    })
+    Ok(check_table_size(
+        shape,
+        element,
+        kernels::allocation_limit(device),
+    )?)
 }
 
 /// An embedding table whose lookups, under autodiff, produce a *row gradient*: the sorted
@@ -295,13 +287,16 @@ const CONTAINER: &str = "Struct:SparseEmbedding";
 /// The mapper with which burn-train 0.21's DDP strategy marks every parameter for Burn's
 /// distributed gradient sync (`Learner::grad_sharded`). Its type is the one sign of that
 /// strategy this crate can see: `Tensor::is_distributed` exists only under Burn's
-/// `distributed` feature, which this crate does not need or turn on.
-const DDP_SHARDER: &str = "burn_train::learner::sharder::ModuleSharder";
+/// `distributed` feature, which this crate does not need or turn on. Best effort: a type's
+/// name is meant for diagnostics, so it is matched loosely (burn-train's crate, the type's
+/// own name), not as a whole path that a compiler or a burn-train release could spell
+/// otherwise.
+const DDP_SHARDER: (&str, &str) = ("burn_train::", "::ModuleSharder");
 
 /// Panics with [`Error::TableUnderDistributedSync`](crate::Error)'s message when `mapper`
-/// (a mapper's type name) is [`DDP_SHARDER`].
+/// (a mapper's type name) is burn-train's DDP sharder ([`DDP_SHARDER`]).
 fn refuse_ddp_sharder(mapper: &str, weight: &ParamId) {
-    if mapper == DDP_SHARDER {
+    if mapper.starts_with(DDP_SHARDER.0) && mapper.ends_with(DDP_SHARDER.1) {
         let param = weight.to_string();
         panic!("{}", crate::Error::TableUnderDistributedSync { param });
     }
@@ -463,7 +458,24 @@ mod tests {
     #[test]
     fn burn_train_ddp_sharder_is_refused() {
         let id = ParamId::new();
-        let refused = std::panic::catch_unwind(|| refuse_ddp_sharder(DDP_SHARDER, &id));
+        // burn-train 0.21.0's path, and the same type where a release might move it.
+        for name in [
+            "burn_train::learner::sharder::ModuleSharder",
+            "burn_train::learner::ModuleSharder",
+        ] {
+            assert!(
+                std::panic::catch_unwind(|| refuse_ddp_sharder(name, &id)).is_err(),
+                "{name}"
+            );
+        }
+        for name in [
+            "my_crate::ModuleSharder",
+            "burn_train::learner::sharder::Other",
+        ] {
+            refuse_ddp_sharder(name, &id);
+        }
+        let name = "burn_train::learner::sharder::ModuleSharder";
+        let refused = std::panic::catch_unwind(|| refuse_ddp_sharder(name, &id));
         let message = refused.expect_err("refused");
         let message = message.downcast_ref::<String>().expect("a message");
         assert!(

@@ -64,13 +64,6 @@ pub(crate) fn gather<B: Backend>(
     composed::gather(table, indices)
 }
 
-/// Whether autodiff on `table`'s backend differentiates through tensors with no element,
-/// as a lookup of nothing (or a table of width 0) needs for its output to be tracked.
-///
-/// Known for burn-ndarray. Burn 0.21's CubeCL backends (wgpu among them) broadcast a
-/// dimension of size 0 as if it were 1, so the backward pass of a sum over an empty tensor
-/// fails there; on every backend not known to work, an empty lookup's output is left
-/// untracked.
 /// The largest buffer, in bytes, that `device` allocates at once, where this crate can tell:
 /// a burn-wgpu device (feature `wgpu`), whose cubecl page size is the adapter's
 /// storage-binding limit (rounded down to its alignment, as cubecl's allocator rounds it).
@@ -90,6 +83,13 @@ pub(crate) fn allocation_limit<D: 'static>(device: &D) -> Option<u64> {
     None
 }
 
+/// Whether autodiff on `table`'s backend differentiates through tensors with no element,
+/// as a lookup of nothing (or a table of width 0) needs for its output to be tracked.
+///
+/// Known for burn-ndarray. Burn 0.21's CubeCL backends (wgpu among them) broadcast a
+/// dimension of size 0 as if it were 1, so the backward pass of a sum over an empty tensor
+/// fails there; on every backend not known to work, an empty lookup's output is left
+/// untracked.
 pub(crate) fn differentiates_empty<B: Backend>(table: &Tensor<B, 2>) -> bool {
     #[cfg(feature = "ndarray")]
     {
