@@ -160,12 +160,26 @@ impl SparseEmbedding {
         indices: Tensor<2, Int>,
         host: &[i64],
     ) -> crate::Result<Tensor<3>> {
+        self.check_lookup(host)?;
+        Ok(self.lookup_checked(indices, host))
+    }
+
+    /// Checks a lookup of `host` before anything runs: the table fits one buffer of its
+    /// device, and every index is a row.
+    pub(crate) fn check_lookup(&self, host: &[i64]) -> crate::Result<()> {
         let [n_embedding, d_model] = self.weight.lazy_shape().dims();
         let weight = self.weight.val();
         check_binding_limit([n_embedding, d_model], weight.dtype(), &weight.device())?;
-        check_indices(host, n_embedding)?;
+        Ok(check_indices(host, n_embedding)?)
+    }
+
+    /// The lookup of `host` (the values of `indices`), checked by
+    /// [`SparseEmbedding::check_lookup`].
+    pub(crate) fn lookup_checked(&self, indices: Tensor<2, Int>, host: &[i64]) -> Tensor<3> {
+        let [n_embedding, _] = self.weight.lazy_shape().dims();
+        let weight = self.weight.val();
         if !weight.is_require_grad() {
-            return Ok(burn::tensor::module::embedding(weight, indices));
+            return burn::tensor::module::embedding(weight, indices);
         }
         let strategy = weight
             .gradient_checkpointing_strategy()
@@ -179,7 +193,7 @@ impl SparseEmbedding {
             .with_gradient_checkpointing_strategy(strategy)
             .require_grad();
         self.tape.record(plan.rows, plan.slots, output.clone());
-        Ok(output)
+        output
     }
 
     /// PyTorch's `padding_idx`, if any.

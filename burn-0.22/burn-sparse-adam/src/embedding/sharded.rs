@@ -186,10 +186,7 @@ impl ShardedEmbedding {
         // would refuse.
         for (shard, (ids, _)) in self.shards.iter().zip(&parts) {
             if !ids.is_empty() {
-                let [rows, width] = shard.weight.lazy_shape().dims();
-                let weight = shard.weight.val();
-                super::check_binding_limit([rows, width], weight.dtype(), &weight.device())?;
-                check_indices(ids, rows)?;
+                shard.check_lookup(ids)?;
             }
         }
         for (shard, (ids, positions)) in self.shards.iter().zip(parts) {
@@ -201,7 +198,7 @@ impl ShardedEmbedding {
             let device = shard.weight.val().device();
             let tensor =
                 Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, len]), &device);
-            let rows = shard.forward_host(tensor, &ids)?;
+            let rows = shard.lookup_checked(tensor, &ids);
             looked_up.push(rows.reshape([len, self.d_model]));
             order.extend(positions);
         }
