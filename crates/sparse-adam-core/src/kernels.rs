@@ -96,19 +96,28 @@ fn gather_rows_with(
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        let start = out.len();
-        out.resize(start + indices.len() * d, 0.0);
+        let len = indices.len() * d;
+        out.reserve(len);
         let per_piece = indices.len().div_ceil(pieces);
-        out[start..]
+        // The output is written once, straight into the vector's spare capacity: zeroing it
+        // first would be a second pass over a batch-sized buffer.
+        out.spare_capacity_mut()[..len]
             .par_chunks_mut(per_piece * d)
             .zip(indices.par_chunks(per_piece))
             .for_each(|(out, indices)| {
-                let mut filled = 0;
+                let mut lanes = out.iter_mut();
                 for_each_row(table, d, indices, |row| {
-                    out[filled..filled + d].copy_from_slice(row);
-                    filled += d;
+                    // The row first: `zip` stops on it before taking a lane too many.
+                    for (&x, lane) in row.iter().zip(lanes.by_ref()) {
+                        lane.write(x);
+                    }
                 });
             });
+        // SAFETY: the chunks cover the first `len` spare lanes exactly (`per_piece` indices
+        // of `d` lanes each, the last chunk the rest), and each piece wrote every lane of its
+        // chunk, one table row of `d` lanes per index (`for_each_row` panics on an index out
+        // of range, before any length is set).
+        unsafe { out.set_len(out.len() + len) };
     }
 }
 
@@ -174,7 +183,6 @@ fn sum_per_row_with(
         "a lookup's gradient must be slots.len() · d long"
     );
     out.clear();
-    out.resize(k * d, 0.0);
     if d == 0 {
         return;
     }
@@ -183,19 +191,40 @@ fn sum_per_row_with(
     }
     let pieces = pieces(slots.len(), d, min_lanes).min(k.max(1));
     if pieces == 1 {
+        out.resize(k * d, 0.0);
         add_rows(grad, d, slots, 0, out);
         return;
     }
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        // Each piece owns a range of output rows and adds, in lookup order, the lookups
-        // that land in it: every row's sum has the one-thread order.
+        let len = k * d;
+        out.reserve(len);
+        // Each piece owns a range of output rows, zeroes it (so that the zeroing is split
+        // too, and each thread's rows are warm in its cache) and adds, in lookup order, the
+        // lookups that land in it: every row's sum has the one-thread order.
         let per_piece = k.div_ceil(pieces);
-        out.par_chunks_mut(per_piece * d)
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(per_piece * d)
             .enumerate()
-            .for_each(|(piece, out)| add_rows(grad, d, slots, (piece * per_piece) as i64, out));
+            .for_each(|(piece, out)| {
+                let out = zeroed(out);
+                add_rows(grad, d, slots, (piece * per_piece) as i64, out)
+            });
+        // SAFETY: the chunks cover the first `len` spare lanes exactly, and `zeroed` wrote
+        // every lane of each.
+        unsafe { out.set_len(len) };
     }
+}
+
+/// Writes `0.0` to every lane of `lanes` and returns them, initialized.
+#[cfg(feature = "parallel")]
+fn zeroed(lanes: &mut [core::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    for lane in lanes.iter_mut() {
+        lane.write(0.0);
+    }
+    // SAFETY: every lane was just written, and `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &mut *(lanes as *mut [core::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Adds gradient row `i` to row `slots[i] - first` of `out` for the slots that land in
