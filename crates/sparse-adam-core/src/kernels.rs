@@ -2,6 +2,8 @@
 //! touched rows, for whichever backend can lend its memory as a slice.
 //!
 //! - [`gather_rows`]: a lookup's output rows, copied from the table;
+//! - [`sum_lookups_per_row`]: several lookups' gradients of one table summed per touched row
+//!   in one pass (what [`sum_per_row`] of each, then coalescing, gives);
 //! - [`sum_per_row`]: a lookup's gradient summed per touched row (duplicates added in lookup
 //!   order, padding skipped);
 //! - [`update_rows`]: the row update of the parameter and both moments, in place, evaluating
@@ -217,8 +219,162 @@ fn sum_per_row_with(
     }
 }
 
+/// The `[k, d]` row gradient of several lookups of one table at once, written to `out`
+/// (cleared, then `k · d` values): lookup `l` is its row-major `[slots.len(), d]` gradient
+/// and its slots into the `k` rows (`-1`: padding, adds nothing). Row `j` of `out` is
+///
+/// `0.0 + S₁(j) + S₂(j) + …`, in the order of the lookups, where `Sₗ(j)` is lookup `l`'s
+/// gradient rows that land on `j`, added in lookup order from `0.0` (lookups with none
+/// are skipped),
+///
+/// which is bit for bit [`sum_per_row`] of each lookup (over its own rows) followed by
+/// [`coalesce`](crate::lookup::coalesce) of the blocks, in one pass: each output row is
+/// summed in registers and written once, so no block is zeroed, read back or merged.
+/// With one lookup it is [`sum_per_row`] itself (a sum from `0.0` is never `-0.0`, so
+/// adding it to `0.0` keeps its bits).
+///
+/// Rows are split across rayon's current pool like the other kernels' (feature
+/// `parallel`), each piece owning a range of output rows.
+///
+/// # Panics
+///
+/// When a gradient is not `slots.len() · d` long, or a slot is `>= k` or below `-1`.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::sum_lookups_per_row;
+///
+/// // Two lookups of width 1 into the rows [r0, r1]: the first hits r1 twice, the second
+/// // r0 and r1 once.
+/// let first: (&[f32], &[i64]) = (&[1.0, 2.0], &[1, 1]);
+/// let second: (&[f32], &[i64]) = (&[10.0, 20.0], &[0, 1]);
+/// let mut out = Vec::new();
+/// sum_lookups_per_row(&[first, second], 1, 2, &mut out);
+/// assert_eq!(out, [10.0, 23.0]);
+/// ```
+pub fn sum_lookups_per_row(lookups: &[(&[f32], &[i64])], d: usize, k: usize, out: &mut Vec<f32>) {
+    sum_lookups_with(lookups, d, k, out, PARALLEL_LANES);
+}
+
+fn sum_lookups_with(
+    lookups: &[(&[f32], &[i64])],
+    d: usize,
+    k: usize,
+    out: &mut Vec<f32>,
+    min_lanes: usize,
+) {
+    for (grad, slots) in lookups {
+        assert_eq!(
+            grad.len(),
+            slots.len() * d,
+            "a lookup's gradient must be slots.len() · d long"
+        );
+    }
+    out.clear();
+    if d == 0 {
+        return;
+    }
+    let lists: Vec<RowLists> = lookups
+        .iter()
+        .map(|(_, slots)| RowLists::new(slots, k))
+        .collect();
+    let len = k * d;
+    out.reserve(len);
+    const AHEAD: usize = 8;
+    let fill = |first: usize, chunk: &mut [core::mem::MaybeUninit<f32>]| {
+        let mut sum = vec![0.0f32; d];
+        for (j, out) in chunk.chunks_exact_mut(d).enumerate() {
+            let out = zeroed(out);
+            for ((grad, _), list) in lookups.iter().zip(&lists) {
+                let (start, positions) = list.of(first + j);
+                if positions.is_empty() {
+                    continue;
+                }
+                sum.fill(0.0);
+                for (n, &position) in positions.iter().enumerate() {
+                    // The rows' lookups are scattered over the batch, and the lists of the
+                    // next rows follow this one: fetch a few positions ahead along them, so
+                    // that the loads overlap instead of queueing.
+                    if let Some(&ahead) = list.positions.get(start + n + AHEAD) {
+                        prefetch_row(grad, ahead as i64, d);
+                    }
+                    for (s, &g) in sum.iter_mut().zip(&grad[position * d..][..d]) {
+                        *s += g;
+                    }
+                }
+                for (o, &s) in out.iter_mut().zip(&sum) {
+                    *o += s;
+                }
+            }
+        }
+    };
+    let total: usize = lookups.iter().map(|(_, slots)| slots.len()).sum();
+    let pieces = pieces(total, d, min_lanes).min(k.max(1));
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if pieces == 1 {
+        fill(0, spare);
+    } else {
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            let per_piece = k.div_ceil(pieces);
+            spare
+                .par_chunks_mut(per_piece * d)
+                .enumerate()
+                .for_each(|(piece, chunk)| fill(piece * per_piece, chunk));
+        }
+    }
+    // SAFETY: the pieces cover the first `len` spare lanes exactly, and `fill` zeroed (then
+    // added to) every lane of its piece.
+    unsafe { out.set_len(len) };
+}
+
+/// The positions of a lookup that land on each of `k` rows, in lookup order: a counting
+/// sort of its slots.
+struct RowLists {
+    /// Row `j`'s positions are `positions[starts[j]..starts[j + 1]]`.
+    starts: Vec<usize>,
+    positions: Vec<usize>,
+}
+
+impl RowLists {
+    /// # Panics
+    ///
+    /// When a slot is `>= k` or below `-1`.
+    fn new(slots: &[i64], k: usize) -> Self {
+        let mut starts = vec![0usize; k + 1];
+        for &slot in slots {
+            if slot < -1 || slot >= k as i64 {
+                panic!("slot {slot} is not -1 (padding) or one of the {k} rows");
+            }
+            if slot >= 0 {
+                starts[slot as usize + 1] += 1;
+            }
+        }
+        for j in 0..k {
+            starts[j + 1] += starts[j];
+        }
+        let mut next = starts.clone();
+        let mut positions = vec![0usize; starts[k]];
+        for (position, &slot) in slots.iter().enumerate() {
+            if slot >= 0 {
+                let at = &mut next[slot as usize];
+                positions[*at] = position;
+                *at += 1;
+            }
+        }
+        Self { starts, positions }
+    }
+
+    /// Where row `j`'s positions start in `positions`, and those positions, in lookup order.
+    fn of(&self, j: usize) -> (usize, &[usize]) {
+        let start = self.starts[j];
+        (start, &self.positions[start..self.starts[j + 1]])
+    }
+}
+
 /// Writes `0.0` to every lane of `lanes` and returns them, initialized.
-#[cfg(feature = "parallel")]
 fn zeroed(lanes: &mut [core::mem::MaybeUninit<f32>]) -> &mut [f32] {
     for lane in lanes.iter_mut() {
         lane.write(0.0);
@@ -1141,6 +1297,101 @@ mod tests {
     /// the bits of the one-thread result on pools of 2, 3 and 4 threads, with duplicates,
     /// padding, empty and one-row inputs.
     #[cfg(feature = "parallel")]
+    #[test]
+    fn sum_of_lookups_is_each_lookups_sum_coalesced_bit_for_bit_on_any_pool() {
+        let d = 5;
+        // Three lookups of one table: duplicates within and across them, padding (row 3),
+        // an empty lookup, and values whose sums show the order of the additions.
+        let indices: [Vec<i64>; 4] = [
+            (0..2_000).map(|i| (i * 7919 % 611) as i64).collect(),
+            vec![],
+            (0..900).map(|i| (i * 31 % 1_000) as i64).collect(),
+            vec![3, 3, 17, 3],
+        ];
+        let grads: Vec<Vec<f32>> = indices
+            .iter()
+            .enumerate()
+            .map(|(l, indices)| {
+                values(10 + l as u64, indices.len() * d)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| if i % 11 == 0 { x * 1e8 } else { *x })
+                    .collect()
+            })
+            .collect();
+        let plans: Vec<_> = indices
+            .iter()
+            .map(|i| crate::lookup::LookupPlan::new(i, Some(3)))
+            .collect();
+        // Expected: each lookup summed over its own rows, then the blocks coalesced.
+        let blocks: Vec<(Vec<i64>, Vec<f32>)> = plans
+            .iter()
+            .zip(&grads)
+            .map(|(plan, grad)| {
+                let mut block = Vec::new();
+                sum_per_row(grad, d, &plan.slots, plan.rows.len(), &mut block);
+                (plan.rows.clone(), block)
+            })
+            .collect();
+        let parts: Vec<(&[i64], &[f32])> = blocks
+            .iter()
+            .map(|(r, v)| (r.as_slice(), v.as_slice()))
+            .collect();
+        let (rows, expected) = crate::lookup::coalesce(&parts, d);
+        // One pass: slots into the union.
+        let lists: Vec<&[i64]> = plans.iter().map(|p| p.rows.as_slice()).collect();
+        let (union, places) = crate::lookup::union_of_sorted(&lists);
+        assert_eq!(union, rows);
+        let slots: Vec<Vec<i64>> = plans
+            .iter()
+            .zip(&places)
+            .map(|(plan, places)| {
+                plan.slots
+                    .iter()
+                    .map(|&s| if s < 0 { -1 } else { places[s as usize] })
+                    .collect()
+            })
+            .collect();
+        let lookups: Vec<(&[f32], &[i64])> = grads
+            .iter()
+            .zip(&slots)
+            .map(|(g, s)| (g.as_slice(), s.as_slice()))
+            .collect();
+        for threads in [1, 2, 3] {
+            for min_lanes in [1, d, PARALLEL_LANES] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![7.0];
+                pool.install(|| sum_lookups_with(&lookups, d, union.len(), &mut out, min_lanes));
+                assert_eq!(
+                    bits(&out),
+                    bits(&expected),
+                    "{threads} threads, {min_lanes} lanes"
+                );
+            }
+        }
+        // One lookup: sum_per_row itself.
+        let plan = &plans[0];
+        let mut one = Vec::new();
+        sum_lookups_per_row(&[(&grads[0], &plan.slots)], d, plan.rows.len(), &mut one);
+        assert_eq!(bits(&one), bits(&blocks[0].1));
+        // Zero width and no rows.
+        let mut out = vec![1.0];
+        sum_lookups_per_row(&[(&[], &[0, -1])], 0, 1, &mut out);
+        assert!(out.is_empty());
+        sum_lookups_per_row(&[(&[], &[])], 4, 0, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "slot 2 is not -1 (padding) or one of the 2 rows")]
+    fn sum_of_lookups_rejects_a_slot_out_of_range() {
+        let mut out = Vec::new();
+        sum_lookups_per_row(&[(&[1.0, 2.0], &[0, 2])], 1, 2, &mut out);
+    }
+
     #[test]
     fn kernels_give_one_thread_bits_on_any_pool() {
         let (n, d) = (1_000, 7);

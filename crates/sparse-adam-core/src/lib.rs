@@ -19,9 +19,10 @@
 //!   here, tensors in the Burn crates), operation for operation PyTorch's;
 //! - [`lookup`]: host-side planning of an embedding lookup ([`LookupPlan`],
 //!   [`check_indices`], [`check_padding_idx`], [`check_table_size`]) and the coalescing of
-//!   row gradients ([`unique_sorted`], [`coalesce`]);
-//! - [`kernels`]: CPU loops over `f32` slices (moments in any [`MomentElement`]) ([`gather_rows`], [`sum_per_row`],
-//!   [`update_rows`], [`update_dense`]) for backends that lend their memory;
+//!   row gradients ([`unique_sorted`], [`union_of_sorted`], [`coalesce`]);
+//! - [`kernels`]: CPU loops over `f32` slices (moments in any [`MomentElement`])
+//!   ([`gather_rows`], [`sum_per_row`], [`sum_lookups_per_row`], [`update_rows`],
+//!   [`update_dense`]) for backends that lend their memory;
 //! - [`exchange`]: data-parallel training, the peers' gradients reduced over any engine's sum
 //!   all-reduce, row gradients as rows ([`exchange::exchange`]), and two engines:
 //!   [`InProcessGroup`] for peers that are threads of one process, [`TcpPeer`] for processes
@@ -70,9 +71,10 @@ pub mod update;
 pub use error::{CoreError, CoreResult};
 pub use exchange::{AllReduce, ExchangeError, InProcessGroup, Reduction, TcpPeer};
 pub use hyper::{validate_lr, Hyperparameters};
-pub use kernels::{gather_rows, sum_per_row, update_dense, update_rows};
+pub use kernels::{gather_rows, sum_lookups_per_row, sum_per_row, update_dense, update_rows};
 pub use lookup::{
-    check_indices, check_padding_idx, check_table_size, coalesce, unique_sorted, LookupPlan,
+    check_indices, check_padding_idx, check_table_size, coalesce, union_of_sorted, unique_sorted,
+    LookupPlan,
 };
 pub use moments::{MomentDtype, MomentElement};
 pub use update::{decayed, sparse_adam_delta, Elementwise, RowDelta, StepScalars};

@@ -306,6 +306,54 @@ pub fn coalesce(parts: &[(&[i64], &[f32])], d: usize) -> (Vec<i64>, Vec<f32>) {
     (rows, summed)
 }
 
+/// The union of several lists of sorted, unique rows, sorted, and for each list where its
+/// rows went: `union[places[l][i]] == lists[l][i]`. With it, the slots of several lookups
+/// of one table ([`LookupPlan::slots`], each into its own plan's rows) become slots into the
+/// union, which [`sum_lookups_per_row`](crate::sum_lookups_per_row) takes.
+///
+/// # Panics
+///
+/// When a list is not sorted and unique.
+///
+/// # Example
+///
+/// ```
+/// use sparse_adam_core::union_of_sorted;
+///
+/// let (union, places) = union_of_sorted(&[&[2, 5], &[1, 5, 9]]);
+/// assert_eq!(union, [1, 2, 5, 9]);
+/// assert_eq!(places, [vec![1, 2], vec![0, 2, 3]]);
+/// ```
+pub fn union_of_sorted(lists: &[&[i64]]) -> (Vec<i64>, Vec<Vec<i64>>) {
+    assert!(
+        lists
+            .iter()
+            .all(|rows| rows.windows(2).all(|w| w[0] < w[1])),
+        "each list of rows must be sorted and unique"
+    );
+    let mut union = Vec::with_capacity(lists.iter().map(|rows| rows.len()).sum());
+    let mut places: Vec<Vec<i64>> = lists
+        .iter()
+        .map(|rows| Vec::with_capacity(rows.len()))
+        .collect();
+    let mut next = vec![0usize; lists.len()];
+    while let Some(row) = lists
+        .iter()
+        .zip(&next)
+        .filter_map(|(rows, &n)| rows.get(n).copied())
+        .min()
+    {
+        for ((rows, n), places) in lists.iter().zip(next.iter_mut()).zip(places.iter_mut()) {
+            if rows.get(*n) == Some(&row) {
+                places.push(union.len() as i64);
+                *n += 1;
+            }
+        }
+        union.push(row);
+    }
+    (union, places)
+}
+
 /// [`coalesce`] of parts whose rows are sorted and unique (every row gradient this crate
 /// makes): one merge of the parts, reading each part's values once, in order, and writing
 /// each union row once. A union row is `0.0` plus its parts' rows in the order of the parts,
@@ -555,6 +603,20 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&values), bits(&values_expected), "round {round}");
         }
+    }
+
+    #[test]
+    fn union_of_sorted_lists_and_where_each_row_went() {
+        let (union, places) = union_of_sorted(&[&[0, 4, 9], &[], &[4, 5], &[9]]);
+        assert_eq!(union, [0, 4, 5, 9]);
+        assert_eq!(places, [vec![0, 1, 3], vec![], vec![1, 2], vec![3]]);
+        assert_eq!(union_of_sorted(&[]), (vec![], vec![]));
+    }
+
+    #[test]
+    #[should_panic(expected = "sorted and unique")]
+    fn union_of_sorted_rejects_unsorted_lists() {
+        let _ = union_of_sorted(&[&[1, 1]]);
     }
 
     #[test]

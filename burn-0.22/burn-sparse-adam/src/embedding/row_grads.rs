@@ -319,16 +319,11 @@ impl RowGradTape {
             }
             state.pending = kept;
         }
-        let mut parts = Vec::new();
-        let mut device = None;
-        for (rows, slots, grad) in taken {
-            device.get_or_insert_with(|| grad.device());
-            parts.push(match rows.len() {
-                0 => RowGrad::empty(),
-                k => RowGrad::new(rows, kernels::sum_per_row(grad, &slots, k)),
-            });
-        }
-        device.map(|device| RowGrad::sum(parts, &device))
+        let device = taken.first()?.2.device();
+        Some(match kernels::sum_lookups(taken, &device) {
+            Some((rows, values)) => RowGrad::new(rows, values),
+            None => RowGrad::empty(),
+        })
     }
 
     fn push_collected(&self, grad: RowGrad) {

@@ -127,6 +127,50 @@ pub(super) fn sum_per_row(
     Ok(from_values(out, [k, d]))
 }
 
+/// The row gradient of several lookups in one pass (see [`sum_lookups`](super::sum_lookups)).
+pub(super) fn sum_lookups(
+    lookups: Vec<super::LookupGrad>,
+) -> Result<Option<(Vec<i64>, Tensor<2>)>, Vec<super::LookupGrad>> {
+    if lookups.is_empty() || !lookups.iter().all(|(_, _, grad)| fusable(grad)) {
+        return Err(lookups);
+    }
+    let d = lookups[0].2.dims()[2];
+    let lists: Vec<&[i64]> = lookups.iter().map(|(rows, _, _)| rows.as_slice()).collect();
+    let (union, places) = sparse_adam_core::union_of_sorted(&lists);
+    // Each lookup's slots, into the union instead of its own rows.
+    let slots: Vec<Vec<i64>> = lookups
+        .iter()
+        .zip(&places)
+        .map(|((_, slots, _), places)| {
+            slots
+                .iter()
+                .map(|&slot| if slot < 0 { -1 } else { places[slot as usize] })
+                .collect()
+        })
+        .collect();
+    let grads: Vec<FlexTensor> = lookups
+        .into_iter()
+        .map(|(_, _, grad)| primitive(grad))
+        .collect();
+    let parts: Vec<(&[f32], &[i64])> = grads
+        .iter()
+        .zip(&slots)
+        .map(|(grad, slots)| {
+            (
+                grad.as_slice::<f32>().expect("contiguous f32"),
+                slots.as_slice(),
+            )
+        })
+        .collect();
+    if union.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    sparse_adam_core::sum_lookups_per_row(&parts, d, union.len(), &mut out);
+    let k = union.len();
+    Ok(Some((union, from_values(out, [k, d]))))
+}
+
 /// The coalescing of row gradients (see [`coalesce`](super::coalesce)).
 #[allow(clippy::type_complexity)]
 pub(super) fn coalesce(
@@ -375,6 +419,39 @@ mod tests {
         let (rows_c, composed) = composed::coalesce(parts(), &device);
         assert_eq!(rows, rows_c);
         assert_eq!(bits(fused), bits(composed));
+
+        // Three lookups of one table in one pass: rows shared, repeated, padding, and a
+        // lookup of padding only; against each lookup's composed sum, composed-coalesced.
+        let lookups = || -> Vec<super::super::LookupGrad> {
+            vec![
+                (
+                    vec![1, 5],
+                    vec![1, 0, 1, -1],
+                    table(4.0, 4, 4).reshape([1, 4, 4]),
+                ),
+                (vec![], vec![-1, -1], table(5.0, 2, 4).reshape([2, 1, 4])),
+                (
+                    vec![0, 5],
+                    vec![1, 1, 0],
+                    table(6.0, 3, 4).reshape([3, 1, 4]),
+                ),
+            ]
+        };
+        let (rows, fused) = sum_lookups(lookups()).ok().unwrap().unwrap();
+        let parts = lookups()
+            .into_iter()
+            .filter(|(rows, _, _)| !rows.is_empty())
+            .map(|(rows, slots, grad)| {
+                let k = rows.len();
+                (rows, composed::sum_per_row(grad, &slots, k))
+            })
+            .collect();
+        let (rows_c, composed) = composed::coalesce(parts, &device);
+        assert_eq!(rows, [0, 1, 5]);
+        assert_eq!(rows, rows_c);
+        assert_eq!(bits(fused), bits(composed));
+        let padding_only = vec![(vec![], vec![-1], table(7.0, 1, 4).reshape([1, 1, 4]))];
+        assert!(sum_lookups(padding_only).ok().unwrap().is_none());
     }
 
     #[test]

@@ -98,6 +98,43 @@ pub(crate) fn sum_per_row(grad: Tensor<3>, slots: &[i64], k: usize) -> Tensor<2>
     composed::sum_per_row(grad, slots, k)
 }
 
+/// One lookup's part of a row gradient: its touched rows (sorted, unique), each position's
+/// slot among them (`-1`: padding), and its `[batch, seq, d]` gradient.
+pub(crate) type LookupGrad = (Vec<i64>, Vec<i64>, Tensor<3>);
+
+/// The row gradient of several lookups of one table in one backward pass, on `device`: the
+/// union of their rows, sorted, and the `[k, d]` sums, each lookup summed per row in lookup
+/// order and the lookups added in the order given ([`sum_per_row`] of each, then
+/// [`coalesce`]); `None` when no row is touched (every lookup empty or of `padding_idx`).
+/// On flex that is one pass (the core's
+/// [`sum_lookups_per_row`](sparse_adam_core::sum_lookups_per_row), the same bits).
+pub(crate) fn sum_lookups(
+    lookups: Vec<LookupGrad>,
+    device: &Device,
+) -> Option<(Vec<i64>, Tensor<2>)> {
+    #[cfg(feature = "flex")]
+    let lookups = match fused() {
+        true => match flex::sum_lookups(lookups) {
+            Ok(summed) => return summed,
+            Err(lookups) => lookups,
+        },
+        false => lookups,
+    };
+    let mut parts: Vec<(Vec<i64>, Tensor<2>)> = lookups
+        .into_iter()
+        .filter(|(rows, _, _)| !rows.is_empty())
+        .map(|(rows, slots, grad)| {
+            let k = rows.len();
+            (rows, sum_per_row(grad, &slots, k).to_device(device))
+        })
+        .collect();
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(coalesce(parts, device)),
+    }
+}
+
 /// The union of several `(rows, [k_i, d] values)` row gradients, sorted and unique, with the
 /// values of shared rows added in the order given (the core's
 /// [`coalesce`](sparse_adam_core::coalesce)), on `device`.
