@@ -128,6 +128,7 @@ pub(super) fn sum_per_row(
 }
 
 /// The row gradient of several lookups in one pass (see [`sum_lookups`](super::sum_lookups)).
+#[allow(clippy::type_complexity)]
 pub(super) fn sum_lookups(
     lookups: Vec<super::LookupGrad>,
 ) -> Result<Option<(Vec<i64>, Tensor<2>)>, Vec<super::LookupGrad>> {
