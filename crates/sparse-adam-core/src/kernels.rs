@@ -179,44 +179,9 @@ fn sum_per_row_with(
     out: &mut Vec<f32>,
     min_lanes: usize,
 ) {
-    assert_eq!(
-        grad.len(),
-        slots.len() * d,
-        "a lookup's gradient must be slots.len() · d long"
-    );
-    out.clear();
-    if d == 0 {
-        return;
-    }
-    if let Some(&bad) = slots.iter().find(|&&slot| slot < -1 || slot >= k as i64) {
-        panic!("slot {bad} is not -1 (padding) or a row of the [{k}, {d}] block");
-    }
-    let pieces = pieces(slots.len(), d, min_lanes).min(k.max(1));
-    if pieces == 1 {
-        out.resize(k * d, 0.0);
-        add_rows(grad, d, slots, 0, out);
-        return;
-    }
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        let len = k * d;
-        out.reserve(len);
-        // Each piece owns a range of output rows, zeroes it (so that the zeroing is split
-        // too, and each thread's rows are warm in its cache) and adds, in lookup order, the
-        // lookups that land in it: every row's sum has the one-thread order.
-        let per_piece = k.div_ceil(pieces);
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(per_piece * d)
-            .enumerate()
-            .for_each(|(piece, out)| {
-                let out = zeroed(out);
-                add_rows(grad, d, slots, (piece * per_piece) as i64, out)
-            });
-        // SAFETY: the chunks cover the first `len` spare lanes exactly, and `zeroed` wrote
-        // every lane of each.
-        unsafe { out.set_len(len) };
-    }
+    // One lookup is the one-lookup case of the several-lookup pass: the same additions in
+    // the same order, so the same bits.
+    sum_lookups_with(&[(grad, slots)], d, k, out, min_lanes);
 }
 
 /// The `[k, d]` row gradient of several lookups of one table at once, written to `out`
@@ -277,7 +242,7 @@ fn sum_lookups_with(
     }
     let lists: Vec<RowLists> = lookups
         .iter()
-        .map(|(_, slots)| RowLists::new(slots, k))
+        .map(|(_, slots)| RowLists::new(slots, k, d))
         .collect();
     let len = k * d;
     out.reserve(len);
@@ -341,12 +306,12 @@ struct RowLists {
 impl RowLists {
     /// # Panics
     ///
-    /// When a slot is `>= k` or below `-1`.
-    fn new(slots: &[i64], k: usize) -> Self {
+    /// When a slot is `>= k` or below `-1` (the message names the `[k, d]` block).
+    fn new(slots: &[i64], k: usize, d: usize) -> Self {
         let mut starts = vec![0usize; k + 1];
         for &slot in slots {
             if slot < -1 || slot >= k as i64 {
-                panic!("slot {slot} is not -1 (padding) or one of the {k} rows");
+                panic!("slot {slot} is not -1 (padding) or a row of the [{k}, {d}] block");
             }
             if slot >= 0 {
                 starts[slot as usize + 1] += 1;
@@ -381,20 +346,6 @@ fn zeroed(lanes: &mut [core::mem::MaybeUninit<f32>]) -> &mut [f32] {
     }
     // SAFETY: every lane was just written, and `MaybeUninit<f32>` has `f32`'s layout.
     unsafe { &mut *(lanes as *mut [core::mem::MaybeUninit<f32>] as *mut [f32]) }
-}
-
-/// Adds gradient row `i` to row `slots[i] - first` of `out` for the slots that land in
-/// `out` (`first ≤ slot < first + out.len() / d`), in lookup order; padding adds nothing.
-fn add_rows(grad: &[f32], d: usize, slots: &[i64], first: i64, out: &mut [f32]) {
-    let end = first + (out.len() / d) as i64;
-    for (g, &slot) in grad.chunks_exact(d).zip(slots) {
-        if slot < first || slot >= end {
-            continue;
-        }
-        for (o, &g) in out[row_lanes(slot - first, d)].iter_mut().zip(g) {
-            *o += g;
-        }
-    }
 }
 
 /// Updates rows `rows` of a row-major `[n, d]` table in place: parameter `p`, first moment
@@ -1323,13 +1274,19 @@ mod tests {
             .iter()
             .map(|i| crate::lookup::LookupPlan::new(i, Some(3)))
             .collect();
-        // Expected: each lookup summed over its own rows, then the blocks coalesced.
+        // Expected: each lookup summed over its own rows by the plain loop (a zeroed block,
+        // each position added in lookup order), then the blocks coalesced.
         let blocks: Vec<(Vec<i64>, Vec<f32>)> = plans
             .iter()
             .zip(&grads)
             .map(|(plan, grad)| {
-                let mut block = Vec::new();
-                sum_per_row(grad, d, &plan.slots, plan.rows.len(), &mut block);
+                let mut block = vec![0.0f32; plan.rows.len() * d];
+                for (g, &slot) in grad.chunks_exact(d).zip(&plan.slots) {
+                    if slot >= 0 {
+                        let row = &mut block[slot as usize * d..][..d];
+                        row.iter_mut().zip(g).for_each(|(b, &g)| *b += g);
+                    }
+                }
                 (plan.rows.clone(), block)
             })
             .collect();
@@ -1372,10 +1329,10 @@ mod tests {
                 );
             }
         }
-        // One lookup: sum_per_row itself.
+        // One lookup: the plain loop's bits (what `sum_per_row` gives).
         let plan = &plans[0];
         let mut one = Vec::new();
-        sum_lookups_per_row(&[(&grads[0], &plan.slots)], d, plan.rows.len(), &mut one);
+        sum_per_row(&grads[0], d, &plan.slots, plan.rows.len(), &mut one);
         assert_eq!(bits(&one), bits(&blocks[0].1));
         // Zero width and no rows.
         let mut out = vec![1.0];
@@ -1386,7 +1343,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "slot 2 is not -1 (padding) or one of the 2 rows")]
+    #[should_panic(expected = "slot 2 is not -1 (padding) or a row of the [2, 1] block")]
     fn sum_of_lookups_rejects_a_slot_out_of_range() {
         let mut out = Vec::new();
         sum_lookups_per_row(&[(&[1.0, 2.0], &[0, 2])], 1, 2, &mut out);
