@@ -1,5 +1,5 @@
-//! CPU kernels over `f32` slices: the row path's three hot loops as plain passes over the
-//! touched rows, for whichever backend can lend its memory as a slice.
+//! CPU kernels over `f32` slices: the row path's hot loops as plain passes over the touched
+//! rows, for whichever backend can lend its memory as a slice.
 //!
 //! - [`gather_rows`]: a lookup's output rows, copied from the table;
 //! - [`sum_lookups_per_row`]: several lookups' gradients of one table summed per touched row
@@ -193,8 +193,10 @@ fn sum_per_row_with(
 /// are skipped),
 ///
 /// which is bit for bit [`sum_per_row`] of each lookup (over its own rows) followed by
-/// [`coalesce`](crate::lookup::coalesce) of the blocks, in one pass: each output row is
-/// summed in registers and written once, so no block is zeroed, read back or merged.
+/// [`coalesce`](crate::lookup::coalesce) of the blocks, in one pass: each lookup's part of an
+/// output row is summed in a `d`-lane scratch row and added to the output row, which is
+/// zeroed and written while it is in the cache, so no batch-sized block is zeroed
+/// beforehand, read back or merged.
 /// With one lookup it is [`sum_per_row`] itself (a sum from `0.0` is never `-0.0`, so
 /// adding it to `0.0` keeps its bits).
 ///
@@ -289,6 +291,10 @@ fn sum_lookups_with(
                 .enumerate()
                 .for_each(|(piece, chunk)| fill(piece * per_piece, chunk));
         }
+        // Without the feature every call is one piece; reaching here would leave the lanes
+        // unwritten, so stop before `set_len`.
+        #[cfg(not(feature = "parallel"))]
+        unreachable!("{pieces} pieces without the `parallel` feature");
     }
     // SAFETY: the pieces cover the first `len` spare lanes exactly, and `fill` zeroed (then
     // added to) every lane of its piece.
@@ -1244,9 +1250,9 @@ mod tests {
             .collect()
     }
 
-    /// Every kernel, forced to split as finely as it can (one lane is enough work), gives
-    /// the bits of the one-thread result on pools of 2, 3 and 4 threads, with duplicates,
-    /// padding, empty and one-row inputs.
+    /// Several lookups summed in one pass give the bits of each lookup summed by the plain
+    /// loop and the blocks coalesced, on pools of 1, 2 and 3 threads, split finely or not;
+    /// with duplicates within and across lookups, padding, an empty lookup.
     #[cfg(feature = "parallel")]
     #[test]
     fn sum_of_lookups_is_each_lookups_sum_coalesced_bit_for_bit_on_any_pool() {
@@ -1349,6 +1355,10 @@ mod tests {
         sum_lookups_per_row(&[(&[1.0, 2.0], &[0, 2])], 1, 2, &mut out);
     }
 
+    /// Every kernel, forced to split as finely as it can (one lane is enough work), gives
+    /// the bits of the one-thread result on pools of 2, 3 and 4 threads, with duplicates,
+    /// padding, empty and one-row inputs.
+    #[cfg(feature = "parallel")]
     #[test]
     fn kernels_give_one_thread_bits_on_any_pool() {
         let (n, d) = (1_000, 7);

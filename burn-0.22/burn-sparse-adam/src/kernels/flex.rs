@@ -145,7 +145,12 @@ pub(super) fn sum_lookups(
         .map(|((_, slots, _), places)| {
             slots
                 .iter()
-                .map(|&slot| if slot < 0 { -1 } else { places[slot as usize] })
+                .map(|&slot| match usize::try_from(slot) {
+                    Ok(slot) => places[slot],
+                    // Padding stays padding; anything else below 0 is refused by the core's
+                    // slot check, as before.
+                    Err(_) => slot,
+                })
                 .collect()
         })
         .collect();
