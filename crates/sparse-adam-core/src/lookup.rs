@@ -355,32 +355,21 @@ pub fn union_of_sorted(lists: &[&[i64]]) -> (Vec<i64>, Vec<Vec<i64>>) {
 }
 
 /// [`coalesce`] of parts whose rows are sorted and unique (every row gradient this crate
-/// makes): one merge of the parts, reading each part's values once, in order, and writing
-/// each union row once. A union row is `0.0` plus its parts' rows in the order of the parts,
-/// the same additions as the general path, so the same bits (`-0.0` included: it becomes
-/// `0.0` in both).
+/// makes): the union by one merge ([`union_of_sorted`]), then each part's values added, in
+/// the order of the parts, into the zeroed rows where its rows went, reading each part once
+/// in order. The same additions as the general path, so the same bits (`-0.0` included: it
+/// becomes `0.0` in both).
 fn merge_sorted(parts: &[(&[i64], &[f32])], d: usize) -> (Vec<i64>, Vec<f32>) {
-    let most: usize = parts.iter().map(|(rows, _)| rows.len()).sum();
-    let mut rows = Vec::with_capacity(most);
-    let mut summed = Vec::with_capacity(most * d);
-    // The next unmerged row of each part.
-    let mut next = vec![0usize; parts.len()];
-    while let Some(row) = parts
-        .iter()
-        .zip(&next)
-        .filter_map(|((rows, _), &n)| rows.get(n).copied())
-        .min()
-    {
-        rows.push(row);
-        let start = summed.len();
-        summed.resize(start + d, 0.0);
-        let out = &mut summed[start..];
-        for ((part_rows, values), n) in parts.iter().zip(next.iter_mut()) {
-            if part_rows.get(*n) == Some(&row) {
-                for (s, &v) in out.iter_mut().zip(&values[*n * d..(*n + 1) * d]) {
+    let lists: Vec<&[i64]> = parts.iter().map(|(rows, _)| *rows).collect();
+    let (rows, places) = union_of_sorted(&lists);
+    let mut summed = vec![0.0f32; rows.len() * d];
+    if d > 0 {
+        for ((_, values), places) in parts.iter().zip(&places) {
+            for (value, &place) in values.chunks_exact(d).zip(places) {
+                let row = &mut summed[place as usize * d..][..d];
+                for (s, &v) in row.iter_mut().zip(value) {
                     *s += v;
                 }
-                *n += 1;
             }
         }
     }
