@@ -22,7 +22,8 @@
 //!   row gradients ([`unique_sorted`], [`union_of_sorted`], [`coalesce`]);
 //! - [`kernels`]: CPU loops over `f32` slices (moments in any [`MomentElement`])
 //!   ([`gather_rows`], [`sum_per_row`], [`sum_lookups_per_row`], [`update_rows`],
-//!   [`update_dense`]) for backends that lend their memory;
+//!   [`update_dense`]) for backends that lend their memory, and the reuse of their
+//!   batch-sized buffers from step to step ([`recycle::Recycler`]);
 //! - [`exchange`]: data-parallel training, the peers' gradients reduced over any engine's sum
 //!   all-reduce, row gradients as rows ([`exchange::exchange`]), and two engines:
 //!   [`InProcessGroup`] for peers that are threads of one process, [`TcpPeer`] for processes
@@ -66,6 +67,7 @@ pub mod hyper;
 pub mod kernels;
 pub mod lookup;
 pub mod moments;
+pub mod recycle;
 pub mod update;
 
 pub use error::{CoreError, CoreResult};

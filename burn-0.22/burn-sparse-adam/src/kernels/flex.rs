@@ -5,6 +5,11 @@
 //! Flex's storage is copy-on-write (`Arc`): a tensor still shared elsewhere (a clone of the
 //! model) is copied once by `storage_mut` before it is written, so no other holder ever sees
 //! a change, as with any Burn operation.
+//!
+//! The batch-sized tensors made here (a lookup's output, a row gradient) are built in the
+//! memory of earlier ones that nobody holds any more (the core's
+//! [`Recycler`](sparse_adam_core::recycle::Recycler), one per thread): allocated afresh, glibc
+//! gives them back to the kernel each step and the next step faults them in again.
 
 // Each function hands its tensors back unconsumed when they cannot take this path; a
 // `Tensor` is a few hundred bytes, and boxing it for the rare fallback buys nothing.
@@ -12,8 +17,11 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
+use std::cell::RefCell;
+
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use sparse_adam_core::StepScalars;
+use sparse_adam_core::recycle::Recycler;
 
 use super::Table;
 
@@ -82,9 +90,34 @@ fn tensor<const D: usize>(primitive: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(primitive)
 }
 
-/// A flex tensor of `values` shaped `shape`.
+thread_local! {
+    static KEPT_TENSORS: RefCell<Recycler<FlexTensor>> = const { RefCell::new(Recycler::new()) };
+}
+
+/// An empty vector with room for at least `len` `f32`s: the allocation of a remembered
+/// tensor that nobody else holds any more (the smallest that fits), or a new one.
+fn buffer(len: usize) -> Vec<f32> {
+    let reused = KEPT_TENSORS.with(|kept| kept.borrow_mut().take_free(len, FlexTensor::is_unique));
+    let Some(tensor) = reused else {
+        return Vec::with_capacity(Recycler::<FlexTensor>::new_capacity(len));
+    };
+    // Unique, contiguous from offset 0 and exactly as long as its values (made by
+    // `from_values`), so neither step copies: the `Arc` is unwrapped, the vector taken back.
+    let mut values = tensor
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("only f32 tensors are kept");
+    values.clear();
+    values
+}
+
+/// A flex tensor of `values` shaped `shape`, remembered so that its allocation can serve a
+/// later [`buffer`].
 fn from_values<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
-    tensor(FlexTensor::from_data(TensorData::new(values, shape)))
+    let capacity = values.capacity();
+    let primitive = FlexTensor::from_data(TensorData::new(values, shape));
+    KEPT_TENSORS.with(|kept| kept.borrow_mut().keep(capacity, primitive.clone()));
+    tensor(primitive)
 }
 
 /// The rows `host` of `weight`, `[batch, seq, d]`.
@@ -99,7 +132,7 @@ pub(super) fn gather(
     let [_, d] = weight.dims();
     let weight = primitive(weight);
     let table = weight.as_slice::<f32>().expect("contiguous f32");
-    let mut out = Vec::with_capacity(host.len() * d);
+    let mut out = buffer(host.len() * d);
     sparse_adam_core::gather_rows(table, d, host, &mut out);
     Ok(from_values(out, [batch, seq, d]))
 }
@@ -116,7 +149,7 @@ pub(super) fn sum_per_row(
     }
     let [_, _, d] = grad.dims();
     let grad = primitive(grad);
-    let mut out = Vec::new();
+    let mut out = buffer(k * d);
     sparse_adam_core::sum_per_row(
         grad.as_slice::<f32>().expect("contiguous f32"),
         d,
@@ -171,7 +204,7 @@ pub(super) fn sum_lookups(
     if union.is_empty() {
         return Ok(None);
     }
-    let mut out = Vec::new();
+    let mut out = buffer(union.len() * d);
     sparse_adam_core::sum_lookups_per_row(&parts, d, union.len(), &mut out);
     let k = union.len();
     Ok(Some((union, from_values(out, [k, d]))))
@@ -268,6 +301,40 @@ mod tests {
     fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
         let values = t.into_data().try_into_vec::<f32>().unwrap();
         values.into_iter().map(f32::to_bits).collect()
+    }
+
+    fn storage_ptr<const D: usize>(t: &Tensor<D>) -> *const f32 {
+        primitive(t.clone()).as_slice::<f32>().unwrap().as_ptr()
+    }
+
+    /// A lookup's output is built in the memory of an earlier one only once nobody holds
+    /// that one any more, and a tensor still held keeps its values whatever comes after it.
+    #[test]
+    fn lookups_reuse_the_memory_of_dropped_outputs_only() {
+        let weight = table(1.0, 10, 4);
+        let gather = |host: &[i64]| {
+            let dims = [1, host.len()];
+            gather(weight.clone(), host, dims).ok().unwrap()
+        };
+        let first = gather(&[1, 2, 3]);
+        let first_ptr = storage_ptr(&first);
+        let first_bits = bits(first.clone());
+        let second = gather(&[4, 5, 6]);
+        assert_ne!(
+            storage_ptr(&second),
+            first_ptr,
+            "a held output is not reused"
+        );
+        assert_eq!(bits(first.clone()), first_bits);
+
+        drop(first);
+        let second_bits = bits(second.clone());
+        let third = gather(&[7, 8]);
+        assert_eq!(storage_ptr(&third), first_ptr, "a dropped output is reused");
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![7i64, 8], [1, 2]), &Device::flex());
+        assert_eq!(bits(third), bits(composed::gather(weight.clone(), ids)));
+        assert_eq!(bits(second), second_bits);
     }
 
     #[test]
