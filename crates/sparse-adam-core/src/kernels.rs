@@ -1570,7 +1570,9 @@ mod tests {
     /// The row update compiled for AVX2 (taken where the CPU has it) gives the bits of the
     /// same loop compiled for the baseline, lane for lane, on values that round differently
     /// at every operation (tiny, huge, negative, zero and `-0.0` gradients, decayed, maximized,
-    /// `bf16` moments). On a CPU without AVX2 both sides are the baseline loop.
+    /// `bf16` and `f16` moments). On a CPU without AVX2 both sides are the baseline loop. The
+    /// workspace builds this crate optimized in tests too (`Cargo.toml`'s dev profile), so
+    /// both sides are vectorized here as in release builds.
     #[test]
     fn the_avx2_row_update_is_the_baseline_one_bit_for_bit() {
         fn run<M: MomentElement>(hyper: Hyperparameters, step: usize) {
@@ -1602,6 +1604,7 @@ mod tests {
             run::<f32>(Hyperparameters::default(), step);
             run::<f32>(decayed, step);
             run::<half::bf16>(Hyperparameters::default(), step);
+            run::<half::f16>(Hyperparameters::default(), step);
         }
     }
 
