@@ -248,33 +248,23 @@ fn sum_lookups_with(
         .collect();
     let len = k * d;
     out.reserve(len);
-    const AHEAD: usize = 8;
     let fill = |first: usize, chunk: &mut [core::mem::MaybeUninit<f32>]| {
-        let mut sum = vec![0.0f32; d];
-        for (j, out) in chunk.chunks_exact_mut(d).enumerate() {
-            let out = zeroed(out);
-            for ((grad, _), list) in lookups.iter().zip(&lists) {
-                let (start, positions) = list.of(first + j);
-                if positions.is_empty() {
-                    continue;
-                }
-                sum.fill(0.0);
-                for (n, &position) in positions.iter().enumerate() {
-                    // The rows' lookups are scattered over the batch, and the lists of the
-                    // next rows follow this one: fetch a few positions ahead along them, so
-                    // that the loads overlap instead of queueing.
-                    if let Some(&ahead) = list.positions.get(start + n + AHEAD) {
-                        prefetch_row(grad, ahead as i64, d);
-                    }
-                    for (s, &g) in sum.iter_mut().zip(&grad[position * d..][..d]) {
-                        *s += g;
-                    }
-                }
-                for (o, &s) in out.iter_mut().zip(&sum) {
-                    *o += s;
-                }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            fn avx2(
+                lookups: &[(&[f32], &[i64])],
+                lists: &[RowLists],
+                d: usize,
+                first: usize,
+                chunk: &mut [core::mem::MaybeUninit<f32>],
+            ) {
+                sum_rows(lookups, lists, d, first, chunk)
             }
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { avx2(lookups, &lists, d, first, chunk) };
         }
+        sum_rows(lookups, &lists, d, first, chunk)
     };
     let total: usize = lookups.iter().map(|(_, slots)| slots.len()).sum();
     let pieces = pieces(total, d, min_lanes).min(k.max(1));
@@ -299,6 +289,46 @@ fn sum_lookups_with(
     // SAFETY: the pieces cover the first `len` spare lanes exactly, and `fill` zeroed (then
     // added to) every lane of its piece.
     unsafe { out.set_len(len) };
+}
+
+/// Writes rows `first..` of [`sum_lookups_per_row`]'s output into `chunk` (whole rows):
+/// each row zeroed, then each lookup's positions on it summed from `0.0` in a scratch row,
+/// in lookup order, and added. Compiled for AVX2 too where the CPU has it (the same bits:
+/// additions only, in the same order).
+#[inline(always)]
+fn sum_rows(
+    lookups: &[(&[f32], &[i64])],
+    lists: &[RowLists],
+    d: usize,
+    first: usize,
+    chunk: &mut [core::mem::MaybeUninit<f32>],
+) {
+    const AHEAD: usize = 8;
+    let mut sum = vec![0.0f32; d];
+    for (j, out) in chunk.chunks_exact_mut(d).enumerate() {
+        let out = zeroed(out);
+        for ((grad, _), list) in lookups.iter().zip(lists) {
+            let (start, positions) = list.of(first + j);
+            if positions.is_empty() {
+                continue;
+            }
+            sum.fill(0.0);
+            for (n, &position) in positions.iter().enumerate() {
+                // The rows' lookups are scattered over the batch, and the lists of the next
+                // rows follow this one: fetch a few positions ahead along them, so that the
+                // loads overlap instead of queueing.
+                if let Some(&ahead) = list.positions.get(start + n + AHEAD) {
+                    prefetch_row(grad, ahead as i64, d);
+                }
+                for (s, &g) in sum.iter_mut().zip(&grad[position * d..][..d]) {
+                    *s += g;
+                }
+            }
+            for (o, &s) in out.iter_mut().zip(&sum) {
+                *o += s;
+            }
+        }
+    }
 }
 
 /// The positions of a lookup that land on each of `k` rows, in lookup order: a counting
