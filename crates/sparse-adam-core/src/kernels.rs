@@ -31,6 +31,38 @@ use std::ops::Range;
 use crate::moments::MomentElement;
 use crate::update::{decayed, sparse_adam_delta, StepScalars};
 
+/// Defines `fn $name(args)`, which runs `$lanes(args)` compiled for AVX2 (eight `f32` lanes a
+/// vector instead of SSE2's four) on x86-64 CPUs that have it, and compiled for the baseline
+/// elsewhere. `$lanes` must be `#[inline(always)]`, so that each compilation vectorizes it
+/// for its own target.
+///
+/// The kernels given to it give the same bits either way: IEEE additions, multiplications,
+/// divisions and square roots, each correctly rounded whatever the vector width, in the same
+/// order, and no fused multiply-add is enabled.
+macro_rules! widest {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident<$($generic:ident: $bound:path),*>($($arg:ident: $ty:ty),* $(,)?)
+            => $lanes:ident
+    ) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name<$($generic: $bound),*>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2<$($generic: $bound),*>($($arg: $ty),*) {
+                    $lanes($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { avx2($($arg),*) };
+            }
+            $lanes($($arg),*)
+        }
+    };
+}
+
 /// Lanes of work (rows × `d`) below which a kernel stays on the calling thread: a fork and
 /// join costs a few microseconds, about what the row update of 32k lanes takes.
 pub const PARALLEL_LANES: usize = 1 << 15;
@@ -249,22 +281,7 @@ fn sum_lookups_with(
     let len = k * d;
     out.reserve(len);
     let fill = |first: usize, chunk: &mut [core::mem::MaybeUninit<f32>]| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            #[target_feature(enable = "avx2")]
-            fn avx2(
-                lookups: &[(&[f32], &[i64])],
-                lists: &[RowLists],
-                d: usize,
-                first: usize,
-                chunk: &mut [core::mem::MaybeUninit<f32>],
-            ) {
-                sum_rows(lookups, lists, d, first, chunk)
-            }
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { avx2(lookups, &lists, d, first, chunk) };
-        }
-        sum_rows(lookups, &lists, d, first, chunk)
+        sum_rows_widest(lookups, &lists, d, first, chunk)
     };
     let total: usize = lookups.iter().map(|(_, slots)| slots.len()).sum();
     let pieces = pieces(total, d, min_lanes).min(k.max(1));
@@ -291,9 +308,20 @@ fn sum_lookups_with(
     unsafe { out.set_len(len) };
 }
 
+widest! {
+    /// [`sum_rows`] in the widest compilation the CPU runs.
+    fn sum_rows_widest<>(
+        lookups: &[(&[f32], &[i64])],
+        lists: &[RowLists],
+        d: usize,
+        first: usize,
+        chunk: &mut [core::mem::MaybeUninit<f32>],
+    ) => sum_rows
+}
+
 /// Writes rows `first..` of [`sum_lookups_per_row`]'s output into `chunk` (whole rows):
 /// each row zeroed, then each lookup's positions on it summed from `0.0` in a scratch row,
-/// in lookup order, and added. Compiled for AVX2 too where the CPU has it (the same bits:
+/// in lookup order, and added. Compiled for AVX2 too ([`sum_rows_widest`]; the same bits:
 /// additions only, in the same order).
 #[inline(always)]
 fn sum_rows(
@@ -499,46 +527,22 @@ fn split_update<M: MomentElement>(
     );
 }
 
-/// The row update on the calling thread; `p`, `m` and `v` start at table row `first`.
-///
-/// On x86-64 CPUs with AVX2 the same loop is compiled a second time for AVX2 (eight lanes a
-/// vector instead of SSE2's four) and taken at run time. The bits are the same: the formula
-/// is IEEE additions, multiplications, divisions and square roots, each correctly rounded
-/// whatever the vector width, and no fused multiply-add is enabled.
-#[allow(clippy::too_many_arguments)]
-fn update_range<M: MomentElement>(
-    p: &mut [f32],
-    m: &mut [M],
-    v: &mut [M],
-    g: &[f32],
-    rows: &[i64],
-    d: usize,
-    s: &StepScalars,
-    first: i64,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx2<M: MomentElement>(
-            p: &mut [f32],
-            m: &mut [M],
-            v: &mut [M],
-            g: &[f32],
-            rows: &[i64],
-            d: usize,
-            s: &StepScalars,
-            first: i64,
-        ) {
-            update_range_lanes(p, m, v, g, rows, d, s, first)
-        }
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { avx2(p, m, v, g, rows, d, s, first) };
-    }
-    update_range_lanes(p, m, v, g, rows, d, s, first)
+widest! {
+    /// The row update on the calling thread ([`update_range_lanes`]); `p`, `m` and `v` start
+    /// at table row `first`.
+    fn update_range<M: MomentElement>(
+        p: &mut [f32],
+        m: &mut [M],
+        v: &mut [M],
+        g: &[f32],
+        rows: &[i64],
+        d: usize,
+        s: &StepScalars,
+        first: i64,
+    ) => update_range_lanes
 }
 
-/// [`update_range`]'s loop, inlined into each of its compilations.
+/// [`update_range`]'s loop, inlined into each of its compilations ([`widest!`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn update_range_lanes<M: MomentElement>(
