@@ -38,7 +38,8 @@ use crate::update::{decayed, sparse_adam_delta, StepScalars};
 ///
 /// The kernels given to it give the same bits either way: IEEE additions, multiplications,
 /// divisions and square roots, each correctly rounded whatever the vector width, in the same
-/// order, and no fused multiply-add is enabled.
+/// order, and no fused multiply-add is enabled. (NaN payloads aside: where two NaNs meet, which
+/// one an operation returns may differ; any NaN stays a NaN.)
 macro_rules! widest {
     (
         $(#[$doc:meta])*
@@ -1326,11 +1327,18 @@ mod tests {
 
     /// Several lookups summed in one pass give the bits of each lookup summed by the plain
     /// loop and the blocks coalesced, on pools of 1, 2 and 3 threads, split finely or not;
-    /// with duplicates within and across lookups, padding, an empty lookup.
+    /// with duplicates within and across lookups, padding, an empty lookup; at a width below
+    /// any vector's and at one that runs the vectorized body (AVX2 where the CPU has it).
     #[cfg(feature = "parallel")]
     #[test]
     fn sum_of_lookups_is_each_lookups_sum_coalesced_bit_for_bit_on_any_pool() {
-        let d = 5;
+        for d in [5, 67] {
+            sum_of_lookups_at_width(d);
+        }
+    }
+
+    #[cfg(feature = "parallel")]
+    fn sum_of_lookups_at_width(d: usize) {
         // Three lookups of one table: duplicates within and across them, padding (row 3),
         // an empty lookup, and values whose sums show the order of the additions.
         let indices: [Vec<i64>; 4] = [
