@@ -15,10 +15,10 @@
 // `Tensor` is a few hundred bytes, and boxing it for the rare fallback buys nothing.
 #![allow(clippy::result_large_err)]
 
-use burn::backend::flex::FlexTensor;
-use burn::backend::{DispatchDevice, Flex};
 use std::cell::RefCell;
 
+use burn::backend::flex::FlexTensor;
+use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use sparse_adam_core::StepScalars;
 use sparse_adam_core::recycle::Recycler;
