@@ -67,6 +67,7 @@ pub mod hyper;
 pub mod kernels;
 pub mod lookup;
 pub mod moments;
+pub mod pages;
 pub mod recycle;
 pub mod update;
 
