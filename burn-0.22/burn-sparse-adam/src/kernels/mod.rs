@@ -24,7 +24,7 @@ mod cube;
 #[cfg(feature = "flex")]
 mod flex;
 
-use burn::tensor::{Bool, Device, Int, Shape, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 use sparse_adam_core::{Elementwise, RowDelta, StepScalars};
 
 /// Which path an operation took.
@@ -155,6 +155,29 @@ pub(crate) fn coalesce(
         false => parts,
     };
     composed::coalesce(parts, device)
+}
+
+/// A parameter's first state: its moments, zero in `dtype` and shaped like `param`, and the
+/// parameter itself, as `[param, exp_avg, exp_avg_sq]`.
+///
+/// On the fused flex path a table of at least 4 MiB is put on huge pages
+/// ([`sparse_adam_core::pages`]): the moments are made in memory advised before its first
+/// write, and the parameter is copied once into memory advised the same way (one pass over
+/// the table, where collapsing its written pages in place took six times as long). The
+/// values are those of Burn's zeros and of `param`; only where they live differs. Every
+/// other path makes Burn's zeros and hands `param` back as it came.
+pub(crate) fn fresh_table<const D: usize>(param: Tensor<D>, dtype: DType) -> [Tensor<D>; 3] {
+    #[cfg(feature = "flex")]
+    let param = match fused() {
+        true => match flex::fresh_table(param, dtype) {
+            Ok(table) => return table,
+            Err(param) => param,
+        },
+        false => param,
+    };
+    let zeros = || Tensor::zeros(param.shape(), (&param.device(), dtype));
+    let (exp_avg, exp_avg_sq) = (zeros(), zeros());
+    [param, exp_avg, exp_avg_sq]
 }
 
 /// The row update: rows `rows` (sorted, unique, in range) of the parameter and both moments

@@ -127,17 +127,31 @@ impl SparseAdam {
         }
     }
 
-    /// `state`, or the state of a parameter's first step (zero moments in the type the
-    /// config asks for); panics with the message of [`Self::check_moments`]' error.
+    /// `param` and `state`, or `param` and the state of its first step (zero moments in the
+    /// type the config asks for, from [`kernels::fresh_table`], which may have moved the
+    /// parameter's values to other memory); panics with the message of
+    /// [`Self::check_moments`]' error.
     fn state_or_zeros<const D: usize>(
         &self,
-        param: &Tensor<D>,
+        param: Tensor<D>,
         state: Option<SparseAdamState<D>>,
-    ) -> SparseAdamState<D> {
-        if let Err(err) = self.check_moments(param, &[], state.as_ref()) {
+    ) -> (Tensor<D>, SparseAdamState<D>) {
+        if let Err(err) = self.check_moments(&param, &[], state.as_ref()) {
             panic!("{err}");
         }
-        state.unwrap_or_else(|| SparseAdamState::zeros_in(param, self.moment_dtype(param.dtype())))
+        if let Some(state) = state {
+            return (param, state);
+        }
+        // The kernels layer makes the moments where the row update is fastest on them (huge
+        // pages on flex), and may move the parameter there too, once.
+        let dtype = self.moment_dtype(param.dtype());
+        let [param, exp_avg, exp_avg_sq] = kernels::fresh_table(param, dtype);
+        let state = SparseAdamState {
+            step: 0,
+            exp_avg,
+            exp_avg_sq,
+        };
+        (param, state)
     }
 
     /// The scalars of step `step` (1-based) at learning rate `lr`, checked.
@@ -175,7 +189,7 @@ impl SparseAdam {
         grad: Tensor<D>,
         state: Option<SparseAdamState<D>>,
     ) -> (Tensor<D>, SparseAdamState<D>, Kernel) {
-        let mut state = self.state_or_zeros(&param, state);
+        let (param, mut state) = self.state_or_zeros(param, state);
         state.step += 1;
         let scalars = self
             .scalars(lr, state.step)
@@ -216,7 +230,7 @@ impl SparseAdam {
         grad: &RowGrad,
         state: Option<SparseAdamState<2>>,
     ) -> (Tensor<2>, SparseAdamState<2>, Option<Kernel>) {
-        let mut state = self.state_or_zeros(&param, state);
+        let (param, mut state) = self.state_or_zeros(param, state);
         state.step += 1;
         let scalars = self
             .scalars(lr, state.step)
