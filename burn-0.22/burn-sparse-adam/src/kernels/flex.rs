@@ -21,6 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use sparse_adam_core::StepScalars;
+use sparse_adam_core::pages::{HUGE_TABLE_BYTES, copy_to_huge_pages, zeros_on_huge_pages};
 use sparse_adam_core::recycle::Recycler;
 
 use super::Table;
@@ -284,8 +285,8 @@ pub(super) fn step_dense<const D: usize>(
 }
 
 /// A parameter's first state on huge pages (see [`fresh_table`](super::fresh_table)): the
-/// moments made zero in `dtype` in memory not yet written, advised before their first
-/// write, and the parameter copied once into memory advised the same way. `Err(param)`
+/// moments made zero in `dtype` ([`zeros_on_huge_pages`]), the parameter copied once
+/// ([`copy_to_huge_pages`]). `Err(param)`
 /// untouched when `param` cannot take the fused path, its moments would not be of a type
 /// the fused path stores, or it holds less than [`HUGE_TABLE_BYTES`].
 pub(super) fn fresh_table<const D: usize>(
@@ -299,78 +300,15 @@ pub(super) fn fresh_table<const D: usize>(
     }
     let shape = param.shape();
     let source = primitive(param);
-    let mut values = advised_zeros::<f32>(len);
-    values.copy_from_slice(&source.as_slice::<f32>().expect("contiguous f32")[..len]);
+    let values = copy_to_huge_pages(&source.as_slice::<f32>().expect("contiguous f32")[..len]);
     drop(source);
     let moment = || match dtype {
-        DType::BF16 => TensorData::new(advised_zeros::<bf16>(len), shape.clone()),
-        DType::F16 => TensorData::new(advised_zeros::<f16>(len), shape.clone()),
-        _ => TensorData::new(advised_zeros::<f32>(len), shape.clone()),
+        DType::BF16 => TensorData::new(zeros_on_huge_pages::<bf16>(len), shape.clone()),
+        DType::F16 => TensorData::new(zeros_on_huge_pages::<f16>(len), shape.clone()),
+        _ => TensorData::new(zeros_on_huge_pages::<f32>(len), shape.clone()),
     };
     let table = [TensorData::new(values, shape.clone()), moment(), moment()];
     Ok(table.map(|data| tensor(FlexTensor::from_data(data))))
-}
-
-/// The smallest parameter, in bytes, whose table [`fresh_table`] puts on huge pages: two
-/// huge pages, so that at least one lies whole inside it wherever it starts. Below that
-/// the TLB covers a table anyway.
-pub(super) const HUGE_TABLE_BYTES: usize = 2 * sparse_adam_core::pages::HUGE_PAGE_BYTES;
-
-/// `len` zeros in an allocation that nothing had written (a zeroed allocation of this size
-/// is a fresh mapping), advised to come as huge pages, then written: every page is
-/// faulted in here, as Burn's zeros would be. Left to the steps, each first write to a huge
-/// page would clear 2 MiB in the middle of a step (a table of 10^7 rows took ten times
-/// longer per step over its first 33 steps).
-fn advised_zeros<T: zeroed::Zeroed>(len: usize) -> Vec<T> {
-    let mut values = T::zeroed_vec(len);
-    let _ = sparse_adam_core::pages::advise_huge_pages(&mut values);
-    // One write per 4 KiB page faults it in (a huge page where the kernel gave one). A
-    // volatile write of the zero already there: a plain one could be dropped by the
-    // compiler, which knows that zeroed memory holds zeros.
-    let per_page = (4096 / size_of::<T>()).max(1);
-    for lane in values.iter_mut().step_by(per_page) {
-        // SAFETY: `lane` is a valid, aligned, exclusive reference into `values`.
-        unsafe { std::ptr::write_volatile(lane, T::ZERO) };
-    }
-    values
-}
-
-/// Element types whose all-zero bits are their zero, allocated zeroed (`calloc`), so that
-/// the pages stay unwritten until the first write.
-mod zeroed {
-    use burn::tensor::{bf16, f16};
-
-    pub(super) trait Zeroed: Sized + Copy {
-        const ZERO: Self;
-        fn zeroed_vec(len: usize) -> Vec<Self>;
-    }
-
-    impl Zeroed for f32 {
-        const ZERO: Self = 0.0;
-        fn zeroed_vec(len: usize) -> Vec<Self> {
-            vec![0.0; len]
-        }
-    }
-
-    /// `bf16` and `f16` are `u16`s underneath (`#[repr(transparent)]`), and `+0.0` is all
-    /// zero bits; `vec![bf16::ZERO; n]` would write every lane instead of asking for zeroed
-    /// memory.
-    macro_rules! zeroable_u16 {
-        ($($t:ty),*) => {$(
-            impl Zeroed for $t {
-                const ZERO: Self = <$t>::ZERO;
-                fn zeroed_vec(len: usize) -> Vec<Self> {
-                    let mut bits = std::mem::ManuallyDrop::new(vec![0u16; len]);
-                    let (ptr, len, capacity) = (bits.as_mut_ptr(), bits.len(), bits.capacity());
-                    // SAFETY: `$t` is `#[repr(transparent)]` over `u16` (same size and
-                    // alignment, so the allocation's layout is the same), every bit pattern
-                    // is a value of it, and the vector is not used after its parts are taken.
-                    unsafe { Vec::from_raw_parts(ptr.cast::<$t>(), len, capacity) }
-                }
-            }
-        )*};
-    }
-    zeroable_u16!(bf16, f16);
 }
 
 #[cfg(test)]

@@ -142,6 +142,25 @@ pub(crate) fn step_rows<B: Backend>(
     )
 }
 
+/// A parameter's first state: `[param, exp_avg, exp_avg_sq]` with zero moments shaped like
+/// `param`.
+///
+/// On the fused burn-ndarray path (feature `ndarray`) a table of at least 4 MiB is put on
+/// huge pages ([`sparse_adam_core::pages`]): the moments are made in memory advised before
+/// its first write, and the parameter is copied once into memory advised the same way, so
+/// that the row update's scattered rows stop missing the TLB. The values are those of
+/// Burn's zeros and of `param`; only where they live differs. Every other path makes Burn's
+/// zeros and hands `param` back as it came.
+pub(crate) fn fresh_table<B: Backend, const D: usize>(param: Tensor<B, D>) -> [Tensor<B, D>; 3] {
+    #[cfg(feature = "ndarray")]
+    let param = match ndarray::fresh_table(param) {
+        Ok(table) => return table,
+        Err(param) => param,
+    };
+    let (exp_avg, exp_avg_sq) = (param.zeros_like(), param.zeros_like());
+    [param, exp_avg, exp_avg_sq]
+}
+
 /// The dense update of a parameter and its moments from a gradient of the parameter's
 /// shape: rows (slices along dim 0) with a non-zero gradient entry take the update, the
 /// others keep their bits. Says which implementation ran: the core's one pass over the four

@@ -11,6 +11,7 @@ use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 use sparse_adam_core::kernels::{gather_rows, sum_per_row, update_dense, update_rows};
+use sparse_adam_core::pages::{copy_to_huge_pages, zeros_on_huge_pages, HUGE_TABLE_BYTES};
 
 use super::primitive::{downcast, downcast_update, restore, upcast};
 use super::{recycle, ParamAndMoments};
@@ -119,6 +120,39 @@ pub(super) fn step_rows<B: Backend>(
     }
 }
 
+/// A parameter's first state on huge pages (see [`fresh_table`](super::fresh_table)): the
+/// moments made zero ([`zeros_on_huge_pages`]), the parameter copied once
+/// ([`copy_to_huge_pages`]). `Err(param)` untouched when it is not a burn-ndarray `f32`
+/// tensor in standard layout (the row update's own condition), or holds less than
+/// [`HUGE_TABLE_BYTES`].
+pub(super) fn fresh_table<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+) -> Result<[Tensor<B, D>; 3], Tensor<B, D>> {
+    let len = param.shape().num_elements();
+    if len * size_of::<f32>() < HUGE_TABLE_BYTES {
+        return Err(param);
+    }
+    let storage = match downcast::<NdArrayTensor, B, D>(param)? {
+        NdArrayTensor::F32(storage) => storage,
+        other => return Err(restore(other)),
+    };
+    let shape = storage.shape().to_vec();
+    let Some(copy) = storage.view().as_slice().map(copy_to_huge_pages) else {
+        return Err(restore(NdArrayTensor::F32(storage)));
+    };
+    drop(storage);
+    let tensor = |values: Vec<f32>| {
+        let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(&shape), values)
+            .expect("as many values as the parameter");
+        restore(NdArrayTensor::from(array))
+    };
+    Ok([
+        tensor(copy),
+        tensor(zeros_on_huge_pages(len)),
+        tensor(zeros_on_huge_pages(len)),
+    ])
+}
+
 /// The dense update (see [`step_dense`](super::step_dense)): the core's one pass over the
 /// `f32` storage of the parameter, both moments and the gradient, in place (copied first
 /// when shared). Hands the tensors back, unchanged, when they are not burn-ndarray `f32`
@@ -174,5 +208,45 @@ pub(super) fn step_dense<B: Backend, const D: usize>(
         Ok(table)
     } else {
         Err((table, grad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+
+    fn table(n: usize, d: usize) -> Tensor<NdArray, 2> {
+        let values: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        Tensor::from_data(TensorData::new(values, [n, d]), &Default::default())
+    }
+
+    fn bits(t: Tensor<NdArray, 2>) -> Vec<u32> {
+        let values = t.into_data().to_vec::<f32>().unwrap();
+        values.into_iter().map(f32::to_bits).collect()
+    }
+
+    /// A first state of a table of at least 4 MiB is made here, the parameter's values kept
+    /// bit for bit and the moments `+0.0`; a smaller table is handed back as it came.
+    #[test]
+    fn a_large_tables_first_state_keeps_the_parameter_and_zeroes_the_moments() {
+        let (n, d) = (HUGE_TABLE_BYTES / 4 / 256, 256);
+        let param = table(n, d);
+        let expected = bits(param.clone());
+        let Ok([p, m, v]) = fresh_table(param) else {
+            panic!("a {n} x {d} f32 table on burn-ndarray takes the fused path");
+        };
+        assert!(bits(p) == expected, "the parameter's values changed");
+        for moment in [m, v] {
+            assert_eq!(moment.dims(), [n, d]);
+            assert!(bits(moment).iter().all(|&b| b == 0), "not all +0.0");
+        }
+        let small = table(n / 2 - 1, d);
+        let expected = bits(small.clone());
+        let Err(back) = fresh_table(small) else {
+            panic!("a table under {HUGE_TABLE_BYTES} bytes takes Burn's zeros");
+        };
+        assert!(bits(back) == expected);
     }
 }

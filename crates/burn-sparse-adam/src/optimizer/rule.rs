@@ -92,7 +92,7 @@ impl SparseAdam {
         grad: Tensor<B, D>,
         state: Option<SparseAdamState<B, D>>,
     ) -> (Tensor<B, D>, SparseAdamState<B, D>, KernelPath) {
-        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        let (param, mut state) = first_state_or(param, state);
         state.step += 1;
         let scalars = StepScalars::new(&self.config, lr, state.step);
         let grad = self.clip(grad);
@@ -127,7 +127,7 @@ impl SparseAdam {
         grad: &RowGrad<B>,
         state: Option<SparseAdamState<B, 2>>,
     ) -> (Tensor<B, 2>, SparseAdamState<B, 2>, Option<KernelPath>) {
-        let mut state = state.unwrap_or_else(|| SparseAdamState::zeros_like(&param));
+        let (param, mut state) = first_state_or(param, state);
         state.step += 1;
         // No touched row, or rows of width 0: only the step count changes.
         let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
@@ -149,6 +149,23 @@ impl SparseAdam {
         state.exp_avg_sq = exp_avg_sq;
         (param, state, Some(path))
     }
+}
+/// `param` and `state`, or `param` and the state of its first step (zero moments from
+/// [`kernels::fresh_table`], which may have moved the parameter's values to other memory).
+fn first_state_or<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    state: Option<SparseAdamState<B, D>>,
+) -> (Tensor<B, D>, SparseAdamState<B, D>) {
+    if let Some(state) = state {
+        return (param, state);
+    }
+    let [param, exp_avg, exp_avg_sq] = kernels::fresh_table(param);
+    let state = SparseAdamState {
+        step: 0,
+        exp_avg,
+        exp_avg_sq,
+    };
+    (param, state)
 }
 
 impl SparseAdam {
