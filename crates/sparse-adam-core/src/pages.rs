@@ -83,8 +83,8 @@ pub fn advise_huge_pages<T>(values: &mut [T]) -> HugePageAdvice {
 /// faulted in here (one write per 4 KiB): a zeroed allocation of a table's size is a fresh
 /// mapping that nothing has written, so its pages come as huge pages without a collapse.
 /// Faulting them now keeps the faults out of the steps: left to the row updates, each first
-/// write to a huge page clears 2 MiB in the middle of a step (a table of 10^7 rows took ten
-/// times longer per step over its first 33 steps).
+/// write to a huge page clears 2 MiB in the middle of a step (at 10^7 rows the median
+/// optimizer step of a run's first 33 steps was 9.7 ms instead of 0.6).
 ///
 /// # Example
 ///

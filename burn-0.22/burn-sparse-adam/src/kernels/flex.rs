@@ -351,7 +351,11 @@ mod tests {
             assert!(bits(p) == expected, "the parameter's values changed");
             for moment in [m, v] {
                 assert_eq!((moment.dims(), moment.dtype()), ([n, d], dtype));
-                let zeros = moment.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+                let zeros = moment
+                    .cast(DType::F32)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
                 assert!(zeros.iter().all(|&x| x.to_bits() == 0), "not all +0.0");
             }
         }
