@@ -286,9 +286,9 @@ pub(super) fn step_dense<const D: usize>(
 
 /// A parameter's first state on huge pages (see [`fresh_table`](super::fresh_table)): the
 /// moments made zero in `dtype` ([`zeros_on_huge_pages`]), the parameter copied once
-/// ([`copy_to_huge_pages`]). `Err(param)`
-/// untouched when `param` cannot take the fused path, its moments would not be of a type
-/// the fused path stores, or it holds less than [`HUGE_TABLE_BYTES`].
+/// ([`copy_to_huge_pages`]). `Err(param)` untouched when `param` cannot take the fused
+/// path, its moments would not be of a type the fused path stores, or it holds less than
+/// [`HUGE_TABLE_BYTES`].
 pub(super) fn fresh_table<const D: usize>(
     param: Tensor<D>,
     dtype: DType,
