@@ -13,8 +13,7 @@
 //! resident), that the measurement allocates after the training run: the same sizes and
 //! access pattern, not the training run's own buffers (the Burn lines do not lend those
 //! out between steps). The tables are advised onto huge pages before they are filled, as
-//! the 0.2 line's fused path makes its tables; the 0.1 line's stay on the small pages its
-//! allocator gives, so its floor beyond 10^6 rows is lower than its own tables can reach.
+//! both lines' fused CPU paths make their tables (`sparse_adam_core::pages`).
 
 use std::time::Instant;
 

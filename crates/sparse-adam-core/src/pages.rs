@@ -11,9 +11,12 @@
 //! a table: `madvise(MADV_HUGEPAGE)`, so that pages not yet written come as huge pages, then
 //! `madvise(MADV_COLLAPSE)` (Linux 6.1 and later), so that those already written are moved
 //! into huge pages now rather than by the kernel's background scan (`khugepaged`, which
-//! takes minutes per gigabyte). Both are hints: the values never change, and a kernel that
-//! refuses (transparent huge pages set to `never`, an older kernel, no free huge page)
-//! leaves the table as it was. On other systems it does nothing.
+//! takes minutes per gigabyte). Both are hints: the values never change whatever the kernel
+//! does. Where transparent huge pages are set to `never`, `MADV_HUGEPAGE` still succeeds but
+//! no fault gives a huge page, while `MADV_COLLAPSE`, documented as independent of those
+//! settings, may still move pages already written; a kernel without transparent huge pages
+//! refuses both, an older one the collapse, and without a free huge page the collapse fails:
+//! the table stays as it was. On other systems it does nothing.
 //!
 //! A table made for the row update is best made on huge pages from the start:
 //! [`zeros_on_huge_pages`] for moments, [`copy_to_huge_pages`] for a parameter written
@@ -43,7 +46,8 @@ pub enum HugePageAdvice {
     /// The table holds no whole, aligned huge page: nothing was asked.
     TooSmall,
     /// The kernel refused `MADV_HUGEPAGE` (the `errno`, e.g. `EINVAL` where transparent
-    /// huge pages are not built in): nothing changed.
+    /// huge pages are not built in; not under the `never` setting, where it succeeds):
+    /// nothing changed.
     Refused(i32),
     /// Not Linux: nothing was asked.
     Unsupported,
@@ -80,8 +84,10 @@ pub fn advise_huge_pages<T>(values: &mut [T]) -> HugePageAdvice {
 }
 
 /// `len` zeros in memory advised onto huge pages before its first write, every page then
-/// faulted in here (one write per 4 KiB): a zeroed allocation of a table's size is a fresh
-/// mapping that nothing has written, so its pages come as huge pages without a collapse.
+/// faulted in here (one write per 4 KiB): a zeroed allocation of a table's size is usually a
+/// fresh mapping that nothing has written, so its pages come as huge pages at their first
+/// write (the collapse that [`advise_huge_pages`] also asks for finds nothing written and
+/// fails, harmlessly; where the allocator reuses written memory, it moves those pages).
 /// Faulting them now keeps the faults out of the steps: left to the row updates, each first
 /// write to a huge page clears 2 MiB in the middle of a step (at 10^7 rows the median
 /// optimizer step of a run's first 33 steps was 9.7 ms instead of 0.6).
