@@ -102,6 +102,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let (line, rest) = line_arg(args);
     match line {
+        // burn-ndarray as users build it (the bench's feature `ndarray-defaults`); only this
+        // binary, so the test builds keep their features.
         "0.1" => cargo(
             &[
                 "run",
@@ -109,6 +111,8 @@ fn bench(args: &[String]) -> Result<(), String> {
                 "--release",
                 "--package",
                 "sparse-adam-bench",
+                "--features",
+                "ndarray-defaults",
                 "--",
             ],
             &rest,

@@ -197,9 +197,14 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
         fused_cpu: cfg!(feature = "fused") && work.backend == TestBackend::NdArray,
         line: None,
         threads: Some(pool_threads()),
-        // As the library's tests build it: burn-ndarray's default features off; the core's
+        // burn-ndarray's default features as a user's build has them (`ndarray-defaults`,
+        // what `cargo xtask bench` runs) or off, as the library's tests build it; the core's
         // kernels split rows across rayon's pool (sparse-adam-core's feature `parallel`).
-        features: Some("ndarray: no simd, no multi-threads; sparse-adam-core: parallel"),
+        features: Some(if cfg!(feature = "ndarray-defaults") {
+            "ndarray: simd, multi-threads (its defaults); sparse-adam-core: parallel"
+        } else {
+            "ndarray: no simd, no multi-threads; sparse-adam-core: parallel"
+        }),
     };
     let mut record = work.record(imp, &t, &info);
     // After the peak was read: the floor's tables are its own.
