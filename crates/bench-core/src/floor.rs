@@ -12,13 +12,14 @@
 //! Both run on host tables of the measured table's size, filled (so that every page is
 //! resident), that the measurement allocates after the training run: the same sizes and
 //! access pattern, not the training run's own buffers (the Burn lines do not lend those
-//! out between steps). The tables are advised onto huge pages before they are filled, as
-//! both lines' fused CPU paths make their tables (`sparse_adam_core::pages`).
+//! out between steps). Tables of at least `HUGE_TABLE_BYTES` are advised onto huge pages
+//! before they are filled, as both lines' fused CPU paths make theirs
+//! (`sparse_adam_core::pages`).
 
 use std::time::Instant;
 
 use sparse_adam_core::kernels::PARALLEL_LANES;
-use sparse_adam_core::pages::advise_huge_pages;
+use sparse_adam_core::pages::{advise_huge_pages, HUGE_TABLE_BYTES};
 use sparse_adam_core::{update_rows, Hyperparameters, LookupPlan, StepScalars};
 
 pub use crate::record::Floor;
@@ -36,12 +37,14 @@ pub fn measure(
     seed: u64,
 ) -> Floor {
     let len = rows * dim;
-    // On huge pages where the kernel gives them, as the 0.2 line's fused path puts its
-    // tables (`sparse_adam_core::pages`), with non-zero values: every page is written,
-    // hence resident, before the timings.
+    // On huge pages where the kernel gives them and the Burn lines' fused paths would put
+    // them (`sparse_adam_core::pages`), with non-zero values: every page is written, hence
+    // resident, before the timings.
     let table = |value: f32| {
         let mut values = vec![0f32; len];
-        let _ = advise_huge_pages(&mut values);
+        if len * size_of::<f32>() >= HUGE_TABLE_BYTES {
+            let _ = advise_huge_pages(&mut values);
+        }
         values.fill(value);
         values
     };

@@ -26,10 +26,16 @@
 /// (x86_64 and aarch64 with 4 KiB base pages).
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
-/// The smallest table, in bytes, that the Burn lines put on huge pages: two huge pages, so
-/// that at least one lies whole inside it wherever it starts. Below that the TLB covers a
-/// table anyway.
-pub const HUGE_TABLE_BYTES: usize = 2 * HUGE_PAGE_BYTES;
+/// The smallest table, in bytes, that the Burn lines put on huge pages: 64 MiB.
+///
+/// Making a table on huge pages can cost more than on small ones: on a shared VM whose
+/// kernel's free huge pages were not yet backed by the hypervisor, 21 MB of zeros took up
+/// to 40 ms on huge pages against 8 ms on small ones (2.5 ms when they were backed), and a
+/// first step pays it for every table at once (0.3 s of the WordNet example's first epoch
+/// once). The gain is in the steps of tables far beyond the caches: from 256 MB up the row
+/// update's memory floor fell by a fifth to a half, while the WordNet example's 21 MB
+/// tables showed no step faster beyond the noise.
+pub const HUGE_TABLE_BYTES: usize = 64 << 20;
 
 /// What [`advise_huge_pages`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -335,7 +335,7 @@ mod tests {
         primitive(t.clone()).as_slice::<f32>().unwrap().as_ptr()
     }
 
-    /// A first state of a table of at least 4 MiB is made here: the parameter's values
+    /// A first state of a table of at least 64 MiB is made here: the parameter's values
     /// kept bit for bit (in new memory), the moments zero in the asked type, shaped like
     /// it; a smaller table is handed back untouched, to Burn's zeros.
     #[test]

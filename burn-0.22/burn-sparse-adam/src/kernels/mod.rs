@@ -160,7 +160,7 @@ pub(crate) fn coalesce(
 /// A parameter's first state: its moments, zero in `dtype` and shaped like `param`, and the
 /// parameter itself, as `[param, exp_avg, exp_avg_sq]`.
 ///
-/// On the fused flex path a table of at least 4 MiB is put on huge pages
+/// On the fused flex path a table of at least 64 MiB is put on huge pages
 /// ([`sparse_adam_core::pages`]): the moments are made in memory advised before its first
 /// write, and the parameter is copied once into memory advised the same way (one pass over
 /// the table, where collapsing its written pages in place took six times as long). The

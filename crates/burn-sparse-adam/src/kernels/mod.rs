@@ -145,7 +145,7 @@ pub(crate) fn step_rows<B: Backend>(
 /// A parameter's first state: `[param, exp_avg, exp_avg_sq]` with zero moments shaped like
 /// `param`.
 ///
-/// On the fused burn-ndarray path (feature `ndarray`) a table of at least 4 MiB is put on
+/// On the fused burn-ndarray path (feature `ndarray`) a table of at least 64 MiB is put on
 /// huge pages ([`sparse_adam_core::pages`]): the moments are made in memory advised before
 /// its first write, and the parameter is copied once into memory advised the same way, so
 /// that the row update's scattered rows stop missing the TLB. The values are those of

@@ -227,7 +227,7 @@ mod tests {
         values.into_iter().map(f32::to_bits).collect()
     }
 
-    /// A first state of a table of at least 4 MiB is made here, the parameter's values kept
+    /// A first state of a table of at least 64 MiB is made here, the parameter's values kept
     /// bit for bit and the moments `+0.0`; a smaller table is handed back as it came.
     #[test]
     fn a_large_tables_first_state_keeps_the_parameter_and_zeroes_the_moments() {
