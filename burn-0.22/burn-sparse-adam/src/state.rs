@@ -5,6 +5,8 @@ use burn::tensor::{DType, Device, Tensor};
 use burn_pack::Scalar;
 use sparse_adam_core::MomentDtype;
 
+use crate::kernels;
+
 /// The optimizer state of one parameter: PyTorch's `state[p]` of `SparseAdam`.
 ///
 /// Created, with zero moments, the first time the parameter has a gradient. Untouched rows
@@ -120,10 +122,11 @@ impl<const D: usize> RecordState for SparseAdamState<D> {
             return None;
         }
         // In the type they were saved in: `Tensor::from_data` on a device alone would make
-        // them the device's default float.
+        // them the device's default float. Then where a new state's moments live (huge pages
+        // for large tables on flex), so that a resumed run steps as fast as a fresh one.
         let load = |data: burn::tensor::TensorData| {
             let dtype = data.dtype();
-            Tensor::from_data(data, (device, dtype))
+            kernels::loaded_moment(Tensor::from_data(data, (device, dtype)))
         };
         Some(Self {
             step,

@@ -311,6 +311,37 @@ pub(super) fn fresh_table<const D: usize>(
     Ok(table.map(|data| tensor(FlexTensor::from_data(data))))
 }
 
+/// A moment loaded from a record, copied once onto huge pages as [`fresh_table`] makes new
+/// ones (see [`loaded_moment`](super::loaded_moment)). `Err(moment)` untouched when it is
+/// not on flex in a moment type of the fused path, or its table holds less than
+/// [`HUGE_TABLE_BYTES`] in `f32`, the measure `fresh_table` takes.
+pub(super) fn onto_huge_pages<const D: usize>(moment: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let len = moment.shape().num_elements();
+    let dtype = moment.dtype();
+    let fits = matches!(dtype, DType::F32 | DType::BF16 | DType::F16);
+    if !(on_flex(&moment) && fits && len * size_of::<f32>() >= HUGE_TABLE_BYTES) {
+        return Err(moment);
+    }
+    let shape = moment.shape();
+    let source = primitive(moment);
+    let checked = "contiguous, of the checked dtype";
+    let data = match dtype {
+        DType::BF16 => {
+            let values = &source.as_slice::<bf16>().expect(checked)[..len];
+            TensorData::new(copy_to_huge_pages(values), shape)
+        }
+        DType::F16 => {
+            let values = &source.as_slice::<f16>().expect(checked)[..len];
+            TensorData::new(copy_to_huge_pages(values), shape)
+        }
+        _ => {
+            let values = &source.as_slice::<f32>().expect(checked)[..len];
+            TensorData::new(copy_to_huge_pages(values), shape)
+        }
+    };
+    Ok(tensor(FlexTensor::from_data(data)))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Device, Int};
@@ -364,6 +395,44 @@ mod tests {
             panic!("a table under {HUGE_TABLE_BYTES} bytes takes Burn's zeros");
         };
         assert_eq!(storage_ptr(&back), storage_ptr(&small));
+    }
+
+    /// A loaded moment of a table of at least 64 MiB moves to new memory with every bit and
+    /// its type kept, in each moment type; a smaller one, or a parameter-typed tensor of
+    /// another type, is handed back untouched.
+    #[test]
+    fn a_large_loaded_moment_moves_with_its_values() {
+        let (n, d) = (HUGE_TABLE_BYTES / 4 / 256, 256);
+        let moment = table(5.0, n, d);
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let loaded = moment.clone().cast(dtype);
+            let expected = loaded.clone().into_data();
+            let Ok(moved) = onto_huge_pages(loaded.clone()) else {
+                panic!("a {n} x {d} {dtype:?} moment on flex moves");
+            };
+            assert_eq!((moved.dims(), moved.dtype()), ([n, d], dtype));
+            let (from, to) = (primitive(loaded), primitive(moved.clone()));
+            assert_ne!(
+                from.bytes().as_ptr(),
+                to.bytes().as_ptr(),
+                "copied to new memory"
+            );
+            assert_eq!(
+                moved.into_data().as_bytes(),
+                expected.as_bytes(),
+                "values changed"
+            );
+        }
+        let small = table(5.0, n / 2 - 1, d);
+        let Err(back) = onto_huge_pages(small.clone()) else {
+            panic!("a moment under {HUGE_TABLE_BYTES} bytes stays where it is");
+        };
+        assert_eq!(storage_ptr(&back), storage_ptr(&small));
+        let wide = table(5.0, n, d).cast(DType::F64);
+        assert!(
+            onto_huge_pages(wide).is_err(),
+            "f64 is not a moment type of the fused path"
+        );
     }
 
     /// A lookup's output is built in the memory of an earlier one only once nobody holds

@@ -180,6 +180,22 @@ pub(crate) fn fresh_table<const D: usize>(param: Tensor<D>, dtype: DType) -> [Te
     [param, exp_avg, exp_avg_sq]
 }
 
+/// A moment loaded from a record (a resumed run's), where the row update is fastest on it:
+/// on the fused flex path a table of at least 64 MiB is copied once onto huge pages, as
+/// [`fresh_table`] makes new ones (the record's bytes land in memory Burn allocated, on small
+/// pages). The values and the type are kept; every other moment comes back as it came.
+pub(crate) fn loaded_moment<const D: usize>(moment: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let moment = match fused() {
+        true => match flex::onto_huge_pages(moment) {
+            Ok(moved) => moved,
+            Err(same) => same,
+        },
+        false => moment,
+    };
+    moment
+}
+
 /// The row update: rows `rows` (sorted, unique, in range) of the parameter and both moments
 /// take the core's update with the `[rows.len(), d]` gradient `values`; other rows are not
 /// touched. Returns the table and the path that ran.
