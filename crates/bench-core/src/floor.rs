@@ -12,14 +12,14 @@
 //! Both run on host tables of the measured table's size, filled (so that every page is
 //! resident), that the measurement allocates after the training run: the same sizes and
 //! access pattern, not the training run's own buffers (the Burn lines do not lend those
-//! out between steps). Tables of at least `HUGE_TABLE_BYTES` are advised onto huge pages
+//! out between steps). Tables that `is_huge_table` accepts are advised onto huge pages
 //! before they are filled, as both lines' fused CPU paths make theirs
 //! (`sparse_adam_core::pages`).
 
 use std::time::Instant;
 
 use sparse_adam_core::kernels::PARALLEL_LANES;
-use sparse_adam_core::pages::{advise_huge_pages, HUGE_TABLE_BYTES};
+use sparse_adam_core::pages::{advise_huge_pages, is_huge_table};
 use sparse_adam_core::{update_rows, Hyperparameters, LookupPlan, StepScalars};
 
 pub use crate::record::Floor;
@@ -42,7 +42,7 @@ pub fn measure(
     // resident, before the timings.
     let table = |value: f32| {
         let mut values = vec![0f32; len];
-        if len * size_of::<f32>() >= HUGE_TABLE_BYTES {
+        if is_huge_table(len) {
             let _ = advise_huge_pages(&mut values);
         }
         values.fill(value);

@@ -42,6 +42,12 @@ pub const HUGE_TABLE_BYTES: usize = 64 << 20;
 // A table at the threshold holds at least one whole, aligned huge page wherever it starts.
 const _: () = assert!(HUGE_TABLE_BYTES >= 2 * HUGE_PAGE_BYTES);
 
+/// Whether a table of `len` `f32` values goes on huge pages: [`HUGE_TABLE_BYTES`] or more.
+/// Its moments follow it whatever their type, so `len` counts the parameter's values.
+pub fn is_huge_table(len: usize) -> bool {
+    len.saturating_mul(core::mem::size_of::<f32>()) >= HUGE_TABLE_BYTES
+}
+
 /// What [`advise_huge_pages`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HugePageAdvice {

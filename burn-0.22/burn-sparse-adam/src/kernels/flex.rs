@@ -21,7 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use sparse_adam_core::StepScalars;
-use sparse_adam_core::pages::{HUGE_TABLE_BYTES, copy_to_huge_pages, zeros_on_huge_pages};
+use sparse_adam_core::pages::{copy_to_huge_pages, is_huge_table, zeros_on_huge_pages};
 use sparse_adam_core::recycle::Recycler;
 
 use super::Table;
@@ -288,14 +288,14 @@ pub(super) fn step_dense<const D: usize>(
 /// moments made zero in `dtype` ([`zeros_on_huge_pages`]), the parameter copied once
 /// ([`copy_to_huge_pages`]). `Err(param)` untouched when `param` cannot take the fused
 /// path, its moments would not be of a type the fused path stores, or it holds less than
-/// [`HUGE_TABLE_BYTES`].
+/// [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES).
 pub(super) fn fresh_table<const D: usize>(
     param: Tensor<D>,
     dtype: DType,
 ) -> Result<[Tensor<D>; 3], Tensor<D>> {
     let len = param.shape().num_elements();
     let fits = matches!(dtype, DType::F32 | DType::BF16 | DType::F16);
-    if !(fusable(&param) && fits && len * size_of::<f32>() >= HUGE_TABLE_BYTES) {
+    if !(fusable(&param) && fits && is_huge_table(len)) {
         return Err(param);
     }
     let shape = param.shape();
@@ -314,12 +314,12 @@ pub(super) fn fresh_table<const D: usize>(
 /// A moment loaded from a record, copied once onto huge pages as [`fresh_table`] makes new
 /// ones (see [`loaded_moment`](super::loaded_moment)). `Err(moment)` untouched when it is
 /// not on flex in a moment type of the fused path, or its table holds less than
-/// [`HUGE_TABLE_BYTES`] in `f32`, the measure `fresh_table` takes.
+/// [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES) in `f32`, the measure `fresh_table` takes.
 pub(super) fn onto_huge_pages<const D: usize>(moment: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     let len = moment.shape().num_elements();
     let dtype = moment.dtype();
     let fits = matches!(dtype, DType::F32 | DType::BF16 | DType::F16);
-    if !(on_flex(&moment) && fits && len * size_of::<f32>() >= HUGE_TABLE_BYTES) {
+    if !(on_flex(&moment) && fits && is_huge_table(len)) {
         return Err(moment);
     }
     let shape = moment.shape();
@@ -346,6 +346,7 @@ pub(super) fn onto_huge_pages<const D: usize>(moment: Tensor<D>) -> Result<Tenso
 mod tests {
     use burn::tensor::{Device, Int};
     use sparse_adam_core::Hyperparameters;
+    use sparse_adam_core::pages::HUGE_TABLE_BYTES;
 
     use super::super::composed;
     use super::*;
@@ -398,8 +399,8 @@ mod tests {
     }
 
     /// A loaded moment of a table of at least 64 MiB moves to new memory with every bit and
-    /// its type kept, in each moment type; a smaller one, or a parameter-typed tensor of
-    /// another type, is handed back untouched.
+    /// its type kept, in each moment type; a smaller one, or one in a type the fused path
+    /// does not store (`f64`), is handed back untouched.
     #[test]
     fn a_large_loaded_moment_moves_with_its_values() {
         let (n, d) = (HUGE_TABLE_BYTES / 4 / 256, 256);

@@ -11,7 +11,7 @@ use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 use sparse_adam_core::kernels::{gather_rows, sum_per_row, update_dense, update_rows};
-use sparse_adam_core::pages::{copy_to_huge_pages, zeros_on_huge_pages, HUGE_TABLE_BYTES};
+use sparse_adam_core::pages::{copy_to_huge_pages, is_huge_table, zeros_on_huge_pages};
 
 use super::primitive::{downcast, downcast_update, restore, upcast};
 use super::{recycle, ParamAndMoments};
@@ -124,12 +124,12 @@ pub(super) fn step_rows<B: Backend>(
 /// moments made zero ([`zeros_on_huge_pages`]), the parameter copied once
 /// ([`copy_to_huge_pages`]). `Err(param)` untouched when it is not a burn-ndarray `f32`
 /// tensor in standard layout (the row update's own condition), or holds less than
-/// [`HUGE_TABLE_BYTES`].
+/// [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES).
 pub(super) fn fresh_table<B: Backend, const D: usize>(
     param: Tensor<B, D>,
 ) -> Result<[Tensor<B, D>; 3], Tensor<B, D>> {
     let len = param.shape().num_elements();
-    if len * size_of::<f32>() < HUGE_TABLE_BYTES {
+    if !is_huge_table(len) {
         return Err(param);
     }
     let storage = match downcast::<NdArrayTensor, B, D>(param)? {
@@ -214,6 +214,7 @@ pub(super) fn step_dense<B: Backend, const D: usize>(
 #[cfg(test)]
 mod tests {
     use burn::tensor::TensorData;
+    use sparse_adam_core::pages::HUGE_TABLE_BYTES;
 
     use super::*;
 
