@@ -161,6 +161,20 @@ pub(crate) fn fresh_table<B: Backend, const D: usize>(param: Tensor<B, D>) -> [T
     [param, exp_avg, exp_avg_sq]
 }
 
+/// A moment loaded from a record (a resumed run's), where the row update is fastest on it:
+/// on the fused burn-ndarray path (feature `ndarray`) a table of at least 64 MiB is copied
+/// once onto huge pages, as [`fresh_table`] makes new ones (a record's values land in
+/// memory Burn allocated, on small pages). The values are kept; every other moment comes
+/// back as it came.
+pub(crate) fn loaded_moment<B: Backend, const D: usize>(moment: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "ndarray")]
+    let moment = match ndarray::onto_huge_pages(moment) {
+        Ok(moved) => return moved,
+        Err(same) => same,
+    };
+    moment
+}
+
 /// The dense update of a parameter and its moments from a gradient of the parameter's
 /// shape: rows (slices along dim 0) with a non-zero gradient entry take the update, the
 /// others keep their bits. Says which implementation ran: the core's one pass over the four

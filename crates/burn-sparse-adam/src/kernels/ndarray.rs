@@ -121,18 +121,30 @@ pub(super) fn step_rows<B: Backend>(
 }
 
 /// A parameter's first state on huge pages (see [`fresh_table`](super::fresh_table)): the
-/// moments made zero ([`zeros_on_huge_pages`]), the parameter copied once
-/// ([`copy_to_huge_pages`]). `Err(param)` untouched when it is not a burn-ndarray `f32`
+/// parameter copied once ([`onto_huge_pages`]), the moments made zero
+/// ([`zeros_on_huge_pages`]). `Err(param)` untouched when it is not a burn-ndarray `f32`
 /// tensor in standard layout (the row update's own condition), or holds less than
 /// [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES).
 pub(super) fn fresh_table<B: Backend, const D: usize>(
     param: Tensor<B, D>,
 ) -> Result<[Tensor<B, D>; 3], Tensor<B, D>> {
-    let len = param.shape().num_elements();
-    if !is_huge_table(len) {
-        return Err(param);
+    let param = onto_huge_pages(param)?;
+    let shape = param.dims();
+    let zeros = || table_tensor(&shape, zeros_on_huge_pages(shape.iter().product()));
+    Ok([param, zeros(), zeros()])
+}
+
+/// `values` copied once onto huge pages ([`copy_to_huge_pages`]): a parameter's first state
+/// ([`fresh_table`]) or a moment loaded from a record
+/// ([`loaded_moment`](super::loaded_moment)). The values are kept bit for bit. `Err(values)`
+/// untouched on the same conditions as [`fresh_table`].
+pub(super) fn onto_huge_pages<B: Backend, const D: usize>(
+    values: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !is_huge_table(values.shape().num_elements()) {
+        return Err(values);
     }
-    let storage = match downcast::<NdArrayTensor, B, D>(param)? {
+    let storage = match downcast::<NdArrayTensor, B, D>(values)? {
         NdArrayTensor::F32(storage) => storage,
         other => return Err(restore(other)),
     };
@@ -141,16 +153,14 @@ pub(super) fn fresh_table<B: Backend, const D: usize>(
         return Err(restore(NdArrayTensor::F32(storage)));
     };
     drop(storage);
-    let tensor = |values: Vec<f32>| {
-        let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(&shape), values)
-            .expect("as many values as the parameter");
-        restore(NdArrayTensor::from(array))
-    };
-    Ok([
-        tensor(copy),
-        tensor(zeros_on_huge_pages(len)),
-        tensor(zeros_on_huge_pages(len)),
-    ])
+    Ok(table_tensor(&shape, copy))
+}
+
+/// The burn-ndarray tensor of shape `shape` holding `values`, in standard layout.
+fn table_tensor<B: Backend, const D: usize>(shape: &[usize], values: Vec<f32>) -> Tensor<B, D> {
+    let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(shape), values)
+        .expect("as many values as the shape holds");
+    restore(NdArrayTensor::from(array))
 }
 
 /// The dense update (see [`step_dense`](super::step_dense)): the core's one pass over the
@@ -249,5 +259,41 @@ mod tests {
             panic!("a table under {HUGE_TABLE_BYTES} bytes takes Burn's zeros");
         };
         assert!(bits(back) == expected);
+    }
+
+    /// A loaded moment of a table of at least 64 MiB moves to new memory with every bit
+    /// kept; a smaller one, or one of another element type, is handed back untouched.
+    #[test]
+    fn a_large_loaded_moment_moves_with_its_values() {
+        let (n, d) = (HUGE_TABLE_BYTES / 4 / 256, 256);
+        let loaded = table(n, d);
+        let expected = bits(loaded.clone());
+        let from = storage_ptr(&loaded);
+        let Ok(moved) = onto_huge_pages(loaded) else {
+            panic!("a {n} x {d} f32 moment on burn-ndarray moves");
+        };
+        assert_ne!(storage_ptr(&moved), from, "copied to new memory");
+        assert_eq!(moved.dims(), [n, d]);
+        assert!(bits(moved) == expected, "the values changed");
+        let small = table(n / 2 - 1, d);
+        let from = storage_ptr(&small);
+        let Err(back) = onto_huge_pages(small) else {
+            panic!("a moment under {HUGE_TABLE_BYTES} bytes stays where it is");
+        };
+        assert_eq!(storage_ptr(&back), from);
+        let wide = table(n, d).cast(burn::tensor::FloatDType::F64);
+        assert_eq!(wide.dtype(), burn::tensor::DType::F64);
+        assert!(
+            onto_huge_pages(wide).is_err(),
+            "f64 is not the fused path's element type"
+        );
+    }
+
+    fn storage_ptr(t: &Tensor<NdArray, 2>) -> *const f32 {
+        let Ok(NdArrayTensor::F32(storage)) = downcast::<NdArrayTensor, NdArray, 2>(t.clone())
+        else {
+            panic!("an f32 burn-ndarray tensor");
+        };
+        storage.view().as_ptr()
     }
 }
