@@ -119,22 +119,56 @@ pub fn zeros_on_huge_pages<T: ZeroBits>(len: usize) -> Vec<T> {
     let mut values = T::zeroed_vec(len);
     let _ = advise_huge_pages(&mut values);
     let per_page = (4096 / core::mem::size_of::<T>().max(1)).max(1);
-    for lane in values.iter_mut().step_by(per_page) {
-        // A volatile write of the zero already there: the compiler knows that zeroed memory
-        // holds zeros and could drop a plain one. SAFETY: `lane` is a valid, aligned,
-        // exclusive reference into `values`.
-        unsafe { core::ptr::write_volatile(lane, T::ZERO) };
-    }
+    in_pieces(&mut values, |_, piece| {
+        for lane in piece.iter_mut().step_by(per_page) {
+            // A volatile write of the zero already there: the compiler knows that zeroed
+            // memory holds zeros and could drop a plain one. SAFETY: `lane` is a valid,
+            // aligned, exclusive reference into `values`.
+            unsafe { core::ptr::write_volatile(lane, T::ZERO) };
+        }
+    });
     values
 }
 
-/// `values` copied into memory on huge pages ([`zeros_on_huge_pages`], then one copy): for
-/// a table already written on small pages, where collapsing its pages in place
-/// (`MADV_COLLAPSE`) took 6.5 s for 2.5 GB against about 1 s for the copy.
+/// `values` copied into memory on huge pages (advised as in [`zeros_on_huge_pages`]; the
+/// copy's writes fault the pages in): for a table already written on small pages, where
+/// collapsing its pages in place (`MADV_COLLAPSE`) took 6.5 s for 2.5 GB against about 1 s
+/// for the copy.
 pub fn copy_to_huge_pages<T: ZeroBits>(values: &[T]) -> Vec<T> {
-    let mut copy = zeros_on_huge_pages(values.len());
-    copy.copy_from_slice(values);
+    let mut copy = T::zeroed_vec(values.len());
+    let _ = advise_huge_pages(&mut copy);
+    in_pieces(&mut copy, |start, piece| {
+        piece.copy_from_slice(&values[start..start + piece.len()]);
+    });
     copy
+}
+
+/// The bytes of a table one thread faults in or copies at a time: eight huge pages.
+const PIECE_BYTES: usize = 8 * HUGE_PAGE_BYTES;
+
+/// Calls `f(start, piece)` for consecutive pieces of `values` of [`PIECE_BYTES`], `start`
+/// being the index of the piece's first element, split across rayon's current pool with
+/// the `parallel` feature (on one thread without it, on a one-thread pool, or for a table of
+/// one piece). Faulting in fresh pages is the cost that splitting cuts: on a virtual
+/// machine whose host backs a huge page only at its first write, 1.6 GB of zeros took
+/// 1.8–2.8 s on two threads against 4.0–4.3 s on one (BENCHMARKS.md, "Resumed runs on huge
+/// pages"). The values are the same whatever the split: each piece is written once.
+fn in_pieces<T: ZeroBits>(values: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    let len = (PIECE_BYTES / core::mem::size_of::<T>().max(1)).max(1);
+    #[cfg(feature = "parallel")]
+    {
+        if rayon::current_num_threads() > 1 && values.len() > len {
+            use rayon::prelude::*;
+            values
+                .par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(i, piece)| f(i * len, piece));
+            return;
+        }
+    }
+    for (i, piece) in values.chunks_mut(len).enumerate() {
+        f(i * len, piece);
+    }
 }
 
 /// The element types of the tables ([`f32`] parameters, [`MomentElement`] moments) whose
@@ -142,7 +176,7 @@ pub fn copy_to_huge_pages<T: ZeroBits>(values: &[T]) -> Vec<T> {
 /// mapping unwritten) holds zeros of them.
 ///
 /// [`MomentElement`]: crate::MomentElement
-pub trait ZeroBits: Copy + sealed::Sealed {
+pub trait ZeroBits: Copy + Send + Sync + sealed::Sealed {
     /// `+0.0`.
     const ZERO: Self;
     /// `len` zeros from a zeroed allocation.
@@ -296,6 +330,35 @@ mod tests {
                 .zip(&values)
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
             assert_eq!(copy.len(), len);
+        }
+    }
+
+    /// A table of several pieces, faulted in and copied by two threads, holds the same
+    /// zeros and the same bits as on one.
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn tables_of_several_pieces_split_across_threads_hold_the_values() {
+        let len = 2 * PIECE_BYTES / 4 + 3 * HUGE_PAGE_BYTES / 4 + 5;
+        let values: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 1e-20).collect();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (zeros, copy) = pool.install(|| {
+                (
+                    zeros_on_huge_pages::<half::bf16>(len),
+                    copy_to_huge_pages(&values),
+                )
+            });
+            assert!(zeros.len() == len && zeros.iter().all(|x| x.to_bits() == 0));
+            assert_eq!(copy.len(), len);
+            assert!(
+                copy.iter()
+                    .zip(&values)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{threads} threads changed the copy"
+            );
         }
     }
 
