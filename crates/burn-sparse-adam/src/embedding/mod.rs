@@ -352,9 +352,15 @@ impl<B: Backend> Module<B> for SparseEmbedding<B> {
         Self { weight, ..self }
     }
 
+    /// Loads the table; on the fused burn-ndarray path a table of 64 MiB and more is then
+    /// copied once onto huge pages, where a new table's first optimizer step puts it
+    /// (`kernels::loaded_param`), so that a resumed run's row updates do not miss the TLB.
     fn load_record(self, record: Self::Record) -> Self {
         Self {
-            weight: self.weight.load_record(record.weight),
+            weight: self
+                .weight
+                .load_record(record.weight)
+                .map(kernels::loaded_param),
             ..self
         }
     }
@@ -450,6 +456,45 @@ impl<B: Backend> fmt::Display for SparseEmbedding<B> {
 mod tests {
     use super::*;
     use burn::backend::NdArray;
+
+    /// A table of 64 MiB and more loaded from a record keeps its values, its id and its
+    /// tracking; on the fused burn-ndarray path it lands in memory of its own (huge pages).
+    #[test]
+    fn a_large_loaded_table_keeps_its_values_and_id() {
+        use burn::backend::Autodiff;
+        use burn::tensor::TensorData;
+        type Ad = Autodiff<NdArray>;
+        let (n, d) = (sparse_adam_core::pages::HUGE_TABLE_BYTES / 4 / 64, 64);
+        let device = Default::default();
+        let values: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut saved = SparseEmbeddingConfig::new(n, d)
+            .with_initializer(Initializer::Zeros)
+            .init::<Ad>(&device);
+        saved.weight = Param::from_data(TensorData::new(values.clone(), [n, d]), &device);
+        let id = saved.weight.id;
+        let loaded = SparseEmbeddingConfig::new(n, d)
+            .with_initializer(Initializer::Zeros)
+            .init::<Ad>(&device)
+            .load_record(saved.clone().into_record());
+        assert_eq!(loaded.weight.id, id);
+        assert!(loaded.weight.val().is_require_grad());
+        let got = loaded.weight.val().into_data().to_vec::<f32>().unwrap();
+        assert!(got
+            .iter()
+            .zip(&values)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        #[cfg(feature = "ndarray")]
+        {
+            let ptr = |t: &SparseEmbedding<Ad>| {
+                let data = t.weight.val().inner().into_primitive().tensor();
+                match data {
+                    burn::backend::ndarray::NdArrayTensor::F32(s) => s.view().as_ptr(),
+                    _ => panic!("an f32 table"),
+                }
+            };
+            assert_ne!(ptr(&loaded), ptr(&saved), "the loaded table was not moved");
+        }
+    }
 
     /// burn-train's DDP sharder is refused with the error's message, naming the weight; any
     /// other mapper maps the table. (The sharder itself cannot be built here: burn-train's

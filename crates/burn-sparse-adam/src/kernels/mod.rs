@@ -175,6 +175,20 @@ pub(crate) fn loaded_moment<B: Backend, const D: usize>(moment: Tensor<B, D>) ->
     moment
 }
 
+/// A parameter loaded from a record (a resumed run's table), where the row update is
+/// fastest on it: on the fused burn-ndarray path (feature `ndarray`, with or without
+/// burn-autodiff) a table of at least 64 MiB is copied once onto huge pages, as
+/// [`fresh_table`] copies a new one. The values and whether the tensor is tracked are kept;
+/// every other tensor comes back as it came.
+pub(crate) fn loaded_param<B: Backend, const D: usize>(param: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "ndarray")]
+    let param = match ndarray::param_onto_huge_pages(param) {
+        Ok(moved) => return moved,
+        Err(same) => same,
+    };
+    param
+}
+
 /// The dense update of a parameter and its moments from a gradient of the parameter's
 /// shape: rows (slices along dim 0) with a non-zero gradient entry take the update, the
 /// others keep their bits. Says which implementation ran: the core's one pass over the four

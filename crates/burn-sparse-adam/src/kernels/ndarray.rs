@@ -156,6 +156,35 @@ pub(super) fn onto_huge_pages<B: Backend, const D: usize>(
     Ok(table_tensor(&shape, copy))
 }
 
+/// A parameter loaded from a record copied once onto huge pages (see
+/// [`loaded_param`](super::loaded_param)), as a tracked tensor when it came tracked. `Err`
+/// with the parameter untouched on the same conditions as [`onto_huge_pages`], read through
+/// burn-autodiff.
+pub(super) fn param_onto_huge_pages<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if !is_huge_table(param.shape().num_elements()) {
+        return Err(param);
+    }
+    let Some(NdArrayTensor::F32(storage)) = values_of(&param) else {
+        return Err(param);
+    };
+    let shape = storage.shape().to_vec();
+    let Some(copy) = storage.view().as_slice().map(copy_to_huge_pages) else {
+        return Err(param);
+    };
+    drop(storage);
+    let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(&shape), copy)
+        .expect("as many values as the shape holds");
+    let Some(moved) = tensor_of::<B, D>(NdArrayTensor::from(array)) else {
+        return Err(param);
+    };
+    Ok(match param.is_require_grad() {
+        true => moved.require_grad(),
+        false => moved,
+    })
+}
+
 /// The burn-ndarray tensor of shape `shape` holding `values`, in standard layout.
 fn table_tensor<B: Backend, const D: usize>(shape: &[usize], values: Vec<f32>) -> Tensor<B, D> {
     let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(shape), values)
@@ -287,6 +316,29 @@ mod tests {
             onto_huge_pages(wide).is_err(),
             "f64 is not the fused path's element type"
         );
+    }
+
+    /// A loaded parameter of a table of at least 64 MiB moves to new memory with every bit,
+    /// tracked and requiring its gradient when it came so; a smaller one stays where it is.
+    #[test]
+    fn a_large_loaded_parameter_moves_tracked() {
+        let (n, d) = (HUGE_TABLE_BYTES / 4 / 256, 256);
+        let inner = table(n, d);
+        let expected = bits(inner.clone());
+        let from = storage_ptr(&inner);
+        let tracked = Tensor::<Autodiff<NdArray>, 2>::from_inner(inner).require_grad();
+        let Ok(moved) = param_onto_huge_pages(tracked) else {
+            panic!("a {n} x {d} f32 parameter under burn-autodiff moves");
+        };
+        assert!(moved.is_require_grad(), "no longer requires its gradient");
+        let moved = moved.inner();
+        assert_ne!(storage_ptr(&moved), from, "copied to new memory");
+        assert!(bits(moved) == expected, "the values changed");
+        let small = Tensor::<Autodiff<NdArray>, 2>::from_inner(table(n / 2 - 1, d));
+        let Err(back) = param_onto_huge_pages(small.clone()) else {
+            panic!("a parameter under {HUGE_TABLE_BYTES} bytes stays where it is");
+        };
+        assert_eq!(storage_ptr(&back.inner()), storage_ptr(&small.inner()));
     }
 
     fn storage_ptr(t: &Tensor<NdArray, 2>) -> *const f32 {

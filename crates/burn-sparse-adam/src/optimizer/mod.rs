@@ -222,9 +222,9 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
     /// hyperparameters, as PyTorch does. The states are checked against the model at the
     /// next step (a record that does not fit the model is an error there). On the fused
     /// burn-ndarray path the moments of tables of 64 MiB and more are copied once onto huge
-    /// pages, where a new state's are made (the parameter, loaded with the model, stays
-    /// where Burn put it); a record taken in memory (`to_record`) is copied as well, since
-    /// where its moments live cannot be told cheaply.
+    /// pages, where a new state's are made (a `SparseEmbedding`'s table is copied there by
+    /// its own `load_record`); a record taken in memory (`to_record`) is copied as well,
+    /// since where its moments live cannot be told cheaply.
     ///
     /// # Errors
     ///
