@@ -354,13 +354,13 @@ impl<B: Backend> Module<B> for SparseEmbedding<B> {
 
     /// Loads the table; on the fused burn-ndarray path a table of 64 MiB and more is then
     /// copied once onto huge pages, where a new table's first optimizer step puts it
-    /// (`kernels::loaded_param`), so that a resumed run's row updates do not miss the TLB.
+    /// (`kernels::loaded_table`), so that a resumed run's row updates do not miss the TLB.
     fn load_record(self, record: Self::Record) -> Self {
         Self {
             weight: self
                 .weight
                 .load_record(record.weight)
-                .map(kernels::loaded_param),
+                .map(kernels::loaded_table),
             ..self
         }
     }

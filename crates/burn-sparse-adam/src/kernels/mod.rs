@@ -161,32 +161,19 @@ pub(crate) fn fresh_table<B: Backend, const D: usize>(param: Tensor<B, D>) -> [T
     [param, exp_avg, exp_avg_sq]
 }
 
-/// A moment loaded from a record (a resumed run's), where the row update is fastest on it:
-/// on the fused burn-ndarray path (feature `ndarray`) a table of at least 64 MiB is copied
-/// once onto huge pages, as [`fresh_table`] makes new ones (a record's values land in
-/// memory Burn allocated, on small pages). The values are kept; every other moment comes
-/// back as it came.
-pub(crate) fn loaded_moment<B: Backend, const D: usize>(moment: Tensor<B, D>) -> Tensor<B, D> {
-    #[cfg(feature = "ndarray")]
-    let moment = match ndarray::onto_huge_pages(moment) {
-        Ok(moved) => return moved,
-        Err(same) => same,
-    };
-    moment
-}
-
-/// A parameter loaded from a record (a resumed run's table), where the row update is
-/// fastest on it: on the fused burn-ndarray path (feature `ndarray`, with or without
+/// A table loaded from a record (a resumed run's parameter or moment), where the row update
+/// is fastest on it: on the fused burn-ndarray path (feature `ndarray`, with or without
 /// burn-autodiff) a table of at least 64 MiB is copied once onto huge pages, as
-/// [`fresh_table`] copies a new one. The values and whether the tensor is tracked are kept;
-/// every other tensor comes back as it came.
-pub(crate) fn loaded_param<B: Backend, const D: usize>(param: Tensor<B, D>) -> Tensor<B, D> {
+/// [`fresh_table`] makes a new one (a record's values land in memory Burn allocated, on
+/// small pages). The values, and whether the tensor is tracked, are kept; every other tensor
+/// comes back as it came.
+pub(crate) fn loaded_table<B: Backend, const D: usize>(table: Tensor<B, D>) -> Tensor<B, D> {
     #[cfg(feature = "ndarray")]
-    let param = match ndarray::param_onto_huge_pages(param) {
+    let table = match ndarray::onto_huge_pages(table) {
         Ok(moved) => return moved,
         Err(same) => same,
     };
-    param
+    table
 }
 
 /// The dense update of a parameter and its moments from a gradient of the parameter's

@@ -122,74 +122,59 @@ pub(super) fn step_rows<B: Backend>(
 
 /// A parameter's first state on huge pages (see [`fresh_table`](super::fresh_table)): the
 /// parameter copied once ([`onto_huge_pages`]), the moments made zero
-/// ([`zeros_on_huge_pages`]). `Err(param)` untouched when it is not a burn-ndarray `f32`
-/// tensor in standard layout (the row update's own condition), or holds less than
-/// [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES).
+/// ([`zeros_on_huge_pages`]). `Err(param)` untouched on [`onto_huge_pages`]'s conditions
+/// (the row update's own: a burn-ndarray `f32` tensor in standard layout), or when it holds
+/// less than [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES).
 pub(super) fn fresh_table<B: Backend, const D: usize>(
     param: Tensor<B, D>,
 ) -> Result<[Tensor<B, D>; 3], Tensor<B, D>> {
     let param = onto_huge_pages(param)?;
     let shape = param.dims();
-    let zeros = || table_tensor(&shape, zeros_on_huge_pages(shape.iter().product()));
+    let zeros = || {
+        table_tensor(&shape, zeros_on_huge_pages(shape.iter().product()))
+            .expect("a tensor of the backend the parameter was just rebuilt on")
+    };
     Ok([param, zeros(), zeros()])
 }
 
-/// `values` copied once onto huge pages ([`copy_to_huge_pages`]): a parameter's first state
-/// ([`fresh_table`]) or a moment loaded from a record
-/// ([`loaded_moment`](super::loaded_moment)). The values are kept bit for bit. `Err(values)`
-/// untouched on the same conditions as [`fresh_table`].
+/// `table` copied once onto huge pages ([`copy_to_huge_pages`]): a parameter's first state
+/// ([`fresh_table`]), or a parameter or moment loaded from a record
+/// ([`loaded_table`](super::loaded_table)). The values are kept bit for bit, and a tracked
+/// tensor comes back tracked, requiring its gradient if it did. `Err(table)` untouched when
+/// it is not a burn-ndarray `f32` tensor in standard layout (with or without burn-autodiff),
+/// or holds less than [`HUGE_TABLE_BYTES`](sparse_adam_core::pages::HUGE_TABLE_BYTES).
 pub(super) fn onto_huge_pages<B: Backend, const D: usize>(
-    values: Tensor<B, D>,
+    table: Tensor<B, D>,
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    if !is_huge_table(values.shape().num_elements()) {
-        return Err(values);
+    if !is_huge_table(table.shape().num_elements()) {
+        return Err(table);
     }
-    let storage = match downcast::<NdArrayTensor, B, D>(values)? {
-        NdArrayTensor::F32(storage) => storage,
-        other => return Err(restore(other)),
+    let Some(NdArrayTensor::F32(storage)) = values_of(&table) else {
+        return Err(table);
     };
     let shape = storage.shape().to_vec();
     let Some(copy) = storage.view().as_slice().map(copy_to_huge_pages) else {
-        return Err(restore(NdArrayTensor::F32(storage)));
+        return Err(table);
     };
     drop(storage);
-    Ok(table_tensor(&shape, copy))
-}
-
-/// A parameter loaded from a record copied once onto huge pages (see
-/// [`loaded_param`](super::loaded_param)), as a tracked tensor when it came tracked. `Err`
-/// with the parameter untouched on the same conditions as [`onto_huge_pages`], read through
-/// burn-autodiff.
-pub(super) fn param_onto_huge_pages<B: Backend, const D: usize>(
-    param: Tensor<B, D>,
-) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    if !is_huge_table(param.shape().num_elements()) {
-        return Err(param);
-    }
-    let Some(NdArrayTensor::F32(storage)) = values_of(&param) else {
-        return Err(param);
+    let Some(moved) = table_tensor::<B, D>(&shape, copy) else {
+        return Err(table);
     };
-    let shape = storage.shape().to_vec();
-    let Some(copy) = storage.view().as_slice().map(copy_to_huge_pages) else {
-        return Err(param);
-    };
-    drop(storage);
-    let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(&shape), copy)
-        .expect("as many values as the shape holds");
-    let Some(moved) = tensor_of::<B, D>(NdArrayTensor::from(array)) else {
-        return Err(param);
-    };
-    Ok(match param.is_require_grad() {
+    Ok(match table.is_require_grad() {
         true => moved.require_grad(),
         false => moved,
     })
 }
 
-/// The burn-ndarray tensor of shape `shape` holding `values`, in standard layout.
-fn table_tensor<B: Backend, const D: usize>(shape: &[usize], values: Vec<f32>) -> Tensor<B, D> {
+/// The tensor of `B` (burn-ndarray, or untracked under burn-autodiff: [`tensor_of`]) of
+/// shape `shape` holding `values`, in standard layout.
+fn table_tensor<B: Backend, const D: usize>(
+    shape: &[usize],
+    values: Vec<f32>,
+) -> Option<Tensor<B, D>> {
     let array = ::ndarray::ArcArray::from_shape_vec(::ndarray::IxDyn(shape), values)
         .expect("as many values as the shape holds");
-    restore(NdArrayTensor::from(array))
+    tensor_of(NdArrayTensor::from(array))
 }
 
 /// The dense update (see [`step_dense`](super::step_dense)): the core's one pass over the
@@ -327,7 +312,7 @@ mod tests {
         let expected = bits(inner.clone());
         let from = storage_ptr(&inner);
         let tracked = Tensor::<Autodiff<NdArray>, 2>::from_inner(inner).require_grad();
-        let Ok(moved) = param_onto_huge_pages(tracked) else {
+        let Ok(moved) = onto_huge_pages(tracked) else {
             panic!("a {n} x {d} f32 parameter under burn-autodiff moves");
         };
         assert!(moved.is_require_grad(), "no longer requires its gradient");
@@ -335,7 +320,7 @@ mod tests {
         assert_ne!(storage_ptr(&moved), from, "copied to new memory");
         assert!(bits(moved) == expected, "the values changed");
         let small = Tensor::<Autodiff<NdArray>, 2>::from_inner(table(n / 2 - 1, d));
-        let Err(back) = param_onto_huge_pages(small.clone()) else {
+        let Err(back) = onto_huge_pages(small.clone()) else {
             panic!("a parameter under {HUGE_TABLE_BYTES} bytes stays where it is");
         };
         assert_eq!(storage_ptr(&back.inner()), storage_ptr(&small.inner()));

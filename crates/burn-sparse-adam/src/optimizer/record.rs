@@ -54,7 +54,7 @@ macro_rules! with_state {
 
 /// A state loaded from a record, with its moments where a new state's live: on the fused
 /// burn-ndarray path, tables of at least 64 MiB copied once onto huge pages
-/// ([`kernels::loaded_moment`]), so that a resumed run's row updates do not miss the TLB
+/// ([`kernels::loaded_table`]), so that a resumed run's row updates do not miss the TLB
 /// on every row. The step count and every value are kept.
 pub(super) fn placed_state<B: AutodiffBackend>(
     record: AdaptorRecord<SparseAdam, B>,
@@ -62,8 +62,8 @@ pub(super) fn placed_state<B: AutodiffBackend>(
     fn placed<B: Backend, const D: usize>(state: SparseAdamState<B, D>) -> SparseAdamState<B, D> {
         SparseAdamState {
             step: state.step,
-            exp_avg: kernels::loaded_moment(state.exp_avg),
-            exp_avg_sq: kernels::loaded_moment(state.exp_avg_sq),
+            exp_avg: kernels::loaded_table(state.exp_avg),
+            exp_avg_sq: kernels::loaded_table(state.exp_avg_sq),
         }
     }
     let AdaptorRecord::V1(record) = record;
