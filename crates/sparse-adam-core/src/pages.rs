@@ -21,7 +21,8 @@
 //! A table of at least [`HUGE_TABLE_BYTES`] made for the row update is best made on huge
 //! pages from the start:
 //! [`zeros_on_huge_pages`] for moments, [`copy_to_huge_pages`] for a parameter written
-//! elsewhere (the CPU paths of both Burn lines make a table's first state this way).
+//! elsewhere (the CPU paths of both Burn lines make a table's first state this way, and copy
+//! the moments of a record read back, and on the 0.1 line a loaded table, the same way).
 
 /// The size of a transparent huge page on the architectures Linux runs this crate on
 /// (x86_64 and aarch64 with 4 KiB base pages).
@@ -123,7 +124,7 @@ pub fn zeros_on_huge_pages<T: ZeroBits>(len: usize) -> Vec<T> {
         for lane in piece.iter_mut().step_by(per_page) {
             // A volatile write of the zero already there: the compiler knows that zeroed
             // memory holds zeros and could drop a plain one. SAFETY: `lane` is a valid,
-            // aligned, exclusive reference into `values`.
+            // aligned, exclusive reference into `piece`.
             unsafe { core::ptr::write_volatile(lane, T::ZERO) };
         }
     });
@@ -133,7 +134,7 @@ pub fn zeros_on_huge_pages<T: ZeroBits>(len: usize) -> Vec<T> {
 /// `values` copied into memory on huge pages (advised as in [`zeros_on_huge_pages`]; the
 /// copy's writes fault the pages in): for a table already written on small pages, where
 /// collapsing its pages in place (`MADV_COLLAPSE`) took 6.5 s for 2.5 GB against about 1 s
-/// for the copy.
+/// for a copy on one thread (2026-12-07; the copy is split across threads since).
 pub fn copy_to_huge_pages<T: ZeroBits>(values: &[T]) -> Vec<T> {
     let mut copy = T::zeroed_vec(values.len());
     let _ = advise_huge_pages(&mut copy);
@@ -143,7 +144,9 @@ pub fn copy_to_huge_pages<T: ZeroBits>(values: &[T]) -> Vec<T> {
     copy
 }
 
-/// The bytes of a table one thread faults in or copies at a time: eight huge pages.
+/// The bytes of a table one thread faults in or copies at a time: eight huge pages' worth,
+/// counted from the table's start (so not aligned to the pages: where two pieces share a
+/// huge page, whichever thread writes it first faults it in, and the values are the same).
 const PIECE_BYTES: usize = 8 * HUGE_PAGE_BYTES;
 
 /// Calls `f(start, piece)` for consecutive pieces of `values` of [`PIECE_BYTES`], `start`
@@ -151,23 +154,25 @@ const PIECE_BYTES: usize = 8 * HUGE_PAGE_BYTES;
 /// the `parallel` feature (on one thread without it, on a one-thread pool, or for a table of
 /// one piece). Faulting in fresh pages is the cost that splitting cuts: on a virtual
 /// machine whose host backs a huge page only at its first write, 1.6 GB of zeros took
-/// 1.8–2.8 s on two threads against 4.0–4.3 s on one (BENCHMARKS.md, "Resumed runs on huge
-/// pages"). The values are the same whatever the split: each piece is written once.
+/// 1.8–2.8 s on two threads against 4.0–4.3 s on one, and copies 0.10–0.17 s against
+/// 0.30–0.44 s; on memory the host had backed already, zeros once took 0.99 s against 0.70
+/// (BENCHMARKS.md, "Resumed runs on huge pages"). The values are the same whatever the
+/// split: each piece is written once.
 fn in_pieces<T: ZeroBits>(values: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
-    let len = (PIECE_BYTES / core::mem::size_of::<T>().max(1)).max(1);
+    let per_piece = (PIECE_BYTES / core::mem::size_of::<T>().max(1)).max(1);
     #[cfg(feature = "parallel")]
     {
-        if rayon::current_num_threads() > 1 && values.len() > len {
+        if rayon::current_num_threads() > 1 && values.len() > per_piece {
             use rayon::prelude::*;
             values
-                .par_chunks_mut(len)
+                .par_chunks_mut(per_piece)
                 .enumerate()
-                .for_each(|(i, piece)| f(i * len, piece));
+                .for_each(|(i, piece)| f(i * per_piece, piece));
             return;
         }
     }
-    for (i, piece) in values.chunks_mut(len).enumerate() {
-        f(i * len, piece);
+    for (i, piece) in values.chunks_mut(per_piece).enumerate() {
+        f(i * per_piece, piece);
     }
 }
 

@@ -37,7 +37,7 @@ use apply::Stepper;
 use groups::{ParamGroup, ParamGroups};
 use hooks::{Hook, HookHandle, Hooks, StepInfo};
 use plan::Planner;
-use record::{placed_state, state_step, ParamStates, SparseAdamRecord};
+use record::{state_step, ParamStates, SparseAdamRecord};
 use rule::validate_lr;
 
 mod apply;
@@ -220,11 +220,9 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
     /// An optimizer without groups takes the record's groups; one with groups requires the
     /// record to have the same groups over the same parameters, and then takes their saved
     /// hyperparameters, as PyTorch does. The states are checked against the model at the
-    /// next step (a record that does not fit the model is an error there). On the fused
-    /// burn-ndarray path the moments of tables of 64 MiB and more are copied once onto huge
-    /// pages, where a new state's are made (a `SparseEmbedding`'s table is copied there by
-    /// its own `load_record`); a record taken in memory (`to_record`) is copied as well,
-    /// since where its moments live cannot be told cheaply.
+    /// next step (a record that does not fit the model is an error there). A record read
+    /// back from its saved form has its large moments on huge pages already (see
+    /// [`SparseAdamState`]); one taken in memory (`to_record`) keeps its tensors.
     ///
     /// # Errors
     ///
@@ -237,11 +235,7 @@ impl<M: AutodiffModule<B> + 'static, B: AutodiffBackend> SparseAdamOptimizer<M, 
                 .map_err(|detail| Error::RecordGroupsMismatch { detail })?;
         }
         self.groups = ParamGroups::from_groups(record.groups, &self.config)?;
-        self.states = record
-            .states
-            .into_iter()
-            .map(|(id, state)| (id, placed_state(state)))
-            .collect();
+        self.states = record.states;
         self.verify_record = true;
         self.hooks.load_record_post(self);
         Ok(())

@@ -5,14 +5,12 @@
 use burn::module::ParamId;
 use burn::optim::record::{AdaptorRecord, AdaptorRecordV1};
 use burn::record::{PrecisionSettings, Record};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::groups::{ParamGroup, ParamGroupItem};
 use super::rule::SparseAdam;
-use crate::kernels;
-use crate::state::SparseAdamState;
 
 /// The per-parameter states, in the format of Burn's own `OptimizerAdaptor` records.
 pub type ParamStates<B> = HashMap<ParamId, AdaptorRecord<SparseAdam, B>>;
@@ -50,34 +48,6 @@ macro_rules! with_state {
             AdaptorRecordV1::Rank8($s) => $body,
         }
     }};
-}
-
-/// A state loaded from a record, with its moments where a new state's live: on the fused
-/// burn-ndarray path, tables of at least 64 MiB copied once onto huge pages
-/// ([`kernels::loaded_table`]), so that a resumed run's row updates do not miss the TLB
-/// on every row. The step count and every value are kept.
-pub(super) fn placed_state<B: AutodiffBackend>(
-    record: AdaptorRecord<SparseAdam, B>,
-) -> AdaptorRecord<SparseAdam, B> {
-    fn placed<B: Backend, const D: usize>(state: SparseAdamState<B, D>) -> SparseAdamState<B, D> {
-        SparseAdamState {
-            step: state.step,
-            exp_avg: kernels::loaded_table(state.exp_avg),
-            exp_avg_sq: kernels::loaded_table(state.exp_avg_sq),
-        }
-    }
-    let AdaptorRecord::V1(record) = record;
-    AdaptorRecord::V1(match record {
-        AdaptorRecordV1::Rank0(s) => AdaptorRecordV1::Rank0(placed(s)),
-        AdaptorRecordV1::Rank1(s) => AdaptorRecordV1::Rank1(placed(s)),
-        AdaptorRecordV1::Rank2(s) => AdaptorRecordV1::Rank2(placed(s)),
-        AdaptorRecordV1::Rank3(s) => AdaptorRecordV1::Rank3(placed(s)),
-        AdaptorRecordV1::Rank4(s) => AdaptorRecordV1::Rank4(placed(s)),
-        AdaptorRecordV1::Rank5(s) => AdaptorRecordV1::Rank5(placed(s)),
-        AdaptorRecordV1::Rank6(s) => AdaptorRecordV1::Rank6(placed(s)),
-        AdaptorRecordV1::Rank7(s) => AdaptorRecordV1::Rank7(placed(s)),
-        AdaptorRecordV1::Rank8(s) => AdaptorRecordV1::Rank8(placed(s)),
-    })
 }
 
 pub(super) fn state_step<B: AutodiffBackend>(record: &AdaptorRecord<SparseAdam, B>) -> usize {
