@@ -227,6 +227,26 @@ pub(crate) fn step_rows(
     )
 }
 
+/// One step from lookups (see [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)):
+/// `indices` (`[p]`, any order, duplicates allowed) and their `[p, d]` gradients `values`,
+/// sorted, summed per row and applied on the device in one fused kernel, with nothing read
+/// back to the host (feature `wgpu`, `f32` tables on a `Cube` device; an index outside the
+/// table is skipped there). Everywhere else the inputs come back untouched, for the caller
+/// to plan the rows on the host.
+pub(crate) fn step_lookups(
+    table: Table,
+    indices: Tensor<1, Int>,
+    values: Tensor<2>,
+    scalars: &StepScalars,
+) -> Result<Table, (Table, Tensor<1, Int>, Tensor<2>)> {
+    #[cfg(feature = "wgpu")]
+    if fused() {
+        return cube::step_lookups(table, indices, values, scalars);
+    }
+    let _ = scalars;
+    Err((table, indices, values))
+}
+
 /// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on
 /// whole tensors operation for operation as it runs on `f32` lanes.
 #[derive(Clone, Debug)]

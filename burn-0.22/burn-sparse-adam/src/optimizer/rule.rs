@@ -249,6 +249,127 @@ impl SparseAdam {
         (param, state, Some(kernel))
     }
 
+    /// One step of one `[n, d]` parameter from its lookups' gradients, uncoalesced: row
+    /// `indices[i]` (`[p]`, any order, duplicates allowed) has gradient `values[i]` (`[p, d]`),
+    /// and a row looked up several times takes the sum of its gradients, in lookup order
+    /// (PyTorch's `coalesce` of a sparse gradient, which `torch.optim.SparseAdam` does
+    /// first). The result is [`SparseAdam::step_rows`] of that coalesced row gradient, bit
+    /// for bit; rows not looked up keep their parameter and moments; `p = 0` only counts
+    /// the step.
+    ///
+    /// With the feature `wgpu`, on a `Cube` device (wgpu), for `f32` tables with moments in
+    /// `f32` and no gradient clipping, nothing is read back to the host: the lookups are
+    /// sorted on the device, and one fused kernel sums each row's gradients in registers
+    /// and updates the row, so no `[k, d]` row gradient is ever written. **There, an index
+    /// outside `0..n` is skipped**, not reported (checking it would read the indices back).
+    /// Everywhere else the indices are read to the host, checked, and planned there (the
+    /// row path).
+    ///
+    /// # Panics
+    ///
+    /// When `values` is not `[p, d]`
+    /// ([`Error::TensorGradientShape`](crate::Error::TensorGradientShape)); where the
+    /// indices are read, on an index outside `0..n`
+    /// ([`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange)); and as
+    /// [`SparseAdam::step_dense`]; with the matching message, before anything changes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use burn::optim::LearningRate;
+    /// use burn::tensor::{Device, Int, Tensor};
+    /// use burn_sparse_adam::SparseAdamConfig;
+    ///
+    /// let device = Device::default();
+    /// let rule = SparseAdamConfig::new().build();
+    /// let table = Tensor::<2>::zeros([4, 2], &device);
+    /// // Row 1 is looked up twice: it takes the sum of both gradients.
+    /// let indices = Tensor::<1, Int>::from_data([1, 3, 1], &device);
+    /// let grads = Tensor::<2>::from_data([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0]], &device);
+    /// let (table, state) = rule.step_lookups(0.1 as LearningRate, table, indices, grads, None);
+    /// assert_eq!(state.step, 1);
+    /// let rows = table.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    /// assert_eq!(&rows[..2], &[0.0, 0.0]); // row 0: not looked up
+    /// assert!(rows[2] < 0.0 && rows[7] < 0.0); // rows 1 and 3: one step against the gradient
+    /// ```
+    pub fn step_lookups(
+        &self,
+        lr: LearningRate,
+        param: Tensor<2>,
+        indices: Tensor<1, burn::tensor::Int>,
+        values: Tensor<2>,
+        state: Option<SparseAdamState<2>>,
+    ) -> (Tensor<2>, SparseAdamState<2>) {
+        let (param, state, _) = self.step_lookups_reporting(lr, param, indices, values, state);
+        (param, state)
+    }
+
+    /// [`SparseAdam::step_lookups`], and the path the update took (`None` when nothing was
+    /// looked up).
+    pub(crate) fn step_lookups_reporting(
+        &self,
+        lr: LearningRate,
+        param: Tensor<2>,
+        indices: Tensor<1, burn::tensor::Int>,
+        values: Tensor<2>,
+        state: Option<SparseAdamState<2>>,
+    ) -> (Tensor<2>, SparseAdamState<2>, Option<Kernel>) {
+        let [n, d] = param.dims();
+        let [p] = indices.dims();
+        if values.dims() != [p, d] {
+            panic!(
+                "{}",
+                Error::TensorGradientShape {
+                    expected: vec![p, d],
+                    found: values.dims().to_vec(),
+                }
+            );
+        }
+        if self.config.grad_clipping.is_none() && p > 0 && d > 0 {
+            let (param, mut state) = self.state_or_zeros(param, state);
+            let scalars = self
+                .scalars(lr, state.step + 1)
+                .unwrap_or_else(|err| panic!("{err}"));
+            let table = [param, state.exp_avg, state.exp_avg_sq];
+            match kernels::step_lookups(table, indices, values, &scalars) {
+                Ok([param, exp_avg, exp_avg_sq]) => {
+                    state.step += 1;
+                    state.exp_avg = exp_avg;
+                    state.exp_avg_sq = exp_avg_sq;
+                    return (param, state, Some(Kernel::Fused));
+                }
+                Err(([param, exp_avg, exp_avg_sq], indices, values)) => {
+                    state.exp_avg = exp_avg;
+                    state.exp_avg_sq = exp_avg_sq;
+                    let grad = Self::plan_lookups(indices, values, n);
+                    return self.step_rows_reporting(lr, param, &grad, Some(state));
+                }
+            }
+        }
+        let grad = Self::plan_lookups(indices, values, n);
+        self.step_rows_reporting(lr, param, &grad, state)
+    }
+
+    /// The row gradient of lookups `indices` (`[p]`) with gradients `values` (`[p, d]`) of a
+    /// table of `n` rows, planned on the host: the indices are read back and checked, and
+    /// each row's gradients summed in lookup order.
+    fn plan_lookups(indices: Tensor<1, burn::tensor::Int>, values: Tensor<2>, n: usize) -> RowGrad {
+        let host: Vec<i64> = indices
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("an Int tensor converts to i64");
+        if let Err(err) = sparse_adam_core::check_indices(&host, n) {
+            panic!("{}", Error::from(err));
+        }
+        let plan = sparse_adam_core::LookupPlan::for_table(&host, None, n);
+        if plan.rows.is_empty() {
+            return RowGrad::empty();
+        }
+        let summed = kernels::sum_per_row(values.unsqueeze::<3>(), &plan.slots, plan.rows.len());
+        RowGrad::new(plan.rows, summed)
+    }
+
     /// The row gradient a marker announces: the newest collected row gradients of `tape`,
     /// as many as the marker counts passes, summed on `device`, after checking that they fit
     /// a `[n, d]` table. `None` when the tape holds none (they were cleared).
