@@ -16,7 +16,7 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use sparse_adam_core::{LookupPlan, check_indices, check_padding_idx, check_table_size};
 
 use crate::kernels;
-use row_grads::{RowGradTape, scope};
+use row_grads::{LookupRows, RowGradTape, scope};
 
 /// Configuration of a [`SparseEmbedding`]: `burn::nn::EmbeddingConfig` plus PyTorch's
 /// `padding_idx`.
@@ -33,6 +33,22 @@ pub struct SparseEmbeddingConfig {
     /// it starts at zero. Default: none.
     #[config(default = "None")]
     pub padding_idx: Option<usize>,
+    /// Whether each lookup's indices are read to the host and checked before it runs
+    /// (`true`, the default: an index outside the table is
+    /// [`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange), before anything runs or is
+    /// recorded).
+    ///
+    /// `false` (with the crate's `wgpu` feature, on a `Cube` device: wgpu) keeps them on
+    /// the device: a lookup is Burn's `embedding` gather, and the optimizer sorts the
+    /// lookups, sums each row's gradients and updates the row on the device
+    /// ([`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)'s fused path), so a
+    /// training step reads nothing back to the host. **An index outside the table is then
+    /// not reported**: its lookup returns whatever the device's gather gives for it (wgpu's
+    /// bounds-checked loads give zeros or another row of the table, never memory outside
+    /// it), and it gets no gradient. On every other device the indices are read anyway (the
+    /// rows are planned on the host there) and checked as with `true`.
+    #[config(default = true)]
+    pub check_indices: bool,
 }
 
 impl SparseEmbeddingConfig {
@@ -68,6 +84,7 @@ impl SparseEmbeddingConfig {
         Ok(SparseEmbedding {
             weight,
             padding_idx: self.padding_idx,
+            check_indices: self.check_indices,
             tape: RowGradTape::default(),
         })
     }
@@ -119,6 +136,8 @@ pub struct SparseEmbedding {
     /// The table, `[n_embedding, d_model]`.
     pub weight: Param<Tensor<2>>,
     padding_idx: Option<usize>,
+    /// [`SparseEmbeddingConfig::check_indices`].
+    check_indices: bool,
     tape: RowGradTape,
 }
 
@@ -149,8 +168,42 @@ impl SparseEmbedding {
     /// larger than one buffer binding of its device (one loaded or moved there), before
     /// anything runs or is recorded.
     pub fn try_forward(&self, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
+        if !self.check_indices && kernels::plans_on_device(&self.weight.val()) {
+            return self.lookup_on_device(indices);
+        }
         let host = host_indices(&indices);
         self.forward_host(indices, &host)
+    }
+
+    /// A lookup whose indices stay on the device (`check_indices` off, on a `Cube` device):
+    /// the gather and, under autodiff, the lookup recorded with its indices, `padding_idx`
+    /// replaced by `-1` (no gradient), all as device operations.
+    fn lookup_on_device(&self, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
+        let [n_embedding, d_model] = self.weight.lazy_shape().dims();
+        let weight = self.weight.val();
+        check_binding_limit([n_embedding, d_model], weight.dtype(), &weight.device())?;
+        if !weight.is_require_grad() {
+            return Ok(burn::tensor::module::embedding(weight, indices));
+        }
+        let strategy = weight
+            .gradient_checkpointing_strategy()
+            .expect("a tensor that requires its gradient has autodiff");
+        let indices = indices.inner();
+        let output = burn::tensor::module::embedding(weight.inner(), indices.clone())
+            .autodiff()
+            .with_gradient_checkpointing_strategy(strategy)
+            .require_grad();
+        let flat = indices.flatten::<1>(0, 1);
+        let flat = match self.padding_idx {
+            Some(p) => flat.clone().mask_fill(flat.equal_elem(p as i64), -1),
+            None => flat,
+        };
+        let plan = LookupRows::Device {
+            indices: flat,
+            table_rows: n_embedding,
+        };
+        self.tape.record(plan, output.clone());
+        Ok(output)
     }
 
     /// [`SparseEmbedding::try_forward`] with the indices already on the host (`host`, the
@@ -192,7 +245,11 @@ impl SparseEmbedding {
             .autodiff()
             .with_gradient_checkpointing_strategy(strategy)
             .require_grad();
-        self.tape.record(plan.rows, plan.slots, output.clone());
+        let plan = LookupRows::Host {
+            rows: plan.rows,
+            slots: plan.slots,
+        };
+        self.tape.record(plan, output.clone());
         output
     }
 
@@ -261,6 +318,7 @@ impl Module for SparseEmbedding {
         Self {
             weight: self.weight.valid(),
             padding_idx: self.padding_idx,
+            check_indices: self.check_indices,
             tape: RowGradTape::default(),
         }
     }
@@ -299,6 +357,7 @@ impl Clone for SparseEmbedding {
         Self {
             weight: self.weight.clone(),
             padding_idx: self.padding_idx,
+            check_indices: self.check_indices,
             tape: self.tape.clone(),
         }
     }
@@ -309,6 +368,7 @@ impl fmt::Debug for SparseEmbedding {
         f.debug_struct("SparseEmbedding")
             .field("weight", &self.weight)
             .field("padding_idx", &self.padding_idx)
+            .field("check_indices", &self.check_indices)
             .field("row_grads", &self.tape)
             .finish()
     }

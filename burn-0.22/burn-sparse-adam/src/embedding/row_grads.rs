@@ -46,12 +46,12 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::ThreadId;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Gradients, IndexingUpdateOp, Shape, Tensor};
+use burn::tensor::{Device, Gradients, IndexingUpdateOp, Int, Shape, Tensor};
 
 use crate::error::Error;
 use crate::kernels;
@@ -63,10 +63,40 @@ use crate::kernels;
 /// A row whose summed gradient is exactly zero is still touched (PyTorch's sparse layout).
 /// An empty row gradient (`k = 0`: a lookup of nothing, or only of `padding_idx`) is a
 /// gradient all the same: the table takes a step that changes nothing but its step count.
+///
+/// A row gradient may also hold its lookups unplanned, on their device: each lookup's row and
+/// its gradient, duplicates not yet summed (a table with `check_indices` off on wgpu, or
+/// [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)). The optimizer's row path
+/// plans and applies those on the device where it can (wgpu: nothing read back); the first
+/// call of [`RowGrad::rows`] or [`RowGrad::values`] also plans them on the host (the
+/// indices read back, each row's gradients summed in lookup order), once.
 #[derive(Clone, Debug)]
 pub struct RowGrad {
+    /// The rows and their summed values, once planned.
+    planned: OnceLock<Planned>,
+    /// The lookups, when the row gradient was made from them.
+    lookups: Option<Lookups>,
+}
+
+/// Sorted unique rows and their `[k, d]` summed values (`None` when `k = 0`).
+#[derive(Clone, Debug)]
+struct Planned {
     rows: Vec<i64>,
     values: Option<Tensor<2>>,
+}
+
+/// Lookups of a table, unplanned: row `indices[i]` (`[p]`) has gradient `values[i]`
+/// (`[p, d]`), duplicates allowed, on the device.
+#[derive(Clone, Debug)]
+pub(crate) struct Lookups {
+    pub(crate) indices: Tensor<1, Int>,
+    pub(crate) values: Tensor<2>,
+    /// The table's rows `n`.
+    table_rows: usize,
+    /// What an index outside `0..n` does when the lookups are planned on the host: a panic
+    /// with [`Error::IndexOutOfRange`]'s message (`true`), or nothing (`false`: it is
+    /// skipped, as the device path skips it).
+    check: bool,
 }
 
 impl RowGrad {
@@ -85,54 +115,157 @@ impl RowGrad {
         if rows.is_empty() {
             return Self::empty();
         }
-        Self {
+        Self::planned(Planned {
             rows,
             values: Some(values),
-        }
+        })
     }
 
     /// The empty row gradient: no touched row.
     pub fn empty() -> Self {
-        Self {
+        Self::planned(Planned {
             rows: Vec::new(),
             values: None,
+        })
+    }
+
+    fn planned(planned: Planned) -> Self {
+        Self {
+            planned: OnceLock::from(planned),
+            lookups: None,
         }
     }
 
-    /// The touched rows, sorted and unique.
-    pub fn rows(&self) -> &[i64] {
-        &self.rows
+    /// The row gradient of lookups `indices` (`[p]`, duplicates allowed) of a table of
+    /// `table_rows` rows with gradients `values` (`[p, d]`), unplanned; `check`: whether an
+    /// index outside the table panics when they are planned on the host (else it is skipped).
+    pub(crate) fn from_lookups(
+        indices: Tensor<1, Int>,
+        values: Tensor<2>,
+        table_rows: usize,
+        check: bool,
+    ) -> Self {
+        if indices.dims()[0] == 0 {
+            return Self::empty();
+        }
+        Self {
+            planned: OnceLock::new(),
+            lookups: Some(Lookups {
+                indices,
+                values,
+                table_rows,
+                check,
+            }),
+        }
     }
 
-    /// The `[k, d]` gradients of the touched rows; `None` when no row is touched.
+    /// The lookups, when this row gradient was made from them (planned on the host since,
+    /// or not: the device path may run them either way).
+    pub(crate) fn lookups(&self) -> Option<&Lookups> {
+        self.lookups.as_ref()
+    }
+
+    /// The number of touched rows, when it is known without planning lookups.
+    pub(crate) fn known_len(&self) -> Option<usize> {
+        self.planned.get().map(|planned| planned.rows.len())
+    }
+
+    fn into_planned(self) -> Planned {
+        self.plan();
+        self.planned.into_inner().expect("planned just now")
+    }
+
+    fn plan(&self) -> &Planned {
+        self.planned.get_or_init(|| {
+            let lookups = self
+                .lookups
+                .as_ref()
+                .expect("a row gradient is planned or holds lookups");
+            lookups.plan_on_host()
+        })
+    }
+
+    /// The touched rows, sorted and unique (planning the lookups on the host first, if it
+    /// holds any).
+    ///
+    /// # Panics
+    ///
+    /// Lookups from [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups) with an
+    /// index outside the table, with [`Error::IndexOutOfRange`]'s message.
+    pub fn rows(&self) -> &[i64] {
+        &self.plan().rows
+    }
+
+    /// The `[k, d]` gradients of the touched rows; `None` when no row is touched. Plans
+    /// lookups on the host first, as [`RowGrad::rows`].
     pub fn values(&self) -> Option<&Tensor<2>> {
-        self.values.as_ref()
+        self.plan().values.as_ref()
     }
 
     /// Whether no row is touched.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows().is_empty()
     }
 
     /// The values' width `d`, if any row is touched.
     pub fn width(&self) -> Option<usize> {
-        self.values.as_ref().map(|v| v.dims()[1])
+        self.values().map(|v| v.dims()[1])
     }
 
     /// Moves the values to `device`.
     pub fn to_device(self, device: &Device) -> Self {
+        let planned = self.planned.into_inner().map(|planned| Planned {
+            rows: planned.rows,
+            values: planned.values.map(|v| v.to_device(device)),
+        });
+        let lookups = self.lookups.map(|lookups| Lookups {
+            indices: lookups.indices.to_device(device),
+            values: lookups.values.to_device(device),
+            ..lookups
+        });
         Self {
-            rows: self.rows,
-            values: self.values.map(|v| v.to_device(device)),
+            planned: planned.map_or_else(OnceLock::new, OnceLock::from),
+            lookups,
         }
     }
 
-    /// The sum of several row gradients, on `device`: the union of their rows, with the
-    /// values of rows they share added (PyTorch's `coalesce`).
-    pub fn sum(grads: Vec<RowGrad>, device: &Device) -> RowGrad {
+    /// The sum of several row gradients, on `device` (without autodiff): the union of their rows, with the
+    /// values of rows they share added (PyTorch's `coalesce`). Unplanned lookups of one
+    /// table stay unplanned: their indices and values are concatenated, in the order given.
+    pub fn sum(mut grads: Vec<RowGrad>, device: &Device) -> RowGrad {
+        // Row gradients carry no autodiff: tensors made on an autodiff device would.
+        let device = &device.clone().inner();
+        if grads.len() == 1 {
+            return grads.pop().expect("one row gradient").to_device(device);
+        }
+        if grads.len() > 1 && grads.iter().all(|g| g.lookups().is_some()) {
+            let lookups: Vec<Lookups> = grads.into_iter().filter_map(|g| g.lookups).collect();
+            let (table_rows, check) = (lookups[0].table_rows, lookups[0].check);
+            if lookups
+                .iter()
+                .all(|l| l.table_rows == table_rows && l.check == check)
+            {
+                let (indices, values): (Vec<_>, Vec<_>) = lookups
+                    .into_iter()
+                    .map(|l| (l.indices.to_device(device), l.values.to_device(device)))
+                    .unzip();
+                return RowGrad::from_lookups(
+                    Tensor::cat(indices, 0),
+                    Tensor::cat(values, 0),
+                    table_rows,
+                    check,
+                );
+            }
+            let planned = lookups
+                .into_iter()
+                .map(|l| RowGrad::planned(l.plan_on_host()))
+                .collect();
+            return RowGrad::sum(planned, device);
+        }
         let mut parts: Vec<(Vec<i64>, Tensor<2>)> = grads
             .into_iter()
-            .filter_map(|g| g.values.map(|v| (g.rows, v)))
+            .map(RowGrad::into_planned)
+            .filter_map(|planned| planned.values.map(|v| (planned.rows, v)))
             .collect();
         match parts.len() {
             0 => RowGrad::empty(),
@@ -149,18 +282,58 @@ impl RowGrad {
 
     /// Adds the rows into a dense gradient of the whole table, seen as `[n, d]`.
     pub(crate) fn add_into<const D: usize>(self, dense: Tensor<D>) -> Tensor<D> {
-        let Some(values) = self.values else {
+        let Some(values) = self.values().cloned() else {
             return dense;
         };
         let shape = dense.shape();
         let device = dense.device();
         let summed = kernels::to_rank::<D, 2>(dense, kernels::as_rows(&shape)).select_assign(
             0,
-            kernels::index_tensor(&self.rows, &device),
+            kernels::index_tensor(self.rows(), &device),
             values,
             IndexingUpdateOp::Add,
         );
         kernels::to_rank(summed, shape)
+    }
+}
+
+impl Lookups {
+    /// The lookups planned on the host: the indices read back, the rows sorted and made
+    /// unique, and each row's gradients summed in lookup order.
+    fn plan_on_host(&self) -> Planned {
+        let host: Vec<i64> = self
+            .indices
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("an Int tensor converts to i64");
+        let n = self.table_rows;
+        if self.check
+            && let Err(err) = sparse_adam_core::check_indices(&host, n)
+        {
+            panic!("{}", Error::from(err));
+        }
+        let inside = |index: i64| usize::try_from(index).is_ok_and(|row| row < n);
+        let mut rows: Vec<i64> = host.iter().copied().filter(|&i| inside(i)).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        if rows.is_empty() {
+            return Planned { rows, values: None };
+        }
+        let slots: Vec<i64> = host
+            .iter()
+            .map(|&index| match inside(index) {
+                true => rows.binary_search(&index).expect("a kept row") as i64,
+                false => -1,
+            })
+            .collect();
+        let values = self.values.clone().unsqueeze::<3>();
+        let values = kernels::sum_per_row(values, &slots, rows.len());
+        Planned {
+            rows,
+            values: Some(values),
+        }
     }
 }
 
@@ -173,15 +346,30 @@ const KEPT_MISSES: u32 = 1;
 struct PendingLookup {
     /// The thread that looked up.
     thread: ThreadId,
-    /// The touched rows, sorted and unique.
-    rows: Vec<i64>,
-    /// For each looked-up position, its row's place in `rows`; `-1` for `padding_idx`.
-    slots: Vec<i64>,
+    /// Its rows, planned on the host or left on the device.
+    plan: LookupRows,
     /// The lookup's output, a leaf of autodiff's graph: its gradient, summed per row, is the
     /// row gradient (see the [module docs](self) for why the whole output is kept).
     output: Tensor<3>,
     /// Collections on its thread that found no gradient for it.
     misses: u32,
+}
+
+/// The rows of a recorded lookup.
+// The variants' sizes differ by a tensor handle; a pending lookup holds its whole output
+// tensor besides, so boxing would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum LookupRows {
+    /// Planned on the host: the touched rows, sorted and unique, and for each looked-up
+    /// position its row's place among them (`-1` for `padding_idx`).
+    Host { rows: Vec<i64>, slots: Vec<i64> },
+    /// Left on the device, unchecked (a table with `check_indices` off): each position's
+    /// index (`[batch·seq]`, `padding_idx` replaced by `-1`, which takes no gradient) and the
+    /// table's rows.
+    Device {
+        indices: Tensor<1, Int>,
+        table_rows: usize,
+    },
 }
 
 #[derive(Default)]
@@ -220,13 +408,11 @@ impl RowGradTape {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a lookup of `rows` (sorted, unique) whose output is `output`, an autodiff
-    /// leaf; `slots` maps each position of the output to its row (`-1`: padding).
-    pub(crate) fn record(&self, rows: Vec<i64>, slots: Vec<i64>, output: Tensor<3>) {
+    /// Records a lookup of `plan`'s rows whose output is `output`, an autodiff leaf.
+    pub(crate) fn record(&self, plan: LookupRows, output: Tensor<3>) {
         self.lock().pending.push(PendingLookup {
             thread: std::thread::current().id(),
-            rows,
-            slots,
+            plan,
             output,
             misses: 0,
         });
@@ -307,7 +493,7 @@ impl RowGradTape {
             let mut kept = Vec::new();
             for mut lookup in std::mem::take(&mut state.pending) {
                 match lookup.output.grad_remove(grads) {
-                    Some(grad) => taken.push((lookup.rows, lookup.slots, grad)),
+                    Some(grad) => taken.push((lookup.plan, grad)),
                     None if lookup.thread == thread => {
                         lookup.misses += 1;
                         if lookup.misses <= KEPT_MISSES {
@@ -319,11 +505,33 @@ impl RowGradTape {
             }
             state.pending = kept;
         }
-        let device = taken.first()?.2.device();
-        Some(match kernels::sum_lookups(taken, &device) {
-            Some((rows, values)) => RowGrad::new(rows, values),
-            None => RowGrad::empty(),
-        })
+        let device = taken.first()?.1.device();
+        let mut on_host = Vec::new();
+        let mut on_device = Vec::new();
+        for (plan, grad) in taken {
+            match plan {
+                LookupRows::Host { rows, slots } => on_host.push((rows, slots, grad)),
+                LookupRows::Device {
+                    indices,
+                    table_rows,
+                } => {
+                    // `flatten`, not `reshape([b·s, d])`: Burn reads a 0 in a reshape's shape
+                    // as "keep this dimension".
+                    let values = grad.flatten::<2>(0, 1);
+                    on_device.push(RowGrad::from_lookups(indices, values, table_rows, false));
+                }
+            }
+        }
+        if on_device.is_empty() {
+            return Some(match kernels::sum_lookups(on_host, &device) {
+                Some((rows, values)) => RowGrad::new(rows, values),
+                None => RowGrad::empty(),
+            });
+        }
+        if let Some((rows, values)) = kernels::sum_lookups(on_host, &device) {
+            on_device.push(RowGrad::new(rows, values));
+        }
+        Some(RowGrad::sum(on_device, &device))
     }
 
     fn push_collected(&self, grad: RowGrad) {

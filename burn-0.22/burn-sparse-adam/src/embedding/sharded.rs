@@ -57,6 +57,9 @@ impl ShardedEmbeddingConfig {
             d_model: d,
             ref initializer,
             padding_idx,
+            // A sharded lookup routes its indices to the shards on the host: they are read,
+            // and checked, whatever this says.
+            check_indices: _,
         } = self.table;
         check_padding_idx(padding_idx, n)?;
         let rows_per_shard = match self.rows_per_shard {

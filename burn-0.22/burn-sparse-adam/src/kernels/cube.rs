@@ -541,6 +541,16 @@ pub(super) fn binding_limit(device: &burn::tensor::Device) -> Option<u64> {
     }
 }
 
+/// Whether lookups of `weight` (with or without autodiff) can be planned on its device:
+/// an `f32` table on a `Cube` device.
+pub(super) fn plans_on_device(weight: &Tensor<2>) -> bool {
+    weight.dtype() == DType::F32
+        && matches!(
+            weight.device().inner().as_dispatch(),
+            DispatchDevice::Cube(_)
+        )
+}
+
 /// Whether `tensor` can take this path: `f32`, without autodiff, on a `Cube` device.
 fn fusable<const D: usize>(tensor: &Tensor<D>) -> bool {
     !tensor.is_autodiff()
@@ -596,19 +606,19 @@ pub(super) fn step_rows(
 }
 
 /// One step of `table` from lookups `indices` (`[p]`) and their `[p, d]` gradients `values`
-/// in one sort and one fused kernel, nothing read back to the host; or everything handed
+/// in one sort and one fused kernel, nothing read back to the host; or the table handed
 /// back untouched when the tensors are not `f32` tensors without autodiff on a `Cube`
 /// device, or the table has more rows than `i32` holds. An index outside the table is
 /// skipped (it is not read back to be checked).
 pub(super) fn step_lookups(
     table: Table,
-    indices: Tensor<1, burn::tensor::Int>,
-    values: Tensor<2>,
+    indices: &Tensor<1, burn::tensor::Int>,
+    values: &Tensor<2>,
     scalars: &StepScalars,
-) -> Result<Table, (Table, Tensor<1, burn::tensor::Int>, Tensor<2>)> {
+) -> Result<Table, Table> {
     let [n, d] = table[0].dims();
     let p = indices.dims()[0];
-    let fits = table.iter().chain([&values]).all(fusable)
+    let fits = table.iter().chain([values]).all(fusable)
         && !indices.is_autodiff()
         && matches!(indices.device().as_dispatch(), DispatchDevice::Cube(_))
         && table.iter().all(|t| t.dims() == [n, d])
@@ -616,16 +626,16 @@ pub(super) fn step_lookups(
         && i32::try_from(n).is_ok()
         && u32::try_from(p).is_ok_and(|p| p <= 1 << 31);
     if !fits {
-        return Err((table, indices, values));
+        return Err(table);
     }
-    let indices = indices.cast(burn::tensor::IntDType::I32);
+    let indices = indices.clone().cast(burn::tensor::IntDType::I32);
     let [param, exp_avg, exp_avg_sq] = table;
     let (param, exp_avg, exp_avg_sq) = Dispatch::sparse_adam_lookups(
         param.into_dispatch(),
         exp_avg.into_dispatch(),
         exp_avg_sq.into_dispatch(),
         indices.into_dispatch(),
-        values.into_dispatch(),
+        values.clone().into_dispatch(),
         d,
         scalars.one_minus_beta_1,
         scalars.one_minus_beta_2,

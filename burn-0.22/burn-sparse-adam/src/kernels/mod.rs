@@ -35,6 +35,11 @@ pub enum Kernel {
     Fused,
     /// Burn tensor operations.
     Composed,
+    /// Lookups planned on the device (a table with
+    /// [`check_indices`](crate::SparseEmbeddingConfig::check_indices) off, on wgpu): sorted
+    /// there, and each row's gradients summed and applied in one CubeCL kernel, with nothing
+    /// read back to the host.
+    FusedLookups,
 }
 
 /// Whether the fused paths may run (they do by default; [`use_fused_kernels`] turns them
@@ -227,24 +232,39 @@ pub(crate) fn step_rows(
     )
 }
 
+/// Whether lookups of `weight` can be planned on its device ([`step_lookups`]'s fused
+/// path): feature `wgpu`, fused kernels on, an `f32` table on a `Cube` device.
+pub(crate) fn plans_on_device(weight: &Tensor<2>) -> bool {
+    #[cfg(feature = "wgpu")]
+    return fused() && cube::plans_on_device(weight);
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = weight;
+        false
+    }
+}
+
 /// One step from lookups (see [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)):
 /// `indices` (`[p]`, any order, duplicates allowed) and their `[p, d]` gradients `values`,
 /// sorted, summed per row and applied on the device in one fused kernel, with nothing read
 /// back to the host (feature `wgpu`, `f32` tables on a `Cube` device; an index outside the
-/// table is skipped there). Everywhere else the inputs come back untouched, for the caller
+/// table is skipped there). Everywhere else the table comes back untouched, for the caller
 /// to plan the rows on the host.
+// The table comes back as it went in, for the caller's other path (as the fused kernels'
+// own functions hand their inputs back).
+#[allow(clippy::result_large_err)]
 pub(crate) fn step_lookups(
     table: Table,
-    indices: Tensor<1, Int>,
-    values: Tensor<2>,
+    indices: &Tensor<1, Int>,
+    values: &Tensor<2>,
     scalars: &StepScalars,
-) -> Result<Table, (Table, Tensor<1, Int>, Tensor<2>)> {
+) -> Result<Table, Table> {
     #[cfg(feature = "wgpu")]
     if fused() {
         return cube::step_lookups(table, indices, values, scalars);
     }
-    let _ = scalars;
-    Err((table, indices, values))
+    let _ = (indices, values, scalars);
+    Err(table)
 }
 
 /// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on

@@ -42,14 +42,16 @@ pub struct ParamStep {
     /// post-hooks.
     pub step: usize,
     /// How many rows the step touches (0 when it is skipped). Known for row gradients; for
-    /// dense gradients it costs a one-value read-back per parameter, which is only paid
-    /// while a step hook is registered.
+    /// dense gradients it costs a one-value read-back per parameter, and for lookups left on
+    /// the device (`SparseEmbeddingConfig::check_indices` off, on wgpu) reading their
+    /// indices back, both only paid while a step hook is registered.
     pub touched_rows: usize,
     /// How it steps.
     pub path: StepPath,
     /// For post-hooks, the path its update took: for row gradients [`Kernel::Fused`] on
     /// burn-flex with feature `flex`, and on wgpu, with or without burn-fusion, with feature
-    /// `wgpu`; for dense gradients [`Kernel::Fused`] on burn-flex (one pass over the four
+    /// `wgpu`, and [`Kernel::FusedLookups`] for a table whose lookups stayed on the wgpu
+    /// device; for dense gradients [`Kernel::Fused`] on burn-flex (one pass over the four
     /// tables), [`Kernel::Composed`] elsewhere. `None` in pre-hooks and for row steps that
     /// touch no row.
     pub kernel: Option<Kernel>,

@@ -248,7 +248,8 @@ impl Planner<'_> {
                     &tape,
                     &grads,
                     kernels::as_rows(&shape),
-                    &param.device(),
+                    // The inner device: a sum made on the autodiff one would carry autodiff.
+                    &param.device().inner(),
                 ) {
                     // A marker whose rows were dropped (`clear_row_grads`) announces
                     // nothing: the table has no gradient, and takes no step.
@@ -259,7 +260,12 @@ impl Planner<'_> {
                     NonFinite::Propagate => true,
                     _ => rows.values().is_none_or(kernels::all_finite),
                 };
-                let touched = rows.rows().len();
+                // Unplanned lookups are counted (planned on the host) only for step hooks.
+                let touched = match (rows.known_len(), self.count_rows) {
+                    (Some(len), _) => len,
+                    (None, true) => rows.rows().len(),
+                    (None, false) => 0,
+                };
                 (Update::Rows(Box::new(rows)), finite, touched)
             }
             None => {

@@ -235,18 +235,41 @@ impl SparseAdam {
         let scalars = self
             .scalars(lr, state.step)
             .unwrap_or_else(|err| panic!("{err}"));
-        // No touched row, or rows of width 0: only the step count changes.
-        let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
-            return (param, state, None);
-        };
         let table = [param, state.exp_avg, state.exp_avg_sq];
-        // The `[k, d]` values of unique rows have the norm of the sparse gradient.
-        let values = self.clip(values.clone());
-        let ([param, exp_avg, exp_avg_sq], kernel) =
-            kernels::step_rows(table, grad.rows(), values, &scalars);
+        let ([param, exp_avg, exp_avg_sq], kernel) = self.update_rows(table, grad, &scalars);
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
-        (param, state, Some(kernel))
+        (param, state, kernel)
+    }
+
+    /// The row update of `table` with `grad`: unplanned lookups on the device where the
+    /// kernels layer can ([`kernels::step_lookups`]; not with gradient clipping, which needs
+    /// the summed rows), else the planned rows ([`kernels::step_rows`]).
+    fn update_rows(
+        &self,
+        table: kernels::Table,
+        grad: &RowGrad,
+        scalars: &StepScalars,
+    ) -> (kernels::Table, Option<Kernel>) {
+        let table = match grad.lookups() {
+            Some(lookups)
+                if self.config.grad_clipping.is_none() && lookups.values.dims()[1] > 0 =>
+            {
+                match kernels::step_lookups(table, &lookups.indices, &lookups.values, scalars) {
+                    Ok(table) => return (table, Some(Kernel::FusedLookups)),
+                    Err(table) => table,
+                }
+            }
+            _ => table,
+        };
+        // No touched row, or rows of width 0: only the step count changes.
+        let Some(values) = grad.values().filter(|v| v.dims()[1] > 0) else {
+            return (table, None);
+        };
+        // The `[k, d]` values of unique rows have the norm of the sparse gradient.
+        let values = self.clip(values.clone());
+        let (table, kernel) = kernels::step_rows(table, grad.rows(), values, scalars);
+        (table, Some(kernel))
     }
 
     /// One step of one `[n, d]` parameter from its lookups' gradients, uncoalesced: row
@@ -300,20 +323,6 @@ impl SparseAdam {
         values: Tensor<2>,
         state: Option<SparseAdamState<2>>,
     ) -> (Tensor<2>, SparseAdamState<2>) {
-        let (param, state, _) = self.step_lookups_reporting(lr, param, indices, values, state);
-        (param, state)
-    }
-
-    /// [`SparseAdam::step_lookups`], and the path the update took (`None` when nothing was
-    /// looked up).
-    pub(crate) fn step_lookups_reporting(
-        &self,
-        lr: LearningRate,
-        param: Tensor<2>,
-        indices: Tensor<1, burn::tensor::Int>,
-        values: Tensor<2>,
-        state: Option<SparseAdamState<2>>,
-    ) -> (Tensor<2>, SparseAdamState<2>, Option<Kernel>) {
         let [n, d] = param.dims();
         let [p] = indices.dims();
         if values.dims() != [p, d] {
@@ -325,49 +334,9 @@ impl SparseAdam {
                 }
             );
         }
-        if self.config.grad_clipping.is_none() && p > 0 && d > 0 {
-            let (param, mut state) = self.state_or_zeros(param, state);
-            let scalars = self
-                .scalars(lr, state.step + 1)
-                .unwrap_or_else(|err| panic!("{err}"));
-            let table = [param, state.exp_avg, state.exp_avg_sq];
-            match kernels::step_lookups(table, indices, values, &scalars) {
-                Ok([param, exp_avg, exp_avg_sq]) => {
-                    state.step += 1;
-                    state.exp_avg = exp_avg;
-                    state.exp_avg_sq = exp_avg_sq;
-                    return (param, state, Some(Kernel::Fused));
-                }
-                Err(([param, exp_avg, exp_avg_sq], indices, values)) => {
-                    state.exp_avg = exp_avg;
-                    state.exp_avg_sq = exp_avg_sq;
-                    let grad = Self::plan_lookups(indices, values, n);
-                    return self.step_rows_reporting(lr, param, &grad, Some(state));
-                }
-            }
-        }
-        let grad = Self::plan_lookups(indices, values, n);
-        self.step_rows_reporting(lr, param, &grad, state)
-    }
-
-    /// The row gradient of lookups `indices` (`[p]`) with gradients `values` (`[p, d]`) of a
-    /// table of `n` rows, planned on the host: the indices are read back and checked, and
-    /// each row's gradients summed in lookup order.
-    fn plan_lookups(indices: Tensor<1, burn::tensor::Int>, values: Tensor<2>, n: usize) -> RowGrad {
-        let host: Vec<i64> = indices
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("an Int tensor converts to i64");
-        if let Err(err) = sparse_adam_core::check_indices(&host, n) {
-            panic!("{}", Error::from(err));
-        }
-        let plan = sparse_adam_core::LookupPlan::for_table(&host, None, n);
-        if plan.rows.is_empty() {
-            return RowGrad::empty();
-        }
-        let summed = kernels::sum_per_row(values.unsqueeze::<3>(), &plan.slots, plan.rows.len());
-        RowGrad::new(plan.rows, summed)
+        let grad = RowGrad::from_lookups(indices, values, n, true);
+        let (param, state, _) = self.step_rows_reporting(lr, param, &grad, state);
+        (param, state)
     }
 
     /// The row gradient a marker announces: the newest collected row gradients of `tape`,
@@ -384,6 +353,18 @@ impl SparseAdam {
             return None;
         }
         for rows in &collected {
+            // Unplanned lookups are checked where they are planned (their indices are not
+            // read back to check them here); their width is known.
+            if let Some(lookups) = rows.lookups() {
+                let width = lookups.values.dims()[1];
+                if width != d {
+                    return Some(Err(Misfit::Width {
+                        rows: lookups.indices.dims()[0],
+                        width,
+                    }));
+                }
+                continue;
+            }
             if let Some(width) = rows.width().filter(|&w| w != d) {
                 return Some(Err(Misfit::Width {
                     rows: rows.rows().len(),
@@ -442,12 +423,14 @@ impl Optimizer for SparseAdam {
                 return (tensor, state);
             };
             let rows = rows.unwrap_or_else(|misfit| panic!("{}", misfit.error(None, &shape)));
-            if let Some(values) = rows.values() {
-                match self.config.non_finite {
-                    NonFinite::Propagate => {}
-                    _ if kernels::all_finite(values) => {}
+            // Only a policy other than `Propagate` reads the values (planning unplanned
+            // lookups on the host).
+            let non_finite = self.config.non_finite;
+            if non_finite != NonFinite::Propagate && !rows.values().is_none_or(kernels::all_finite)
+            {
+                match non_finite {
                     NonFinite::Skip => return (tensor, state),
-                    NonFinite::Error => panic!("{}", Error::NonFiniteTensorGradient),
+                    _ => panic!("{}", Error::NonFiniteTensorGradient),
                 }
             }
             let state = state.map(|s| reshape_state(s, [n, d]));
