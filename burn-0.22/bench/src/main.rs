@@ -63,7 +63,10 @@ impl Line for Line02 {
             TestBackend::Flex => {
                 "fused lookup, row sum and row update (burn-sparse-adam feature `flex`)"
             }
-            TestBackend::Wgpu => "composed tensor operations (the 0.2 line has no wgpu kernel)",
+            TestBackend::Wgpu => {
+                "row update as one CubeCL kernel (burn-sparse-adam feature `wgpu`, under \
+                 burn-fusion); sparse-device: lookups sorted, summed and applied on the device"
+            }
         }
     }
     fn run_single(imp: Impl, work: &Workload) -> Record {
@@ -257,6 +260,14 @@ fn run_single(imp: Impl, work: &Workload) -> Record {
         Impl::Adam => train(
             EmbeddingConfig::new(work.rows, work.dim).init(&device),
             AdamConfig::new().with_epsilon(1e-8).init(),
+            work,
+            &cx,
+        ),
+        Impl::SparseDevice => train(
+            SparseEmbeddingConfig::new(work.rows, work.dim)
+                .with_check_indices(false)
+                .init(&device),
+            SparseAdamConfig::new().init(),
             work,
             &cx,
         ),

@@ -31,7 +31,10 @@
 //! - `wgpu`: the fused row update on wgpu (any cubecl runtime), one CubeCL kernel registered
 //!   as a Burn backend extension for `CubeBackend` and for `Fusion<CubeBackend>`, so it also
 //!   runs under burn-fusion, which Burn's default `wgpu` features turn on (this feature
-//!   turns on Burn's `fusion` too).
+//!   turns on Burn's `fusion` too). With a table's
+//!   [`check_indices`](SparseEmbeddingConfig::check_indices) off, its lookups are also
+//!   planned on the device (a sort, then one kernel that sums each row's gradients and
+//!   updates it), so a training step reads nothing back to the host.
 //!
 //! Without them every backend takes the composed path (Burn tensor operations, the same
 //! numbers bit for bit). [`StepInfo`] says which path each table's update took.

@@ -70,7 +70,9 @@ options:
   --impls LIST       sparse (SparseEmbedding + SparseAdam), dense (Embedding + SparseAdam),
                      adam (Embedding + Burn's Adam, epsilon 1e-8); default sparse,dense,adam;
                      also sparse-bf16, sparse-f16 (the 0.2 line): sparse with its moments
-                     stored in 16 bits (SparseAdamConfig's moment_dtype)
+                     stored in 16 bits (SparseAdamConfig's moment_dtype); sparse-device
+                     (the 0.2 line): sparse with check_indices off (on wgpu the lookups
+                     are planned on the device, nothing read back)
   --backend NAME     {cpu} or wgpu (default: the test suite's selection,
                      BURN_SPARSE_ADAM_BACKEND, {cpu} when unset)
   --gpu              wgpu's adapter is a real GPU: its timings count (without it, wgpu

@@ -15,7 +15,7 @@ fn opt(x: Option<f64>, width: usize, precision: usize) -> String {
 pub fn results_table(records: &[Record]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:>9} {:<16} {:>10} {:>10} {:>10} {:>6} {:>9} {:>9} {:>8} {:>11} {:>9} {:>5}\n",
+        "{:>9} {:<18} {:>10} {:>10} {:>10} {:>6} {:>9} {:>9} {:>8} {:>11} {:>9} {:>5}\n",
         "rows",
         "impl",
         "step ms",
@@ -35,7 +35,7 @@ pub fn results_table(records: &[Record]) -> String {
             _ => None,
         };
         out.push_str(&format!(
-            "{:>9} {:<16} {:>10.3} {:>10.3} {:>10.3} {:>6.0} {} {} {:>8.1} {:>11.1} {} {}{}\n",
+            "{:>9} {:<18} {:>10.3} {:>10.3} {:>10.3} {:>6.0} {} {} {:>8.1} {:>11.1} {} {}{}\n",
             r.rows,
             r.imp,
             r.median_ms_per_step,
@@ -72,12 +72,12 @@ pub fn phases_table(records: &[Record]) -> String {
         return String::new();
     }
     let mut out = format!(
-        "{:>9} {:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "{:>9} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
         "rows", "impl", "lookup", "loss", "backward", "gradients", "optimizer", "step"
     );
     for (r, p) in timed {
         out.push_str(&format!(
-            "{:>9} {:<16} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}\n",
+            "{:>9} {:<18} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}\n",
             r.rows, r.imp, p[0], p[1], p[2], p[3], r.median_ms_optimizer_step, r.median_ms_per_step
         ));
     }

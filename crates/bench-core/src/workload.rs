@@ -27,18 +27,22 @@ pub enum Impl {
     SparseBf16,
     /// [`Impl::Sparse`] with its moments stored in `f16`.
     SparseF16,
+    /// [`Impl::Sparse`] with the table's `check_indices` off (the 0.2 line): on wgpu its
+    /// lookups are planned on the device and a step reads nothing back.
+    SparseDevice,
 }
 
 impl Impl {
     /// The implementations measured by default, in the order reports list them.
     pub const ALL: [Impl; 3] = [Impl::Sparse, Impl::Dense, Impl::Adam];
     /// Every implementation `--impls` takes.
-    pub const EVERY: [Impl; 5] = [
+    pub const EVERY: [Impl; 6] = [
         Impl::Sparse,
         Impl::Dense,
         Impl::Adam,
         Impl::SparseBf16,
         Impl::SparseF16,
+        Impl::SparseDevice,
     ];
 
     /// The name in JSON lines and tables.
@@ -49,6 +53,7 @@ impl Impl {
             Impl::Adam => "burn-adam",
             Impl::SparseBf16 => "burn-sparse-bf16",
             Impl::SparseF16 => "burn-sparse-f16",
+            Impl::SparseDevice => "burn-sparse-device",
         }
     }
 
@@ -60,6 +65,7 @@ impl Impl {
             Impl::Adam => "adam",
             Impl::SparseBf16 => "sparse-bf16",
             Impl::SparseF16 => "sparse-f16",
+            Impl::SparseDevice => "sparse-device",
         }
     }
 
@@ -78,7 +84,7 @@ impl Impl {
             .find(|i| i.short() == name || i.name() == name)
             .ok_or_else(|| {
                 format!(
-                    "unknown impl {name:?}: expected sparse, dense, adam, sparse-bf16 or sparse-f16"
+                    "unknown impl {name:?}: expected sparse, dense, adam, sparse-bf16, sparse-f16 or sparse-device"
                 )
             })
     }

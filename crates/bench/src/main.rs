@@ -52,9 +52,10 @@ impl Line for Line01 {
     fn run_single(imp: Impl, work: &Workload<TestBackend>) -> Record {
         measure::run_single(imp, work)
     }
-    /// Compact moments (`SparseAdamConfig::moment_dtype`) are on the 0.2 line only.
+    /// Compact moments (`SparseAdamConfig::moment_dtype`) and unchecked lookups
+    /// (`check_indices`) are on the 0.2 line only.
     fn supports(imp: Impl, _: TestBackend) -> bool {
-        !matches!(imp, Impl::SparseBf16 | Impl::SparseF16)
+        !matches!(imp, Impl::SparseBf16 | Impl::SparseF16 | Impl::SparseDevice)
     }
 }
 

@@ -184,8 +184,8 @@ fn run_on<B: AutodiffBackend>(imp: Impl, work: &Workload, device: &B::Device) ->
             &cx,
         ),
         // `Line01::supports` refuses them before a measurement starts.
-        Impl::SparseBf16 | Impl::SparseF16 => {
-            unreachable!("compact moments are not on the 0.1 line")
+        Impl::SparseBf16 | Impl::SparseF16 | Impl::SparseDevice => {
+            unreachable!("compact moments and unchecked lookups are not on the 0.1 line")
         }
     };
     let info = RunInfo {

@@ -9,7 +9,9 @@
 //!   training;
 //! - *fused* on CubeCL backends (feature `wgpu`): the row update as one CubeCL kernel, a
 //!   backend extension that burn-fusion queues with the step's other operations when fusion
-//!   is on (Burn's default for wgpu) and that runs directly when it is off ([`cube`]);
+//!   is on (Burn's default for wgpu) and that runs directly when it is off ([`cube`]); and
+//!   a step from unplanned lookups ([`step_lookups`]): a sort on the device and one kernel
+//!   that sums each row's gradients and updates the row, with nothing read back;
 //! - *composed* everywhere else: Burn tensor operations that run on every backend (wgpu
 //!   without the feature, ndarray, a tensor that is not `f32`), and on wgpu for the lookup and
 //!   the row sums, which are not fused there.
