@@ -15,7 +15,9 @@
 #                                        writes the report, the JSON lines and the device's
 #                                        description into OUT_DIR
 #
-# The binary needs the machine's Vulkan driver (wgpu's backend on Linux).
+# The binary needs `xz`, a glibc at least as new as this machine's, and the GPU machine's
+# Vulkan driver (wgpu's backend on Linux). `run` exits non-zero when a measurement failed
+# (10^7 rows are refused by an adapter that binds under 2.56 GB: its log says so).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 packed="$root/target/gpu/sparse-adam-bench-022.xz"
@@ -31,7 +33,10 @@ case "${1:-}" in
   run)
     out="${2:?usage: gpu.sh run OUT_DIR}"
     mkdir -p "$out"
-    bin="$(mktemp -d)/sparse-adam-bench-022"
+    : > "$out/bench.jsonl"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    bin="$tmp/sparse-adam-bench-022"
     xz -dc "$packed" > "$bin"
     chmod +x "$bin"
     { nvidia-smi || true; vulkaninfo --summary || true; } > "$out/device.txt" 2>&1

@@ -43,10 +43,10 @@ pub struct SparseEmbeddingConfig {
     /// lookups, sums each row's gradients and updates the row on the device
     /// ([`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)'s fused path), so a
     /// training step reads nothing back to the host. **An index outside the table is then
-    /// not reported**: its lookup returns whatever the device's gather gives for it (wgpu's
-    /// bounds-checked loads give zeros or another row of the table, never memory outside
-    /// it), and it gets no gradient. On every other device the indices are read anyway (the
-    /// rows are planned on the host there) and checked as with `true`.
+    /// not reported**: its lookup gives a row of zeros, and it gets no gradient (the
+    /// indices are masked on the device before Burn's gather, which does not check them on
+    /// wgpu). On every other device the indices are read anyway (the rows are planned on
+    /// the host there) and checked as with `true`.
     #[config(default = true)]
     pub check_indices: bool,
 }
@@ -168,7 +168,9 @@ impl SparseEmbedding {
     /// larger than one buffer binding of its device (one loaded or moved there), before
     /// anything runs or is recorded.
     pub fn try_forward(&self, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
-        if !self.check_indices && kernels::plans_on_device(&self.weight.val()) {
+        // A table of no rows has no row 0 for an index outside it to read: checked.
+        let rows = self.weight.lazy_shape().dims::<2>()[0];
+        if !self.check_indices && rows > 0 && kernels::plans_on_device(&self.weight.val()) {
             return self.lookup_on_device(indices);
         }
         let host = host_indices(&indices);
@@ -176,20 +178,36 @@ impl SparseEmbedding {
     }
 
     /// A lookup whose indices stay on the device (`check_indices` off, on a `Cube` device):
-    /// the gather and, under autodiff, the lookup recorded with its indices, `padding_idx`
-    /// replaced by `-1` (no gradient), all as device operations.
+    /// the gather and, under autodiff, the lookup recorded with its indices, all as device
+    /// operations. An index outside the table reads row 0 and gives a zero row (Burn's
+    /// gather does not check its indices on wgpu, so it never sees one), and is recorded as
+    /// it is: the optimizer skips it; `padding_idx` is recorded as `-1` (no gradient).
     fn lookup_on_device(&self, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
         let [n_embedding, d_model] = self.weight.lazy_shape().dims();
         let weight = self.weight.val();
         check_binding_limit([n_embedding, d_model], weight.dtype(), &weight.device())?;
+        let outside = indices
+            .clone()
+            .lower_elem(0)
+            .bool_or(indices.clone().greater_equal_elem(n_embedding as i64));
+        let gather = |weight: Tensor<2>, indices: Tensor<2, Int>| {
+            let [batch, seq] = indices.dims();
+            let safe = indices.mask_fill(outside.clone(), 0);
+            let rows = burn::tensor::module::embedding(weight, safe);
+            let outside = outside
+                .clone()
+                .unsqueeze_dim::<3>(2)
+                .expand([batch, seq, d_model]);
+            rows.mask_fill(outside, 0.0)
+        };
         if !weight.is_require_grad() {
-            return Ok(burn::tensor::module::embedding(weight, indices));
+            return Ok(gather(weight, indices));
         }
         let strategy = weight
             .gradient_checkpointing_strategy()
             .expect("a tensor that requires its gradient has autodiff");
         let indices = indices.inner();
-        let output = burn::tensor::module::embedding(weight.inner(), indices.clone())
+        let output = gather(weight.inner(), indices.clone())
             .autodiff()
             .with_gradient_checkpointing_strategy(strategy)
             .require_grad();

@@ -85,14 +85,14 @@ struct Planned {
     values: Option<Tensor<2>>,
 }
 
-/// Lookups of a table, unplanned: row `indices[i]` (`[p]`) has gradient `values[i]`
-/// (`[p, d]`), duplicates allowed, on the device.
+/// Lookups of a table, unplanned, on their device ([`kernels::Lookups`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Lookups {
-    pub(crate) indices: Tensor<1, Int>,
-    pub(crate) values: Tensor<2>,
+    pub(crate) batch: kernels::Lookups,
     /// The table's rows `n`.
     table_rows: usize,
+    /// How many backward passes the lookups come from (their `pass` ids are `0..passes`).
+    passes: usize,
     /// What an index outside `0..n` does when the lookups are planned on the host: a panic
     /// with [`Error::IndexOutOfRange`]'s message (`true`), or nothing (`false`: it is
     /// skipped, as the device path skips it).
@@ -136,24 +136,41 @@ impl RowGrad {
         }
     }
 
-    /// The row gradient of lookups `indices` (`[p]`, duplicates allowed) of a table of
-    /// `table_rows` rows with gradients `values` (`[p, d]`), unplanned; `check`: whether an
-    /// index outside the table panics when they are planned on the host (else it is skipped).
+    /// The row gradient of one backward pass's lookups of a table of `table_rows` rows,
+    /// unplanned: each lookup's indices (`[p_i]`, duplicates allowed) and its gradients
+    /// (`[p_i, d]`), in the order looked up; `check`: whether an index outside the table
+    /// panics when they are planned on the host (else it is skipped).
     pub(crate) fn from_lookups(
-        indices: Tensor<1, Int>,
-        values: Tensor<2>,
+        lookups: Vec<(Tensor<1, Int>, Tensor<2>)>,
         table_rows: usize,
         check: bool,
     ) -> Self {
-        if indices.dims()[0] == 0 {
+        let lookups: Vec<_> = lookups
+            .into_iter()
+            .filter(|(indices, _)| indices.dims()[0] > 0)
+            .collect();
+        let Some(device) = lookups.first().map(|(indices, _)| indices.device()) else {
             return Self::empty();
-        }
+        };
+        let ids = |id: usize, len: usize| Tensor::<1, Int>::full([len], id as i64, &device);
+        let lookup = lookups
+            .iter()
+            .enumerate()
+            .map(|(i, (indices, _))| ids(i, indices.dims()[0]))
+            .collect();
+        let p = lookups.iter().map(|(indices, _)| indices.dims()[0]).sum();
+        let (indices, values): (Vec<_>, Vec<_>) = lookups.into_iter().unzip();
         Self {
             planned: OnceLock::new(),
             lookups: Some(Lookups {
-                indices,
-                values,
+                batch: kernels::Lookups {
+                    indices: Tensor::cat(indices, 0),
+                    lookup: Tensor::cat(lookup, 0),
+                    pass: ids(0, p),
+                    values: Tensor::cat(values, 0),
+                },
                 table_rows,
+                passes: 1,
                 check,
             }),
         }
@@ -219,8 +236,12 @@ impl RowGrad {
             values: planned.values.map(|v| v.to_device(device)),
         });
         let lookups = self.lookups.map(|lookups| Lookups {
-            indices: lookups.indices.to_device(device),
-            values: lookups.values.to_device(device),
+            batch: kernels::Lookups {
+                indices: lookups.batch.indices.to_device(device),
+                lookup: lookups.batch.lookup.to_device(device),
+                pass: lookups.batch.pass.to_device(device),
+                values: lookups.batch.values.to_device(device),
+            },
             ..lookups
         });
         Self {
@@ -235,6 +256,8 @@ impl RowGrad {
     pub fn sum(mut grads: Vec<RowGrad>, device: &Device) -> RowGrad {
         // Row gradients carry no autodiff: tensors made on an autodiff device would.
         let device = &device.clone().inner();
+        // Parts known to touch nothing add nothing.
+        grads.retain(|g| g.known_len() != Some(0));
         if grads.len() == 1 {
             return grads.pop().expect("one row gradient").to_device(device);
         }
@@ -245,16 +268,7 @@ impl RowGrad {
                 .iter()
                 .all(|l| l.table_rows == table_rows && l.check == check)
             {
-                let (indices, values): (Vec<_>, Vec<_>) = lookups
-                    .into_iter()
-                    .map(|l| (l.indices.to_device(device), l.values.to_device(device)))
-                    .unzip();
-                return RowGrad::from_lookups(
-                    Tensor::cat(indices, 0),
-                    Tensor::cat(values, 0),
-                    table_rows,
-                    check,
-                );
+                return RowGrad::concat_passes(lookups, table_rows, check, device);
             }
             let planned = lookups
                 .into_iter()
@@ -280,6 +294,43 @@ impl RowGrad {
         }
     }
 
+    /// Unplanned lookups of several backward passes as one, on `device`: their positions
+    /// concatenated in the order given, each part's passes numbered after the previous
+    /// part's.
+    fn concat_passes(
+        parts: Vec<Lookups>,
+        table_rows: usize,
+        check: bool,
+        device: &Device,
+    ) -> RowGrad {
+        let mut offset = 0;
+        let mut columns: [Vec<Tensor<1, Int>>; 3] = Default::default();
+        let mut values = Vec::new();
+        for part in parts {
+            let batch = part.batch;
+            columns[0].push(batch.indices.to_device(device));
+            columns[1].push(batch.lookup.to_device(device));
+            columns[2].push(batch.pass.to_device(device).add_scalar(offset as i64));
+            values.push(batch.values.to_device(device));
+            offset += part.passes;
+        }
+        let [indices, lookup, pass] = columns.map(|c| Tensor::cat(c, 0));
+        RowGrad {
+            planned: OnceLock::new(),
+            lookups: Some(Lookups {
+                batch: kernels::Lookups {
+                    indices,
+                    lookup,
+                    pass,
+                    values: Tensor::cat(values, 0),
+                },
+                table_rows,
+                passes: offset,
+                check,
+            }),
+        }
+    }
+
     /// Adds the rows into a dense gradient of the whole table, seen as `[n, d]`.
     pub(crate) fn add_into<const D: usize>(self, dense: Tensor<D>) -> Tensor<D> {
         let Some(values) = self.values().cloned() else {
@@ -298,41 +349,70 @@ impl RowGrad {
 }
 
 impl Lookups {
-    /// The lookups planned on the host: the indices read back, the rows sorted and made
-    /// unique, and each row's gradients summed in lookup order.
+    /// The lookups planned on the host, as the host path plans a pass's lookups and sums
+    /// passes: the indices read back (and their lookup and pass ids), each lookup's rows
+    /// sorted and made unique and its gradients summed per row in order
+    /// ([`kernels::sum_lookups`] per pass), then the passes coalesced in order.
     fn plan_on_host(&self) -> Planned {
-        let host: Vec<i64> = self
-            .indices
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("an Int tensor converts to i64");
+        let read = |t: &Tensor<1, Int>| -> Vec<i64> {
+            t.clone()
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .expect("an Int tensor converts to i64")
+        };
+        let batch = &self.batch;
+        let (host, lookup, pass) = (read(&batch.indices), read(&batch.lookup), read(&batch.pass));
         let n = self.table_rows;
         if self.check
             && let Err(err) = sparse_adam_core::check_indices(&host, n)
         {
             panic!("{}", Error::from(err));
         }
+        let device = batch.values.device();
         let inside = |index: i64| usize::try_from(index).is_ok_and(|row| row < n);
-        let mut rows: Vec<i64> = host.iter().copied().filter(|&i| inside(i)).collect();
-        rows.sort_unstable();
-        rows.dedup();
-        if rows.is_empty() {
-            return Planned { rows, values: None };
+        let mut passes: Vec<(Vec<i64>, Tensor<2>)> = Vec::new();
+        let mut lookups: Vec<kernels::LookupGrad> = Vec::new();
+        let mut start = 0;
+        while start < host.len() {
+            let end = (start..host.len())
+                .find(|&i| lookup[i] != lookup[start] || pass[i] != pass[start])
+                .unwrap_or(host.len());
+            let segment = &host[start..end];
+            let mut rows: Vec<i64> = segment.iter().copied().filter(|&i| inside(i)).collect();
+            rows.sort_unstable();
+            rows.dedup();
+            let slots: Vec<i64> = segment
+                .iter()
+                .map(|&index| match inside(index) {
+                    true => rows.binary_search(&index).expect("a kept row") as i64,
+                    false => -1,
+                })
+                .collect();
+            let values = batch.values.clone().slice(start..end).unsqueeze::<3>();
+            lookups.push((rows, slots, values));
+            let pass_ends = end == host.len() || pass[end] != pass[start];
+            if pass_ends
+                && let Some(summed) = kernels::sum_lookups(std::mem::take(&mut lookups), &device)
+            {
+                passes.push(summed);
+            }
+            start = end;
         }
-        let slots: Vec<i64> = host
-            .iter()
-            .map(|&index| match inside(index) {
-                true => rows.binary_search(&index).expect("a kept row") as i64,
-                false => -1,
-            })
-            .collect();
-        let values = self.values.clone().unsqueeze::<3>();
-        let values = kernels::sum_per_row(values, &slots, rows.len());
-        Planned {
-            rows,
-            values: Some(values),
+        let summed = match passes.len() {
+            0 => None,
+            1 => passes.pop(),
+            _ => Some(kernels::coalesce(passes, &device)),
+        };
+        match summed {
+            Some((rows, values)) => Planned {
+                rows,
+                values: Some(values),
+            },
+            None => Planned {
+                rows: Vec::new(),
+                values: None,
+            },
         }
     }
 }
@@ -508,30 +588,32 @@ impl RowGradTape {
         let device = taken.first()?.1.device();
         let mut on_host = Vec::new();
         let mut on_device = Vec::new();
+        let mut table_rows = None;
         for (plan, grad) in taken {
             match plan {
                 LookupRows::Host { rows, slots } => on_host.push((rows, slots, grad)),
                 LookupRows::Device {
                     indices,
-                    table_rows,
+                    table_rows: n,
                 } => {
                     // `flatten`, not `reshape([b·s, d])`: Burn reads a 0 in a reshape's shape
                     // as "keep this dimension".
-                    let values = grad.flatten::<2>(0, 1);
-                    on_device.push(RowGrad::from_lookups(indices, values, table_rows, false));
+                    on_device.push((indices, grad.flatten::<2>(0, 1)));
+                    table_rows = Some(n);
                 }
             }
         }
-        if on_device.is_empty() {
-            return Some(match kernels::sum_lookups(on_host, &device) {
-                Some((rows, values)) => RowGrad::new(rows, values),
-                None => RowGrad::empty(),
-            });
-        }
-        if let Some((rows, values)) = kernels::sum_lookups(on_host, &device) {
-            on_device.push(RowGrad::new(rows, values));
-        }
-        Some(RowGrad::sum(on_device, &device))
+        let on_host = match kernels::sum_lookups(on_host, &device) {
+            Some((rows, values)) => RowGrad::new(rows, values),
+            None => RowGrad::empty(),
+        };
+        let Some(table_rows) = table_rows else {
+            return Some(on_host);
+        };
+        // One table's lookups are all of one kind (its `check_indices`), so the sum below
+        // only meets both kinds if the table moved between devices mid-pass.
+        let on_device = RowGrad::from_lookups(on_device, table_rows, false);
+        Some(RowGrad::sum(vec![on_host, on_device], &device))
     }
 
     fn push_collected(&self, grad: RowGrad) {

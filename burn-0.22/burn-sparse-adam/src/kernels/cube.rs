@@ -191,6 +191,8 @@ fn sparse_adam_lookups_kernel(
     exp_avg_sq: &mut [f32],
     keys: &[u32],
     positions: &[u32],
+    lookup_of: &[i32],
+    pass_of: &[i32],
     grad: &[f32],
     width: usize,
     one_minus_beta_1: f32,
@@ -214,7 +216,15 @@ fn sparse_adam_lookups_kernel(
     if !starts_run {
         terminate!();
     }
+    // The sums nest as the host's do: each lookup's gradients in order from zero, each
+    // pass's lookups, then the passes (the run holds them in that order: positions are
+    // concatenated lookup by lookup, pass by pass).
     let mut g = 0.0f32;
+    let mut in_pass = 0.0f32;
+    let mut in_lookup = 0.0f32;
+    let first = positions[slot] as usize;
+    let mut lookup = lookup_of[first];
+    let mut pass = pass_of[first];
     let mut next = slot;
     // Two tests, not one `&&`: the key is read only once `next` is known to be a lookup.
     loop {
@@ -224,9 +234,24 @@ fn sparse_adam_lookups_kernel(
         if keys[next] != key {
             break;
         }
-        g += grad[positions[next] as usize * width + column];
+        let position = positions[next] as usize;
+        if pass_of[position] != pass {
+            in_pass += in_lookup;
+            g += in_pass;
+            in_pass = 0.0f32;
+            in_lookup = 0.0f32;
+            pass = pass_of[position];
+            lookup = lookup_of[position];
+        } else if lookup_of[position] != lookup {
+            in_pass += in_lookup;
+            in_lookup = 0.0f32;
+            lookup = lookup_of[position];
+        }
+        in_lookup += grad[position * width + column];
         next += 1;
     }
+    in_pass += in_lookup;
+    g += in_pass;
     adam_lane(
         param,
         exp_avg,
@@ -268,6 +293,8 @@ fn lookup_table_specs(
     exp_avg: &TensorSpec,
     exp_avg_sq: &TensorSpec,
     indices: &TensorSpec,
+    _lookup_ids: &TensorSpec,
+    _pass_ids: &TensorSpec,
     grad: &TensorSpec,
     width: &usize,
     one_minus_beta_1: &f32,
@@ -326,6 +353,8 @@ pub(crate) trait SparseAdamRowsOps: Backend {
         exp_avg: FloatTensor<Self>,
         exp_avg_sq: FloatTensor<Self>,
         indices: IntTensor<Self>,
+        lookup_ids: IntTensor<Self>,
+        pass_ids: IntTensor<Self>,
         grad: FloatTensor<Self>,
         width: usize,
         one_minus_beta_1: f32,
@@ -421,6 +450,8 @@ impl SparseAdamRowsOps for CubeBackend {
         exp_avg: CubeTensor,
         exp_avg_sq: CubeTensor,
         indices: CubeTensor,
+        lookup_ids: CubeTensor,
+        pass_ids: CubeTensor,
         grad: CubeTensor,
         width: usize,
         one_minus_beta_1: f32,
@@ -433,6 +464,7 @@ impl SparseAdamRowsOps for CubeBackend {
         let (param, exp_avg, exp_avg_sq) =
             (writable(param), writable(exp_avg), writable(exp_avg_sq));
         let (indices, grad) = (readable(indices), readable(grad));
+        let (lookup_ids, pass_ids) = (readable(lookup_ids), readable(pass_ids));
         let lookups = indices.meta.num_elements();
         if lookups == 0 || width == 0 {
             return (param, exp_avg, exp_avg_sq);
@@ -461,8 +493,8 @@ impl SparseAdamRowsOps for CubeBackend {
                 rows,
             );
         }
-        // `slots` is a power of two below 2^32 (`lookups` is a tensor's length on a 32-bit
-        // addressed buffer), so every stage's `block` and `span` fit `u32`.
+        // `slots` is a power of two of at most 2^31 (`step_lookups` admits at most 2^31
+        // lookups), so every stage's `block` and `span` fit `u32`.
         let mut block = 2usize;
         while block <= slots {
             let mut span = block / 2;
@@ -495,7 +527,8 @@ impl SparseAdamRowsOps for CubeBackend {
         let cube_count = calculate_cube_count_elemwise(&client, lanes, cube_dim);
         // SAFETY: lanes past `grad.len() = lookups·d` return first; lane `s·d + j` reads
         // `keys[s]` and `keys[s − 1]` with `s < lookups ≤ slots`, then `keys[t]` and
-        // `positions[t]` only for `t < lookups`, and `grad[positions[t]·d + j]` with
+        // `positions[t]` only for `t < lookups`, and `grad[positions[t]·d + j]`,
+        // `lookup_ids[positions[t]]` and `pass_ids[positions[t]]` (both `lookups` long) with
         // `positions[t] < lookups` (the sorted slots before `lookups` hold the lookups'
         // positions: a padding slot's key is `u32::MAX`, sorted after every row, and a run
         // of `u32::MAX` is never summed). A key below `u32::MAX` is a row below `n`
@@ -513,6 +546,8 @@ impl SparseAdamRowsOps for CubeBackend {
                 exp_avg_sq.clone().into_buffer_arg(),
                 keys.into_buffer_arg(),
                 positions.into_buffer_arg(),
+                lookup_ids.into_buffer_arg(),
+                pass_ids.into_buffer_arg(),
                 grad.into_buffer_arg(),
                 width,
                 one_minus_beta_1,
@@ -605,36 +640,56 @@ pub(super) fn step_rows(
     ])
 }
 
-/// One step of `table` from lookups `indices` (`[p]`) and their `[p, d]` gradients `values`
-/// in one sort and one fused kernel, nothing read back to the host; or the table handed
-/// back untouched when the tensors are not `f32` tensors without autodiff on a `Cube`
-/// device, or the table has more rows than `i32` holds. An index outside the table is
-/// skipped (it is not read back to be checked).
+/// One step of `table` from `lookups` in one sort and one fused kernel, nothing read back to
+/// the host; or the table handed back untouched when the tensors are not `f32` tensors
+/// without autodiff on a `Cube` device, or the table has more rows than `i32` holds. An
+/// index outside the table is skipped (it is not read back to be checked).
 pub(super) fn step_lookups(
     table: Table,
-    indices: &Tensor<1, burn::tensor::Int>,
-    values: &Tensor<2>,
+    lookups: &super::Lookups,
     scalars: &StepScalars,
 ) -> Result<Table, Table> {
     let [n, d] = table[0].dims();
+    let super::Lookups {
+        indices,
+        lookup,
+        pass,
+        values,
+    } = lookups;
     let p = indices.dims()[0];
+    let on_cube = |t: &Tensor<1, burn::tensor::Int>| {
+        !t.is_autodiff() && matches!(t.device().as_dispatch(), DispatchDevice::Cube(_))
+    };
     let fits = table.iter().chain([values]).all(fusable)
-        && !indices.is_autodiff()
-        && matches!(indices.device().as_dispatch(), DispatchDevice::Cube(_))
+        && [indices, lookup, pass].into_iter().all(on_cube)
         && table.iter().all(|t| t.dims() == [n, d])
         && values.dims() == [p, d]
+        && lookup.dims() == [p]
+        && pass.dims() == [p]
         && i32::try_from(n).is_ok()
         && u32::try_from(p).is_ok_and(|p| p <= 1 << 31);
     if !fits {
         return Err(table);
     }
-    let indices = indices.clone().cast(burn::tensor::IntDType::I32);
+    // Indices outside the table become −1 in their own type first, so that narrowing to
+    // `i32` cannot turn one (2^32 + 2, say) into a row.
+    let inside = indices
+        .clone()
+        .greater_equal_elem(0)
+        .bool_and(indices.clone().lower_elem(n as i64));
+    let indices = indices
+        .clone()
+        .mask_fill(inside.bool_not(), -1)
+        .cast(burn::tensor::IntDType::I32);
+    let ids = |t: &Tensor<1, burn::tensor::Int>| t.clone().cast(burn::tensor::IntDType::I32);
     let [param, exp_avg, exp_avg_sq] = table;
     let (param, exp_avg, exp_avg_sq) = Dispatch::sparse_adam_lookups(
         param.into_dispatch(),
         exp_avg.into_dispatch(),
         exp_avg_sq.into_dispatch(),
         indices.into_dispatch(),
+        ids(lookup).into_dispatch(),
+        ids(pass).into_dispatch(),
         values.clone().into_dispatch(),
         d,
         scalars.one_minus_beta_1,

@@ -246,9 +246,9 @@ pub(crate) fn plans_on_device(weight: &Tensor<2>) -> bool {
     }
 }
 
-/// One step from lookups (see [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)):
-/// `indices` (`[p]`, any order, duplicates allowed) and their `[p, d]` gradients `values`,
-/// sorted, summed per row and applied on the device in one fused kernel, with nothing read
+/// One step from [`Lookups`] (see
+/// [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)), sorted, summed per row
+/// and applied on the device in one fused kernel, with nothing read
 /// back to the host (feature `wgpu`, `f32` tables on a `Cube` device; an index outside the
 /// table is skipped there). Everywhere else the table comes back untouched, for the caller
 /// to plan the rows on the host.
@@ -257,16 +257,29 @@ pub(crate) fn plans_on_device(weight: &Tensor<2>) -> bool {
 #[allow(clippy::result_large_err)]
 pub(crate) fn step_lookups(
     table: Table,
-    indices: &Tensor<1, Int>,
-    values: &Tensor<2>,
+    lookups: &Lookups,
     scalars: &StepScalars,
 ) -> Result<Table, Table> {
     #[cfg(feature = "wgpu")]
     if fused() {
-        return cube::step_lookups(table, indices, values, scalars);
+        return cube::step_lookups(table, lookups, scalars);
     }
-    let _ = (indices, values, scalars);
+    let _ = (lookups, scalars);
     Err(table)
+}
+
+/// Lookups of a table, unplanned, on their device: position `i` looked up row `indices[i]`
+/// (`[p]`, duplicates allowed; an index outside the table adds nothing) with gradient
+/// `values[i]` (`[p, d]`), in lookup `lookup[i]` of backward pass `pass[i]`. Positions lie
+/// lookup by lookup, pass by pass, so that a row's gradients are summed as the host path
+/// sums them: each lookup's in order from zero, then each pass's lookups, then the passes
+/// (the same bits).
+#[derive(Clone, Debug)]
+pub(crate) struct Lookups {
+    pub(crate) indices: Tensor<1, Int>,
+    pub(crate) lookup: Tensor<1, Int>,
+    pub(crate) pass: Tensor<1, Int>,
+    pub(crate) values: Tensor<2>,
 }
 
 /// A tensor seen as the core's [`Elementwise`] values, so that the core's formula runs on

@@ -51,7 +51,8 @@ pub struct ParamStep {
     /// For post-hooks, the path its update took: for row gradients [`Kernel::Fused`] on
     /// burn-flex with feature `flex`, and on wgpu, with or without burn-fusion, with feature
     /// `wgpu`, and [`Kernel::FusedLookups`] for a table whose lookups stayed on the wgpu
-    /// device; for dense gradients [`Kernel::Fused`] on burn-flex (one pass over the four
+    /// device (also when they touch no row: that is not known there without reading them
+    /// back); for dense gradients [`Kernel::Fused`] on burn-flex (one pass over the four
     /// tables), [`Kernel::Composed`] elsewhere. `None` in pre-hooks and for row steps that
     /// touch no row.
     pub kernel: Option<Kernel>,

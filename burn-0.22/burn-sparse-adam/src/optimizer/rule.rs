@@ -251,11 +251,11 @@ impl SparseAdam {
         grad: &RowGrad,
         scalars: &StepScalars,
     ) -> (kernels::Table, Option<Kernel>) {
-        let table = match grad.lookups() {
-            Some(lookups)
-                if self.config.grad_clipping.is_none() && lookups.values.dims()[1] > 0 =>
-            {
-                match kernels::step_lookups(table, &lookups.indices, &lookups.values, scalars) {
+        let table = match grad.lookups().map(|lookups| &lookups.batch) {
+            // Rows of width 0: only the step count changes.
+            Some(batch) if batch.values.dims()[1] == 0 => return (table, None),
+            Some(batch) if self.config.grad_clipping.is_none() => {
+                match kernels::step_lookups(table, batch, scalars) {
                     Ok(table) => return (table, Some(Kernel::FusedLookups)),
                     Err(table) => table,
                 }
@@ -334,7 +334,7 @@ impl SparseAdam {
                 }
             );
         }
-        let grad = RowGrad::from_lookups(indices, values, n, true);
+        let grad = RowGrad::from_lookups(vec![(indices, values)], n, true);
         let (param, state, _) = self.step_rows_reporting(lr, param, &grad, state);
         (param, state)
     }
@@ -356,10 +356,10 @@ impl SparseAdam {
             // Unplanned lookups are checked where they are planned (their indices are not
             // read back to check them here); their width is known.
             if let Some(lookups) = rows.lookups() {
-                let width = lookups.values.dims()[1];
+                let width = lookups.batch.values.dims()[1];
                 if width != d {
                     return Some(Err(Misfit::Width {
-                        rows: lookups.indices.dims()[0],
+                        rows: lookups.batch.indices.dims()[0],
                         width,
                     }));
                 }
