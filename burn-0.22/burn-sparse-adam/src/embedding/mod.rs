@@ -46,7 +46,8 @@ pub struct SparseEmbeddingConfig {
     /// not reported**: its lookup gives a row of zeros, and it gets no gradient (the
     /// indices are masked on the device before Burn's gather, which does not check them on
     /// wgpu). On every other device the indices are read anyway (the rows are planned on
-    /// the host there) and checked as with `true`.
+    /// the host there) and checked as with `true`, as they are for a table of no rows (it
+    /// has no row to stand in for an index outside it).
     #[config(default = true)]
     pub check_indices: bool,
 }
@@ -186,18 +187,15 @@ impl SparseEmbedding {
         let [n_embedding, d_model] = self.weight.lazy_shape().dims();
         let weight = self.weight.val();
         check_binding_limit([n_embedding, d_model], weight.dtype(), &weight.device())?;
-        let outside = indices
-            .clone()
-            .lower_elem(0)
-            .bool_or(indices.clone().greater_equal_elem(n_embedding as i64));
         let gather = |weight: Tensor<2>, indices: Tensor<2, Int>| {
             let [batch, seq] = indices.dims();
+            let outside = indices
+                .clone()
+                .lower_elem(0)
+                .bool_or(indices.clone().greater_equal_elem(n_embedding as i64));
             let safe = indices.mask_fill(outside.clone(), 0);
             let rows = burn::tensor::module::embedding(weight, safe);
-            let outside = outside
-                .clone()
-                .unsqueeze_dim::<3>(2)
-                .expand([batch, seq, d_model]);
+            let outside = outside.unsqueeze_dim::<3>(2).expand([batch, seq, d_model]);
             rows.mask_fill(outside, 0.0)
         };
         if !weight.is_require_grad() {

@@ -69,7 +69,8 @@ use crate::kernels;
 /// [`SparseAdam::step_lookups`](crate::SparseAdam::step_lookups)). The optimizer's row path
 /// plans and applies those on the device where it can (wgpu: nothing read back); the first
 /// call of [`RowGrad::rows`] or [`RowGrad::values`] also plans them on the host (the
-/// indices read back, each row's gradients summed in lookup order), once.
+/// indices read back, each row's gradients summed as the device sums them: each lookup's
+/// in order, then a pass's lookups, then the passes), once.
 #[derive(Clone, Debug)]
 pub struct RowGrad {
     /// The rows and their summed values, once planned.
@@ -96,7 +97,7 @@ pub(crate) struct Lookups {
     /// What an index outside `0..n` does when the lookups are planned on the host: a panic
     /// with [`Error::IndexOutOfRange`]'s message (`true`), or nothing (`false`: it is
     /// skipped, as the device path skips it).
-    check: bool,
+    pub(crate) check: bool,
 }
 
 impl RowGrad {
@@ -349,6 +350,11 @@ impl RowGrad {
 }
 
 impl Lookups {
+    /// The gradients' width `d`.
+    pub(crate) fn width(&self) -> usize {
+        self.batch.values.dims()[1]
+    }
+
     /// The lookups planned on the host, as the host path plans a pass's lookups and sums
     /// passes: the indices read back (and their lookup and pass ids), each lookup's rows
     /// sorted and made unique and its gradients summed per row in order
@@ -610,8 +616,10 @@ impl RowGradTape {
         let Some(table_rows) = table_rows else {
             return Some(on_host);
         };
-        // One table's lookups are all of one kind (its `check_indices`), so the sum below
-        // only meets both kinds if the table moved between devices mid-pass.
+        // One table's lookups are all of one kind (its `check_indices` and device), so both
+        // kinds meet here only if the table changed paths mid-pass (moved to another device,
+        // or `use_fused_kernels` toggled): then the two kinds are summed as two passes, not in
+        // the order looked up, which may change the last bit.
         let on_device = RowGrad::from_lookups(on_device, table_rows, false);
         Some(RowGrad::sum(vec![on_host, on_device], &device))
     }
@@ -748,6 +756,85 @@ fn marker_passes<const D: usize>(marker: &Tensor<D>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
+
+    /// Two passes of two lookups each, with rows repeated within and across lookups and
+    /// passes, an index past the table and a negative one: the unplanned lookups stay
+    /// unplanned through `RowGrad::sum`, and planned on the host they sum each row as the
+    /// host path does (each lookup's gradients in order, then a pass's lookups, then the
+    /// passes), bit for bit. The data is chosen so that a flat sum differs.
+    #[test]
+    fn unplanned_lookups_of_two_passes_are_planned_as_the_host_path_nests_them() {
+        let device = Device::flex();
+        let (n, d) = (4usize, 3usize);
+        let passes: [[Vec<i64>; 2]; 2] = [
+            [vec![1, 2, 1], vec![1, 7, 1, 3]],
+            [vec![1, 1, -1], vec![3, 1, 2, 1]],
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut value = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.6 - 1.3
+        };
+        // The host path's order, and two others it must differ from on this data: every
+        // position in one sum, and each pass's positions in one sum.
+        let mut nested = vec![0.0f32; n * d];
+        let mut flat = vec![0.0f32; n * d];
+        let mut by_pass = vec![0.0f32; n * d];
+        let add =
+            |sum: &mut [f32], part: &[f32]| sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+        let mut grads = Vec::new();
+        for pass in &passes {
+            let mut in_pass = vec![0.0f32; n * d];
+            let mut pass_flat = vec![0.0f32; n * d];
+            let mut lookups = Vec::new();
+            for indices in pass {
+                let mut in_lookup = vec![0.0f32; n * d];
+                let values: Vec<f32> = (0..indices.len() * d).map(|_| value()).collect();
+                for (i, &index) in indices.iter().enumerate() {
+                    if (0..n as i64).contains(&index) {
+                        for j in 0..d {
+                            let (lane, g) = (index as usize * d + j, values[i * d + j]);
+                            in_lookup[lane] += g;
+                            flat[lane] += g;
+                            pass_flat[lane] += g;
+                        }
+                    }
+                }
+                add(&mut in_pass, &in_lookup);
+                let p = indices.len();
+                lookups.push((
+                    Tensor::<1, Int>::from_data(TensorData::new(indices.clone(), [p]), &device),
+                    Tensor::<2>::from_data(TensorData::new(values, [p, d]), &device),
+                ));
+            }
+            add(&mut nested, &in_pass);
+            add(&mut by_pass, &pass_flat);
+            grads.push(RowGrad::from_lookups(lookups, n, false));
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for other in [&flat, &by_pass] {
+            assert_ne!(
+                bits(other),
+                bits(&nested),
+                "the data tells the orders apart"
+            );
+        }
+
+        let summed = RowGrad::sum(grads, &device);
+        assert!(summed.lookups().is_some(), "the sum stays unplanned");
+        assert_eq!(summed.rows(), &[1, 2, 3]);
+        let values = summed
+            .values()
+            .expect("rows are touched")
+            .clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_eq!(bits(&values), bits(&nested[d..]));
+    }
 
     #[test]
     fn marker_shape_is_never_a_table_shape() {

@@ -11,7 +11,7 @@
 //! gradients, as a lookup's backward pass leaves them) plans its rows on the device: one
 //! kernel writes each lookup's sort key (its row, or `u32::MAX` for an index outside the
 //! table and for the slots padding the sort to a power of two), a bitonic sort of
-//! `(row, position)` pairs brings each row's lookups together in lookup order
+//! `(row, position)` pairs brings each row's positions together in order
 //! (`log₂(p)·(log₂(p) + 1)/2` stage kernels over `p` lookups padded to a power of two), and
 //! one fused kernel sums each run of a row in registers and updates the row. Nothing is read
 //! back to the host, and no `[k, d]` row gradient is written.
@@ -180,8 +180,10 @@ fn bitonic_stage_kernel(keys: &mut [u32], positions: &mut [u32], block: u32, spa
 
 /// The fused sum-and-update of a step from lookups: one thread per lane `j` of each sorted
 /// slot `s` that starts a row's run (its key is a row, and the slot before holds another).
-/// It sums the gradients of the run's lookups, in lookup order and from zero (as the
-/// composed path's additive scatter into zeros does), and updates lane `j` of that row
+/// It sums the gradients of the run's positions as the host path does (each lookup's in
+/// order from zero, as the composed path's additive scatter into zeros does, then the
+/// lookups of a pass, then the passes: `lookup_of` and `pass_of` say where each position
+/// came from), and updates lane `j` of that row
 /// ([`adam_lane`]). No row gradient is written to memory; each row is updated by exactly one
 /// thread per lane.
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -346,7 +348,8 @@ pub(crate) trait SparseAdamRowsOps: Backend {
 
     /// The `[n, d]` `f32` tables take one step from lookups: `indices` (`[p]`, `i32`, any
     /// order, duplicates allowed; an index outside `0..n` is skipped) and their `[p, d]`
-    /// gradients `grad`, each row's lookups summed in lookup order. Returns the three tables.
+    /// gradients `grad` (position `i` from lookup `lookup_ids[i]` of pass `pass_ids[i]`),
+    /// each row's gradients summed as the host path nests them. Returns the three tables.
     #[fusion(meta = lookup_table_specs)]
     fn sparse_adam_lookups(
         param: FloatTensor<Self>,

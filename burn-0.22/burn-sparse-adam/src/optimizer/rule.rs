@@ -251,11 +251,12 @@ impl SparseAdam {
         grad: &RowGrad,
         scalars: &StepScalars,
     ) -> (kernels::Table, Option<Kernel>) {
-        let table = match grad.lookups().map(|lookups| &lookups.batch) {
-            // Rows of width 0: only the step count changes.
-            Some(batch) if batch.values.dims()[1] == 0 => return (table, None),
-            Some(batch) if self.config.grad_clipping.is_none() => {
-                match kernels::step_lookups(table, batch, scalars) {
+        let table = match grad.lookups() {
+            // Unchecked lookups of width 0: only the step count changes (checked ones are
+            // planned below, which checks their indices).
+            Some(lookups) if lookups.width() == 0 && !lookups.check => return (table, None),
+            Some(lookups) if lookups.width() > 0 && self.config.grad_clipping.is_none() => {
+                match kernels::step_lookups(table, &lookups.batch, scalars) {
                     Ok(table) => return (table, Some(Kernel::FusedLookups)),
                     Err(table) => table,
                 }
