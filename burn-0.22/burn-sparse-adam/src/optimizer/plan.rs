@@ -248,8 +248,7 @@ impl Planner<'_> {
                     &tape,
                     &grads,
                     kernels::as_rows(&shape),
-                    // The inner device: a sum made on the autodiff one would carry autodiff.
-                    &param.device().inner(),
+                    &param.device(),
                 ) {
                     // A marker whose rows were dropped (`clear_row_grads`) announces
                     // nothing: the table has no gradient, and takes no step.

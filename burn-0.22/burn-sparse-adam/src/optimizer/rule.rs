@@ -357,7 +357,7 @@ impl SparseAdam {
             // Unplanned lookups are checked where they are planned (their indices are not
             // read back to check them here); their width is known.
             if let Some(lookups) = rows.lookups() {
-                let width = lookups.batch.values.dims()[1];
+                let width = lookups.width();
                 if width != d {
                     return Some(Err(Misfit::Width {
                         rows: lookups.batch.indices.dims()[0],
